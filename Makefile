@@ -1,0 +1,50 @@
+# Two commands are all the set-up on a fresh machine: `make demo` and `make test`.
+# Both (re)create .venv from the lock files in requirements/ whenever a lock changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+LOCKS := requirements/all.lock requirements/train.lock requirements/serve.lock
+DEMO_DIR ?= demo-output
+
+.PHONY: venv demo test lint format lock clean bench
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/all.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements/all.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: venv
+	$(BIN)/python -m snapcat.demo --data data/sample --workdir $(DEMO_DIR)
+
+test: venv lint
+	$(BIN)/python -m pytest -q -rs tests
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Regenerates every lock from pyproject.toml. all.lock is the resolution; the per-image locks are
+# constrained by it, so every environment gets the same version of every shared package.
+lock:
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--extra train --extra serve --extra pipeline --extra dev pyproject.toml -o requirements/all.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--extra train --extra pipeline -c requirements/all.lock pyproject.toml -o requirements/train.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--extra serve -c requirements/all.lock pyproject.toml -o requirements/serve.lock
+
+bench: venv
+	$(BIN)/python benchmarks/normalize_bench.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

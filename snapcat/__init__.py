@@ -1,0 +1,1 @@
+"""snapcat: suggests a listing's category from its photo."""
