@@ -203,9 +203,7 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     if icc and image.mode in ("RGB", "CMYK", "L"):
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            converted = ImageCms.profileToProfile(
-                image, source, _srgb_profile(), outputMode="RGB"
-            )
+            converted = ImageCms.profileToProfile(image, source, _srgb_profile(), outputMode="RGB")
             if converted is not None:
                 return converted
         except (ImageCms.PyCMSError, OSError, ValueError, TypeError):

@@ -138,7 +138,9 @@ def run_prepare(config: PrepareConfig) -> dict:
     found: Discovery = discover(config.input, taxonomy, config.manifest, config.ignore_unknown)
     trainable_named = {s for s in found.category_dirs if taxonomy[s].trainable}
     _check_counts(
-        Counter(i.slug for i in found.items), trainable_named, config.min_images_per_class,
+        Counter(i.slug for i in found.items),
+        trainable_named,
+        config.min_images_per_class,
         "in the input",
     )
     if not found.items:
@@ -155,7 +157,9 @@ def run_prepare(config: PrepareConfig) -> dict:
         good, lambda p: hashlib.sha256(p.canonical).hexdigest(), rejected, duplicates
     )
     _check_counts(
-        Counter(p.item.slug for p in good), trainable_named, config.min_images_per_class,
+        Counter(p.item.slug for p in good),
+        trainable_named,
+        config.min_images_per_class,
         "after rejecting unusable photos and duplicates",
     )
 
@@ -168,7 +172,9 @@ def run_prepare(config: PrepareConfig) -> dict:
             p.raw_sha256, config.seed, config.test_fraction, config.validation_fraction
         )
         by_split[split].append(
-            shards.Record(p.canonical, index[p.item.slug], p.item.slug, p.raw_sha256, p.item.display)
+            shards.Record(
+                p.canonical, index[p.item.slug], p.item.slug, p.raw_sha256, p.item.display
+            )
         )
         assignments.append((p.item.display, p.raw_sha256, p.item.slug, split))
 
@@ -199,7 +205,8 @@ def run_prepare(config: PrepareConfig) -> dict:
         f"{slug} has no {split} photos"
         for split in ("validation", "test")
         for slug in classes
-        if split_counts[split][slug] == 0 and (config.test_fraction if split == "test" else config.validation_fraction) > 0
+        if split_counts[split][slug] == 0
+        and (config.test_fraction if split == "test" else config.validation_fraction) > 0
     ]
     stats["warnings"] = warnings
     for warning in warnings:
@@ -209,8 +216,11 @@ def run_prepare(config: PrepareConfig) -> dict:
         for split, records in by_split.items():
             records.sort(key=lambda r: r.sha256)
             stats["shards"][split] = shards.write_split(records, staging, split)
-        _write_csv(staging / "rejected.csv", ("path", "reason", "detail"),
-                   [(path, reason, messages.get(path, "")) for path, reason in sorted(rejected)])
+        _write_csv(
+            staging / "rejected.csv",
+            ("path", "reason", "detail"),
+            [(path, reason, messages.get(path, "")) for path, reason in sorted(rejected)],
+        )
         _write_csv(staging / "duplicates.csv", ("path", "kept_path"), sorted(duplicates))
         _write_csv(staging / "index.csv", ("path", "sha256", "category", "split"), assignments)
         taxonomy.dump(staging / "taxonomy.yaml")
@@ -256,8 +266,11 @@ def summary_markdown(stats: dict, taxonomy: Taxonomy) -> str:
         lines += ["", "## Rejected", "", "| reason | files |", "|---|---:|"]
         lines += [f"| {r} | {n} |" for r, n in stats["rejected_by_reason"].items()]
     if stats["absent_categories"]:
-        lines += ["", "Categories with no photos (not in the model): "
-                  + ", ".join(f"`{s}`" for s in stats["absent_categories"])]
+        lines += [
+            "",
+            "Categories with no photos (not in the model): "
+            + ", ".join(f"`{s}`" for s in stats["absent_categories"]),
+        ]
     if stats["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in stats["warnings"]]
     return "\n".join(lines) + "\n"

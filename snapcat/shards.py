@@ -54,7 +54,9 @@ def write_split(records: Sequence[Record], folder: Path, split: str) -> list[str
                 features=tf.train.Features(
                     feature={
                         "image": _bytes(record.image),
-                        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[record.label])),
+                        "label": tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[record.label])
+                        ),
                         "slug": _bytes(record.slug.encode()),
                         "sha256": _bytes(record.sha256.encode()),
                         "source": _bytes(record.source.encode()),

@@ -14,7 +14,9 @@ import hashlib
 SPLITS = ("train", "validation", "test")
 
 
-def split_for(content_sha256: str, seed: int, test_fraction: float, validation_fraction: float) -> str:
+def split_for(
+    content_sha256: str, seed: int, test_fraction: float, validation_fraction: float
+) -> str:
     """``test_fraction`` of all photos go to test, then ``validation_fraction`` of the rest."""
     if not 0 <= test_fraction < 1 or not 0 <= validation_fraction < 1:
         raise ValueError("split fractions must be within [0, 1)")

@@ -172,7 +172,13 @@ class Taxonomy:
             shown = str(index) if category.trainable else "-"
             index += category.trainable
             rows.append(
-                (shown, category.slug, category.label, category.name, "yes" if category.trainable else "no")
+                (
+                    shown,
+                    category.slug,
+                    category.label,
+                    category.name,
+                    "yes" if category.trainable else "no",
+                )
             )
         widths = [max(_display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = []

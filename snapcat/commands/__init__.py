@@ -1,0 +1,1 @@
+"""One module per ``snapcat`` subcommand; each exposes ``register(subparsers)``."""
