@@ -118,6 +118,10 @@ def open_image(data: bytes, spec: ImageSpec) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError as exc:
+        kind = _guess_kind(data)
+        if kind in ("JPEG", "PNG"):
+            # Our format's signature, but Pillow could not parse its header: a cut-off upload.
+            raise CorruptImageError(f"the {kind} file is truncated or damaged") from exc
         raise UnsupportedFormatError(
             "not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC)"
         ) from exc

@@ -1,0 +1,106 @@
+"""``snapcat train``: fit the classifier on a prepared dataset and export it for TF Serving."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from snapcat.training import MODES, TrainConfig
+
+    d = TrainConfig(data="", output="")
+    p = sub.add_parser(
+        "train",
+        help="train and export a model (resumes a killed run)",
+        description=(
+            "Trains an ImageNet backbone with a softmax head over the dataset's categories and "
+            "exports MODEL_DIR/<version>/ (TF Serving layout). Re-running the same command on the "
+            "same --output resumes from the last finished epoch."
+        ),
+    )
+    p.add_argument("--data", required=True, help="prepared dataset folder (snapcat prepare)")
+    p.add_argument("--output", required=True, help="model folder (MODEL_DIR)")
+    p.add_argument("--backbone", choices=("xception", "inceptionv3"), default=d.backbone)
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=d.mode,
+        help="two-phase: train the head frozen, then fine-tune everything (default)",
+    )
+    p.add_argument(
+        "--weights",
+        default=d.weights,
+        help="imagenet (default; baked into the training image), none, or a PATH to "
+        "backbone weights (.h5 / .weights.h5)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="model input size (default: the size the data was prepared at)",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument(
+        "--head-epochs",
+        type=int,
+        default=None,
+        help="two-phase: epochs with a frozen backbone (default: a third)",
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per replica")
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=d.learning_rate,
+        help="head learning rate (feature extraction, two-phase first phase)",
+    )
+    p.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=d.fine_tune_learning_rate,
+        help="whole-network learning rate (fine-tuning, two-phase second phase)",
+    )
+    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
+    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default=d.mixed_precision)
+    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --output")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from snapcat.cli import UserError
+    from snapcat.modeling import WeightsUnavailableError
+    from snapcat.training import TrainConfig, TrainingError, train
+
+    config = TrainConfig(
+        data=args.data,
+        output=args.output,
+        backbone=args.backbone,
+        mode=args.mode,
+        weights=args.weights,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        head_epochs=args.head_epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        fine_tune_learning_rate=args.fine_tune_learning_rate,
+        dropout=args.dropout,
+        seed=args.seed,
+        augment=args.augment,
+        mixed_precision=args.mixed_precision,
+        early_stopping_patience=args.early_stopping_patience,
+        overwrite=args.overwrite,
+    )
+    try:
+        summary = train(config)
+    except (TrainingError, WeightsUnavailableError) as exc:
+        raise UserError(str(exc)) from exc
+    best = summary.get("best", {})
+    print(f"exported {summary['version_dir']}")
+    if best:
+        print(
+            f"best epoch {summary['best_epoch']}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in best.items() if "top" in k)
+        )
+    return 0

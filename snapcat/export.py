@@ -1,0 +1,166 @@
+"""Export: the contract between training and TF Serving.
+
+``MODEL_DIR/<version>/`` is a SavedModel whose ``serving_default`` signature takes ``image_bytes``
+(``tf.string [N]``, canonical image bytes; TF Serving's REST API carries them as
+``{"b64": ...}``), decodes and preprocesses inside the graph, and returns ``probabilities``
+(``float32 [N, C]``). Beside the graph: ``assets/snapcat/model.json`` (class order, labels, image
+spec: :mod:`snapcat.model_info`), the taxonomy snapshot, and ``model_card.json``.
+
+The version folder is written under a non-integer temporary name and renamed into place, so TF
+Serving (which only loads integer folders) never picks up a half-written model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import shutil
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from snapcat.model_info import (
+    ASSETS_SUBDIR,
+    MODEL_CARD_FILE,
+    MODEL_INFO_FILE,
+    ModelInfo,
+    list_versions,
+)
+from snapcat.taxonomy import Taxonomy
+
+SIGNATURE_NAME = "serving_default"
+INPUT_NAME = "image_bytes"
+OUTPUT_NAME = "probabilities"
+_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "pillow-heif", "snapcat")
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def next_version(model_dir: str) -> int:
+    """Seconds since the epoch, bumped past any existing version: TF Serving serves the highest."""
+    existing = list_versions(model_dir)
+    return max(int(time.time()), (existing[-1] + 1) if existing else 0)
+
+
+def export_model(
+    model,
+    model_dir: str,
+    *,
+    classes: list[str],
+    image_size: int,
+    jpeg_quality: int,
+    backbone: str,
+    taxonomy_dir: str | None = None,
+    card: dict | None = None,
+) -> str:
+    """Writes ``model`` as a new version under ``model_dir``; returns the version folder."""
+    import keras
+    import tensorflow as tf
+
+    from snapcat.tf_image import decode_canonical
+
+    taxonomy = (
+        Taxonomy.load(Path(taxonomy_dir, "taxonomy.yaml"))
+        if taxonomy_dir and Path(taxonomy_dir, "taxonomy.yaml").exists()
+        else Taxonomy.load()
+    )
+    version = next_version(model_dir)
+    info = ModelInfo(
+        classes=tuple(classes),
+        labels={s: taxonomy[s].label for s in classes},
+        names={s: taxonomy[s].name for s in classes},
+        taxonomy_version=taxonomy.version,
+        image_size=image_size,
+        jpeg_quality=jpeg_quality,
+        backbone=backbone,
+        version=version,
+    )
+
+    def serve(image_bytes):
+        pixels = tf.map_fn(
+            lambda b: decode_canonical(b, image_size),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+        )
+        probabilities = model(pixels, training=False)
+        return {OUTPUT_NAME: tf.cast(probabilities, tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE_NAME,
+        fn=serve,
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    root = Path(model_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    archive.write_out(str(staging), verbose=False)
+
+    assets = staging / "assets" / ASSETS_SUBDIR
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / MODEL_INFO_FILE).write_text(json.dumps(info.to_dict(), ensure_ascii=False, indent=2))
+    taxonomy.dump(assets / "taxonomy.yaml")
+    model_card = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": info.to_dict(),
+        "signature": {"name": SIGNATURE_NAME, "input": INPUT_NAME, "output": OUTPUT_NAME},
+        # TF Serving must be at least this TensorFlow version to load the graph (manifests pin it).
+        "tensorflow_version": tf.__version__,
+        "packages": package_versions(),
+        **(card or {}),
+    }
+    (staging / MODEL_CARD_FILE).write_text(
+        json.dumps(model_card, ensure_ascii=False, indent=2, default=str)
+    )
+    target = root / str(version)
+    staging.rename(target)
+    return str(target)
+
+
+def update_model_card(version_dir: str, **sections) -> None:
+    """Adds sections (e.g. ``evaluation``) to a version's model card, atomically."""
+    path = Path(version_dir) / MODEL_CARD_FILE
+    card = json.loads(path.read_text("utf-8")) if path.exists() else {}
+    card.update(sections)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=2, default=str), "utf-8")
+    tmp.replace(path)
+
+
+class ServingModel:
+    """The exported signature, loaded in-process with plain ``tf.saved_model.load``: what
+    evaluation and the local predictor run, so they measure exactly what TF Serving serves."""
+
+    def __init__(self, model_or_version_dir: str):
+        import tensorflow as tf
+
+        from snapcat.model_info import latest_version_dir, load_model_info
+
+        path = model_or_version_dir.rstrip("/")
+        if not Path(path).name.isdigit():
+            path = latest_version_dir(path)
+        self.version_dir = path
+        self.info = load_model_info(path)
+        self._loaded = tf.saved_model.load(path)
+        self._signature = self._loaded.signatures[SIGNATURE_NAME]
+
+    def predict(self, images: list[bytes]):
+        """Canonical image bytes in, ``float32 [N, C]`` probabilities (numpy) out."""
+        import numpy as np
+        import tensorflow as tf
+
+        if not images:
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        result = self._signature(**{INPUT_NAME: tf.constant(images, dtype=tf.string)})
+        return result[OUTPUT_NAME].numpy()

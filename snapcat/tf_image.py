@@ -1,0 +1,21 @@
+"""The one TensorFlow decoder of canonical image bytes.
+
+The training input pipeline and the exported serving signature both call :func:`decode_canonical`,
+so the pixels the network sees are produced by the same op with the same settings on both sides.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def decode_canonical(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """Canonical JPEG bytes (scalar string) to a float32 ``[size, size, 3]`` tensor in 0..255.
+
+    The resize is an exact no-op for canonical images (already ``size`` x ``size``); it makes the
+    signature total for any JPEG a caller might send and lets a model run at another size than
+    its dataset was prepared at.
+    """
+    image = tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE")
+    image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bilinear")
+    return tf.ensure_shape(image, [size, size, 3])
