@@ -135,16 +135,19 @@ def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discover
     found = Discovery()
     _fs, base, prefix = _protocol_root(base_uri)
     for row in _read_manifest_rows(manifest):
-        path = unicodedata.normalize("NFC", str(row.get("path") or "").strip())
+        # The file is opened by exactly the name written (file names are bytes: an NFD name on
+        # disk must stay NFD); reports show it NFC like folder inputs do.
+        path = str(row.get("path") or "").strip()
         name = str(row.get("category") or "").strip()
         if not path:
             found.rejected.append(("(empty path)", "missing-path"))
             continue
+        display = unicodedata.normalize("NFC", path)
         if "://" in path:
-            uri = display = path
+            uri = path
         else:
             full = path if posixpath.isabs(path) else posixpath.join(base, path)
-            uri, display = prefix + posixpath.normpath(full), path
+            uri = prefix + posixpath.normpath(full)
         # A missing file is found (and rejected as such) by the worker that reads it, so a
         # million-row manifest over a bucket costs no extra listing round-trips here.
         slug = taxonomy.resolve(name)
