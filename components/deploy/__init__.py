@@ -1,0 +1,3 @@
+from components.deploy.component import build
+
+__all__ = ["build"]

@@ -1,0 +1,3 @@
+from components.evaluate.component import build
+
+__all__ = ["build"]

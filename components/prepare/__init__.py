@@ -1,0 +1,3 @@
+from components.prepare.component import build
+
+__all__ = ["build"]

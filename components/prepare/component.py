@@ -1,0 +1,48 @@
+"""Prepare: labelled photos (folder, manifest or bucket URI) -> split, sharded training data."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Markdown, Output
+
+
+def prepare(
+    input_uri: str,
+    image_size: int,
+    seed: int,
+    test_fraction: float,
+    validation_fraction: float,
+    min_images_per_class: int,
+    dataset: Output[Dataset],
+    summary: Output[Markdown],
+):
+    """Runs ``snapcat prepare`` into the Dataset artifact; its Markdown summary renders in the UI."""
+    import pathlib
+
+    from snapcat.prepare import PrepareConfig, run_prepare
+
+    stats = run_prepare(
+        PrepareConfig(
+            input=input_uri,
+            output=dataset.path,
+            image_size=image_size,
+            seed=seed,
+            test_fraction=test_fraction,
+            validation_fraction=validation_fraction,
+            min_images_per_class=min_images_per_class,
+            overwrite=True,
+            progress=False,
+        )
+    )
+    pathlib.Path(summary.path).write_text(
+        pathlib.Path(dataset.path, "summary.md").read_text("utf-8"), "utf-8"
+    )
+    dataset.metadata.update(
+        classes=stats["classes"],
+        accepted=stats["accepted"],
+        rejected=stats["rejected"],
+        duplicates=stats["duplicates"],
+        image_size=stats["image_size"],
+    )
+
+
+def build(image: str):
+    return dsl.component(prepare, base_image=image, install_kfp_package=False)

@@ -1,0 +1,3 @@
+from components.train.component import build
+
+__all__ = ["build"]

@@ -1,0 +1,49 @@
+"""Train: prepared Dataset -> Model (a TF Serving model folder; its URI becomes storageUri)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train(
+    dataset: Input[Dataset],
+    backbone: str,
+    mode: str,
+    weights: str,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    fine_tune_learning_rate: float,
+    seed: int,
+    model: Output[Model],
+):
+    """Runs ``snapcat train``. A retried (preempted) attempt writes to the same artifact path and
+    so resumes from its last finished epoch. ``image_size`` 0 means the dataset's size."""
+    from snapcat.training import TrainConfig, train
+
+    summary = train(
+        TrainConfig(
+            data=dataset.path,
+            output=model.path,
+            backbone=backbone,
+            mode=mode,
+            weights=weights,
+            image_size=image_size or None,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            fine_tune_learning_rate=fine_tune_learning_rate,
+            seed=seed,
+        )
+    )
+    model.metadata.update(
+        framework="tensorflow",
+        backbone=backbone,
+        mode=mode,
+        version_dir=summary["version_dir"],
+        best_epoch=summary["best_epoch"],
+    )
+
+
+def build(image: str):
+    return dsl.component(train, base_image=image, install_kfp_package=False)

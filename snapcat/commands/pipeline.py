@@ -1,0 +1,137 @@
+"""``snapcat pipeline``: compile, submit (or schedule) and run locally the training pipeline."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", help="training image every step runs in (default: the project's)")
+    p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
+    p.add_argument("--gpu-count", type=int, default=1, help="GPUs for train and evaluate")
+    p.add_argument(
+        "--node-selector",
+        action="append",
+        metavar="KEY=VALUE",
+        help="GPU node label (repeatable; replaces the default nvidia.com/gpu.present=true)",
+    )
+    p.add_argument(
+        "--toleration",
+        action="append",
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="GPU node taint to tolerate (repeatable; replaces the default "
+        "nvidia.com/gpu:NoSchedule)",
+    )
+    p.add_argument(
+        "--storage-secret",
+        default="snapcat-storage",
+        help="Kubernetes secret with storage credentials ('' for none)",
+    )
+    p.add_argument("--train-retries", type=int, default=3)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from pipelines.training_pipeline import ClusterSettings, Toleration
+    from snapcat.cli import UserError
+
+    overrides = {
+        "gpu_type": args.gpu_type,
+        "gpu_count": args.gpu_count,
+        "storage_secret": args.storage_secret,
+        "train_retries": args.train_retries,
+    }
+    if args.image:
+        overrides["image"] = args.image
+    if args.node_selector:
+        pairs = [s.partition("=") for s in args.node_selector]
+        if any(not sep or not k for k, sep, _ in pairs):
+            raise UserError("--node-selector takes KEY=VALUE")
+        overrides["node_selector"] = tuple((k, v) for k, _, v in pairs)
+    if args.toleration:
+        overrides["tolerations"] = tuple(Toleration.parse(t) for t in args.toleration)
+    return ClusterSettings(**overrides)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pipeline", help="compile, submit or locally run the KFP pipeline")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    c = actions.add_parser("compile", help="write the pipeline spec (YAML)")
+    c.add_argument("--output", required=True, help="e.g. pipelines/training_pipeline.yaml")
+    _cluster_flags(c)
+    c.set_defaults(handler=run_compile)
+
+    s = actions.add_parser("submit", help="submit a run (or a recurring run) to Kubeflow")
+    s.add_argument("--host", help="KFP API URL (default: kfp.Client's in-cluster discovery)")
+    s.add_argument("--experiment", default="snapcat")
+    s.add_argument("--run-name")
+    s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    s.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter (repeatable), e.g. input_uri=gs://bucket/photos",
+    )
+    s.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="create a recurring run instead, e.g. '0 0 3 * * 1' (KFP cron has seconds)",
+    )
+    s.add_argument("--package", help="a compiled spec to submit (default: compile now)")
+    _cluster_flags(s)
+    s.set_defaults(handler=run_submit)
+
+    r = actions.add_parser("run-local", help="run the same pipeline on this machine (kfp.local)")
+    r.add_argument("--input", required=True, help="labelled photos: folder, manifest or URI")
+    r.add_argument("--workdir", required=True, help="where kfp.local keeps runs and artifacts")
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    _cluster_flags(r)
+    r.set_defaults(handler=run_local)
+
+
+def _params(args: argparse.Namespace, settings):
+    from pipelines.runner import PipelineParameterError, parse_params
+    from snapcat.cli import UserError
+
+    try:
+        return parse_params(args.param, settings)
+    except PipelineParameterError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from pipelines.runner import compile_pipeline
+
+    path = compile_pipeline(args.output, settings_from_args(args))
+    print(f"wrote {path}")
+    return 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from pipelines.runner import submit
+
+    settings = settings_from_args(args)
+    params = _params(args, settings)
+    run_id = submit(
+        args.host,
+        params,
+        package=args.package,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        schedule=args.schedule,
+        settings=settings,
+    )
+    print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
+    return 0
+
+
+def run_local(args: argparse.Namespace) -> int:
+    from pipelines.runner import describe_result
+    from pipelines.runner import run_local as run
+
+    settings = settings_from_args(args)
+    artifacts = run(args.input, args.workdir, _params(args, settings), settings)
+    print(describe_result(artifacts))
+    return 0
