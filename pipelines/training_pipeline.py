@@ -7,7 +7,6 @@ parameters. Cluster placement (image, GPUs, node selectors, tolerations, the sto
 fixed at compile time by :class:`ClusterSettings`, because KFP resolves those when it compiles.
 """
 
-
 from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes

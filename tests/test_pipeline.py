@@ -1,0 +1,352 @@
+"""The training pipeline: compiled spec structure, parameters, submission contract, local run."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.images import default_train_image
+from pipelines import runner
+from pipelines.training_pipeline import ClusterSettings, Toleration
+from snapcat.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = ("prepare", "train", "evaluate", "deploy")
+
+
+def _compile(tmp_path: Path, settings: ClusterSettings | None = None) -> tuple[dict, dict]:
+    path = runner.compile_pipeline(tmp_path / "p.yaml", settings)
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    return _compile(tmp_path_factory.mktemp("compiled"))
+
+
+def test_dag_runs_prepare_train_evaluate_then_deploy_only_if_blessed(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"prepare", "train", "evaluate", "condition-1"}
+    assert tasks["train"]["dependentTasks"] == ["prepare"]
+    assert set(tasks["evaluate"]["dependentTasks"]) == {"prepare", "train"}
+    condition = tasks["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+    )
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert list(inner) == ["deploy"]
+    # the deployed model is the trained one; its URI becomes KServe's storageUri
+    model_in = inner["deploy"]["inputs"]["artifacts"]["model"]
+    assert model_in == {"componentInputArtifact": "pipelinechannel--train-model"}
+
+
+def test_gpu_resources_retry_and_caching(compiled):
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    for step in ("train", "evaluate"):
+        resources = executors[f"exec-{step}"]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "1"
+        assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
+    assert "accelerator" not in executors["exec-prepare"]["container"].get("resources", {})
+    tasks = spec["root"]["dag"]["tasks"]
+    retry = tasks["train"]["retryPolicy"]
+    assert retry["maxRetryCount"] == 3 and retry["backoffDuration"] == "60s"
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["train"]["cachingOptions"].get("enableCache", False) is False
+    assert tasks["evaluate"]["cachingOptions"].get("enableCache", False) is False
+
+
+def test_node_selector_tolerations_and_secret_env(compiled):
+    _, k8s = compiled
+    for step in ("train", "evaluate"):
+        config = k8s[f"exec-{step}"]
+        assert config["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert config["tolerations"] == [
+            {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+        ]
+    for step in STEPS:
+        secret = k8s[f"exec-{step}"]["secretAsEnv"][0]
+        assert secret["secretName"] == "snapcat-storage"
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }
+    assert "nodeSelector" not in k8s["exec-prepare"]
+
+
+def test_every_component_runs_in_the_training_image(compiled):
+    spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert {f"exec-{s}" for s in STEPS} == set(executors)
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == default_train_image()
+        # kfp is in the image: the command must not pip-install anything at run time
+        assert "pip install" not in " ".join(container["command"])
+
+
+def test_compile_time_overrides(tmp_path):
+    settings = ClusterSettings(
+        image="registry.example/snapcat-train:test",
+        gpu_type="nvidia.com/mig-1g.10gb",
+        gpu_count=2,
+        node_selector=(("pool", "a100"),),
+        tolerations=(Toleration.parse("dedicated=ml:NoExecute"),),
+        storage_secret="",
+    )
+    spec, k8s = _compile(tmp_path, settings)
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == "registry.example/snapcat-train:test"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/mig-1g.10gb"
+    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    assert k8s["exec-train"]["nodeSelector"]["labels"] == {"pool": "a100"}
+    assert k8s["exec-train"]["tolerations"] == [
+        {"effect": "NoExecute", "key": "dedicated", "operator": "Equal", "value": "ml"}
+    ]
+    assert "secretAsEnv" not in k8s.get("exec-prepare", {})
+
+
+def test_committed_spec_is_up_to_date(tmp_path):
+    fresh = list(yaml.safe_load_all(runner.compile_pipeline(tmp_path / "p.yaml").read_text()))
+    committed = list(
+        yaml.safe_load_all((REPO / "pipelines" / "training_pipeline.yaml").read_text())
+    )
+    assert fresh == committed, (
+        "pipelines/training_pipeline.yaml is stale: run "
+        "`snapcat pipeline compile --output pipelines/training_pipeline.yaml`"
+    )
+
+
+def test_pipeline_parameters_cover_the_run_time_choices():
+    names = set(runner.pipeline_parameters())
+    assert {
+        "input_uri",
+        "backbone",
+        "mode",
+        "weights",
+        "image_size",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "max_top1_drop",
+        "max_top3_drop",
+        "max_class_recall_drop",
+        "baseline_metrics_uri",
+        "isvc_name",
+        "isvc_namespace",
+        "canary_percent",
+    } <= names
+
+
+def test_param_parsing_is_typed_and_strict():
+    assert runner.parse_params(
+        ["epochs=3", "learning-rate=0.01", "deploy_dry_run=true", "weights=none"]
+    ) == {"epochs": 3, "learning_rate": 0.01, "deploy_dry_run": True, "weights": "none"}
+    with pytest.raises(runner.PipelineParameterError, match="no such parameter"):
+        runner.parse_params(["epoch=3"])
+    with pytest.raises(runner.PipelineParameterError, match="not a valid int"):
+        runner.parse_params(["epochs=three"])
+    with pytest.raises(runner.PipelineParameterError, match="NAME=VALUE"):
+        runner.parse_params(["epochs"])
+
+
+def test_cli_compile_writes_spec_and_rejects_bad_params(tmp_path, capsys):
+    out = tmp_path / "spec.yaml"
+    assert (
+        cli_main(
+            [
+                "pipeline",
+                "compile",
+                "--output",
+                str(out),
+                "--gpu-type",
+                "amd.com/gpu",
+                "--node-selector",
+                "gpu=mi300",
+            ]
+        )
+        == 0
+    )
+    spec, platform = yaml.safe_load_all(out.read_text())
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "amd.com/gpu"
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"][
+        "nodeSelector"
+    ]["labels"] == {"gpu": "mi300"}
+    assert (
+        cli_main(
+            [
+                "pipeline",
+                "run-local",
+                "--input",
+                "x",
+                "--workdir",
+                str(tmp_path),
+                "--param",
+                "nope=1",
+            ]
+        )
+        == 2
+    )
+    assert "no such parameter" in capsys.readouterr().err
+
+
+class _FakeKfp(BaseHTTPRequestHandler):
+    """Just enough of the KFP v2beta1 REST API for kfp.Client to create runs; records requests."""
+
+    requests: list[tuple[str, str, dict | None]] = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802
+        self.requests.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            return self._reply({"multi_user": False})
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            return self._reply({"experiments": [], "total_size": 0})
+        self.send_error(404)
+
+    def do_POST(self):  # noqa: N802
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.requests.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        if self.path == "/apis/v2beta1/runs":
+            return self._reply({"run_id": "run-1", "display_name": body.get("display_name")})
+        if self.path == "/apis/v2beta1/recurringruns":
+            return self._reply({"recurring_run_id": "rec-1"})
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_kfp():
+    _FakeKfp.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeKfp.requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_submit_creates_a_run_with_typed_parameters(fake_kfp, capsys):
+    host, requests = fake_kfp
+    assert (
+        cli_main(
+            [
+                "pipeline",
+                "submit",
+                "--host",
+                host,
+                "--run-name",
+                "nightly",
+                "--param",
+                "input_uri=gs://bucket/photos",
+                "--param",
+                "epochs=5",
+            ]
+        )
+        == 0
+    )
+    assert "run run-1 submitted" in capsys.readouterr().out
+    runs = [body for method, path, body in requests if path == "/apis/v2beta1/runs"]
+    assert len(runs) == 1
+    body = runs[0]
+    assert body["display_name"] == "nightly"
+    assert body["experiment_id"] == "exp-1"
+    assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "snapcat-training"
+    platform = body["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
+    assert "exec-train" in platform["deploymentSpec"]["executors"]
+    assert body["runtime_config"]["parameters"] == {"input_uri": "gs://bucket/photos", "epochs": 5}
+
+
+def test_submit_schedule_creates_a_recurring_run_without_caching(fake_kfp, capsys):
+    host, requests = fake_kfp
+    assert (
+        cli_main(
+            [
+                "pipeline",
+                "submit",
+                "--host",
+                host,
+                "--schedule",
+                "0 0 3 * * 1",
+                "--param",
+                "input_uri=s3://bucket/photos",
+            ]
+        )
+        == 0
+    )
+    assert "recurring run rec-1 submitted" in capsys.readouterr().out
+    (body,) = [b for m, p, b in requests if p == "/apis/v2beta1/recurringruns"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert body["no_catchup"] is True
+    tasks = body["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks["prepare"]["cachingOptions"].get("enableCache", False) is False
+
+
+@pytest.mark.slow
+def test_local_run_end_to_end(tmp_path, capsys):
+    """The very same pipeline through kfp.local on the bundled sample, at tiny settings."""
+    params = [
+        "image_size=71",
+        "epochs=1",
+        "weights=none",
+        "mode=feature-extraction",
+        "batch_size=32",
+        "min_top1=0",
+        "min_top3=0",
+        "canary_percent=20",
+    ]
+    code = cli_main(
+        [
+            "pipeline",
+            "run-local",
+            "--input",
+            str(REPO / "data" / "sample"),
+            "--workdir",
+            str(tmp_path),
+        ]
+        + [a for p in params for a in ("--param", p)]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "local pipeline run finished" in out
+    run_dirs = list((tmp_path / "pipeline_root").iterdir())
+    assert len(run_dirs) == 1
+    artifacts = runner.locate_artifacts(run_dirs[0])
+
+    import tensorflow as tf
+
+    from snapcat.model_info import latest_version_dir, load_model_info
+
+    version_dir = latest_version_dir(artifacts["model"])
+    loaded = tf.saved_model.load(version_dir)
+    assert "serving_default" in loaded.signatures
+    assert load_model_info(version_dir).image_size == 71
+    metrics = json.loads(Path(artifacts["metrics"]).read_text())
+    assert 0 <= metrics["top1"] <= metrics["top3"] <= 1 and metrics["blessed"] is True
+    assert "<img" in Path(artifacts["report"]).read_text()
+    manifest = yaml.safe_load(Path(artifacts["deploy manifest"]).read_text())
+    assert manifest, "the deploy step wrote the object it would send"
+    assert artifacts["model"] in json.dumps(manifest)
+    assert "20" in json.dumps(manifest)
