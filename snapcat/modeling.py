@@ -75,9 +75,8 @@ def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -
 
 
 def build_model(spec: ModelSpec) -> tuple[keras.Model, keras.Model]:
-    """Returns (classifier, backbone). The backbone is called with ``training=False`` so its
-    batch-norm layers stay in inference mode even when unfrozen for fine-tuning (the keras-io
-    transfer-learning guide's advice; otherwise a small batch wrecks the learned statistics)."""
+    """Returns (classifier, backbone). Unfreeze the backbone with :func:`set_backbone_trainable`,
+    never with ``backbone.trainable = True``: that keeps its batch-norm layers in inference mode."""
     if spec.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
     if spec.image_size < MIN_SIZE[spec.backbone]:
@@ -98,3 +97,20 @@ def build_model(spec: ModelSpec) -> tuple[keras.Model, keras.Model]:
         spec.num_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)
     return keras.Model(inputs, outputs, name=f"snapcat_{spec.backbone}"), backbone
+
+
+def set_backbone_trainable(backbone: keras.Model, trainable: bool, pretrained: bool = True) -> None:
+    """Freezes or unfreezes the backbone for a training phase.
+
+    With pretrained weights its batch-norm layers stay frozen, which in Keras 3 also keeps them in
+    inference mode (moving statistics used, never updated): fine-tuning on small batches would
+    otherwise wreck the statistics the backbone was trained with. Calling the backbone with
+    ``training=False`` (the Keras 2 recipe) does not do this in Keras 3: ``fit`` calls the model
+    with ``training=True``, which overrides the nested call's argument (keras-team/keras#20285).
+    A backbone trained from scratch has no statistics worth keeping, so there they train.
+    """
+    backbone.trainable = trainable
+    if pretrained:
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import fsspec
+
 from snapcat import storage
 
 log = logging.getLogger(__name__)
@@ -68,17 +70,20 @@ def make_dataset(
     seed: int,
     shuffle_buffer: int = 2048,
     count: int | None = None,
+    source_size: int | None = None,
 ):
     """A ``tf.data`` pipeline of (pixels float32 0..255, label) batches from the prepared shards.
 
     Shards are read in parallel, decoded in parallel by the exported model's own decoder
     (:func:`snapcat.tf_image.decode_canonical`), shuffled and augmented only for training.
-    ``count``, the number of records (from stats.json), is asserted so progress bars know it.
+    ``count``, the number of records (from stats.json), is asserted so progress bars know it;
+    ``source_size`` is the size the shards were prepared at (default: ``image_size``).
     """
     import tensorflow as tf
 
+    from snapcat.augment import augment_batch
     from snapcat.shards import feature_spec
-    from snapcat.tf_image import decode_canonical
+    from snapcat.tf_image import decode_canonical, decode_canonical_uint8
 
     files = sorted(tf.io.gfile.glob(f"{data_dir.rstrip('/')}/{split}-*.tfrecord"))
     if not files:
@@ -97,37 +102,24 @@ def make_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     spec = feature_spec()
 
+    augmenting = training and augment
+    source_size = source_size or image_size
+
     def parse(serialized):
         example = tf.io.parse_single_example(serialized, spec)
-        return decode_canonical(example["image"], image_size), example["label"]
+        if augmenting:  # uint8 pixels: the fused augmentation resamples them to image_size
+            pixels = decode_canonical_uint8(example["image"], source_size)
+        else:
+            pixels = decode_canonical(example["image"], image_size)
+        return pixels, example["label"]
 
     ds = ds.map(parse, num_parallel_calls=autotune, deterministic=not training)
     if count is not None:  # lets Keras show a real progress bar on the first epoch
         ds = ds.apply(tf.data.experimental.assert_cardinality(count))
     ds = ds.batch(batch_size)
-    if training and augment:
-        augmenter = make_augmenter(seed)
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=autotune)
+    if augmenting:
+        ds = ds.map(lambda x, y: (augment_batch(x, image_size), y), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
-
-
-def make_augmenter(seed: int):
-    """Mild, label-preserving changes a seller's photo could plausibly have."""
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.04, fill_mode="constant", fill_value=255.0, seed=seed),
-            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant", fill_value=255.0, seed=seed),
-            keras.layers.RandomTranslation(
-                0.05, 0.05, fill_mode="constant", fill_value=255.0, seed=seed
-            ),
-            keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
-            keras.layers.RandomContrast(0.1, value_range=(0, 255), seed=seed),
-        ],
-        name="augment",
-    )
 
 
 # ------------------------------------------------------------------------------ devices
@@ -223,6 +215,17 @@ def _phases(config: TrainConfig) -> list[dict]:
     return phases
 
 
+def _has_progress(workdir: Path) -> bool:
+    """Whether an earlier run left something a re-run would resume from (a finished epoch's backup
+    or log line, a finished phase). One that failed before its first epoch ended (weights not
+    available, say) left nothing, so a corrected command may reuse the folder."""
+    return (
+        (workdir / "state.json").exists()
+        or (workdir / "history.csv").exists()
+        or any(workdir.glob("backup-*"))
+    )
+
+
 def _prepare_workdir(config: TrainConfig) -> Path:
     if storage.is_remote(config.output):
         raise TrainingError(
@@ -234,7 +237,7 @@ def _prepare_workdir(config: TrainConfig) -> Path:
     saved = workdir / "config.json"
     if config.overwrite and output.exists():
         shutil.rmtree(output)
-    if saved.exists():
+    if saved.exists() and _has_progress(workdir):
         previous = json.loads(saved.read_text())
         if previous != config.resume_key():
             changed = sorted(
@@ -254,12 +257,21 @@ def train(config: TrainConfig) -> dict:
     if config.mode not in MODES:
         raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
     storage.require_complete(config.data, "prepared dataset")
-    with open(storage.join(config.data, "stats.json"), encoding="utf-8") as handle:
+    with fsspec.open(storage.join(config.data, "stats.json"), "r", encoding="utf-8") as handle:
         stats = json.load(handle)
     image_size = config.image_size or int(stats["image_size"])
     classes = list(stats["classes"])
     if sum(stats["splits"]["train"].values()) == 0:
         raise TrainingError(f"{config.data} has no training photos")
+    from snapcat.modeling import MIN_SIZE
+
+    if config.backbone not in MIN_SIZE:
+        raise TrainingError(f"unknown backbone {config.backbone!r}; choose from {sorted(MIN_SIZE)}")
+    if image_size < MIN_SIZE[config.backbone]:
+        raise TrainingError(
+            f"{config.backbone} needs images of at least {MIN_SIZE[config.backbone]} px, "
+            f"not {image_size}: pass a larger --image-size"
+        )
 
     workdir = _prepare_workdir(config)
     state = RunState(workdir)
@@ -272,7 +284,7 @@ def train(config: TrainConfig) -> dict:
     import keras
 
     from snapcat.export import export_model
-    from snapcat.modeling import ModelSpec, build_model
+    from snapcat.modeling import ModelSpec, build_model, set_backbone_trainable
 
     keras.utils.set_random_seed(config.seed)
     strategy, gpus = choose_strategy()
@@ -297,6 +309,7 @@ def train(config: TrainConfig) -> dict:
         seed=config.seed,
         shuffle_buffer=config.shuffle_buffer,
         count=sum(stats["splits"]["train"].values()),
+        source_size=int(stats["image_size"]),
     )
     val_ds = (
         make_dataset(
@@ -336,7 +349,9 @@ def train(config: TrainConfig) -> dict:
             continue
         if state.data.get("phases_done"):  # resuming into a later phase: start from the earlier one
             model.load_weights(str(workdir / "last_phase.weights.h5"))
-        backbone.trainable = phase["trainable"]
+        set_backbone_trainable(
+            backbone, phase["trainable"], pretrained=config.weights.lower() != "none"
+        )
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(phase["lr"]),

@@ -1,0 +1,232 @@
+"""``snapcat evaluate`` and ``snapcat compare``: metrics.json, the report, the release gate against
+a baseline, and the exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import html
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["_training_fixtures"]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+]
+
+
+def _cli(*argv: str) -> int:
+    from snapcat.cli import main
+
+    return main(list(argv))
+
+
+def _confusion(metrics: dict) -> tuple[list[str], np.ndarray]:
+    return metrics["confusion_matrix"]["labels"], np.array(metrics["confusion_matrix"]["matrix"])
+
+
+# ------------------------------------------------------------------------------ metrics.json
+def test_metrics_json(evaluated, prepared_stats):
+    from snapcat.metrics import GateConfig, gate
+
+    saved = json.loads((evaluated.output / "metrics.json").read_text("utf-8"))
+    assert saved == json.loads(json.dumps(evaluated.metrics))
+    n_test = sum(prepared_stats["splits"]["test"].values())
+    assert saved["n"] == n_test and saved["split"] == "test"
+    labels, matrix = _confusion(saved)
+    assert labels == prepared_stats["classes"]
+    assert matrix.sum() == n_test
+    assert saved["top1"] == pytest.approx(np.trace(matrix) / n_test, abs=1e-6)
+    assert 0 <= saved["top1"] <= saved["top3"] <= 1
+
+    assert set(saved["per_class"]) <= set(labels)
+    for slug, m in saved["per_class"].items():
+        assert set(m) == {"precision", "recall", "f1", "support"}
+        i = labels.index(slug)
+        assert m["support"] == matrix[i].sum() == prepared_stats["splits"]["test"][slug]
+        if m["support"]:
+            assert m["recall"] == pytest.approx(matrix[i, i] / matrix[i].sum(), abs=1e-6)
+
+    assert isinstance(saved["blessed"], bool)
+    # No baseline: the absolute floors, exactly as gate() decides.
+    assert saved["baseline"] is None
+    assert (saved["blessed"], saved["reasons"]) == gate(saved, None, GateConfig())
+    assert saved["model"]["mode"] == "two-phase" and saved["model"]["backbone"] == "xception"
+
+
+def test_evaluation_is_recorded_in_the_model_card(evaluated, trained):
+    card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
+    assert card["evaluation"]["split"] == "test"
+    assert card["evaluation"]["n"] == evaluated.metrics["n"]
+    assert card["evaluation"]["blessed"] in (True, False)
+    assert "result" in card and "tensorflow_version" in card  # the rest is kept
+
+
+# ------------------------------------------------------------------------------ report
+def test_confusion_matrix_png_without_missing_glyphs(evaluated):
+    png = evaluated.output / "confusion_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (evaluated.output / "training_curves.png").is_file()
+    glyphs = [w for w in evaluated.warnings + evaluated.font_log if "missing from" in w]
+    assert not glyphs, glyphs[:3]
+    fonts = [m for m in evaluated.font_log if "findfont" in m]
+    assert not fonts, fonts[:3]
+
+
+def test_missing_glyphs_would_be_noticed(tmp_path):
+    """Control for the test above: Korean text in a font without Hangul warns, and the same
+    capture sees it."""
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plt.rc_context({"font.family": "DejaVu Sans"}):
+            fig, ax = plt.subplots()
+            ax.set_title("가구/인테리어")
+            fig.savefig(tmp_path / "x.png")
+            plt.close(fig)
+    assert any("missing from" in str(w.message) for w in caught)
+
+
+def test_report_html_gallery(evaluated, prepared, taxonomy):
+    from snapcat.shards import read_split
+
+    page = (evaluated.output / "report.html").read_text("utf-8")
+    metrics = evaluated.metrics
+    assert page.count('src="data:image/png;base64,') == 2  # confusion matrix + curves
+    labels, matrix = _confusion(metrics)
+    wrong = {slug: int(matrix[i].sum() - matrix[i, i]) for i, slug in enumerate(labels)}
+    assert sum(wrong.values()) > 0, "a 2-epoch model from scratch makes mistakes"
+
+    sections = re.split(r"<h3>", page.split("<h2>Misclassified photos</h2>", 1)[1])[1:]
+    shown = {}
+    images = {r["image"] for r in read_split(str(prepared), "test")}
+    for section in sections:
+        heading = re.match(r"(.*?) <code>([a-z0-9-]+)</code></h3>", section)
+        assert heading, section[:200]
+        slug = heading.group(2)
+        assert html.unescape(heading.group(1)) == taxonomy[slug].label  # the true category
+        figures = section.split("<figure>")[1:]
+        shown[slug] = len(figures)
+        for figure in figures:
+            src = re.search(r'<img src="data:image/jpeg;base64,([^"]+)"', figure)
+            assert src, figure[:200]
+            assert base64.b64decode(src.group(1)) in images
+            top3 = re.findall(r"(\d)\. ([^<]+?) (\d\.\d\d)</span>", figure)
+            assert [int(rank) for rank, _, _ in top3] == [1, 2, 3]
+            scores = [float(score) for _, _, score in top3]
+            assert scores == sorted(scores, reverse=True)
+            predicted = html.unescape(top3[0][1])
+            assert predicted != taxonomy[slug].label  # misclassified, by definition
+            assert predicted in {taxonomy[s].label for s in labels}
+    gallery_size = 8  # EvaluateConfig.gallery_per_class
+    assert shown == {s: min(n, gallery_size) for s, n in wrong.items() if n}
+
+
+# ------------------------------------------------------------------------------ gate via CLI
+def _baseline(tmp_path, metrics: dict, name: str, **changes) -> str:
+    baseline = copy.deepcopy(metrics)
+    baseline.update(changes)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(baseline))
+    return str(path)
+
+
+def test_evaluate_blesses_against_a_lower_baseline(evaluated, trained, prepared, tmp_path, capsys):
+    m = evaluated.metrics
+    baseline = _baseline(tmp_path, m, "lower", top1=m["top1"] - 0.005, top3=m["top3"] - 0.005)
+    out = tmp_path / "blessed"
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output)]
+    argv += ["--output", str(out), "--baseline", baseline, "--fail-if-refused", "--no-progress"]
+    assert _cli(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "gate: BLESSED" in printed
+    saved = json.loads((out / "metrics.json").read_text("utf-8"))
+    assert saved["blessed"] is True
+    assert saved["baseline"]["uri"] == baseline
+    assert saved["top1"] == m["top1"] and saved["n"] == m["n"]  # same model, same photos
+
+
+def test_evaluate_refuses_a_worse_model(evaluated, trained, prepared, tmp_path, capsys):
+    m = evaluated.metrics
+    supported = {s: c for s, c in m["per_class"].items() if c["support"]}
+    slug = min(supported, key=lambda s: supported[s]["recall"])
+    assert supported[slug]["recall"] < 0.5, "a 2-epoch model from scratch is this bad somewhere"
+    per_class = copy.deepcopy(m["per_class"])
+    per_class[slug]["recall"] = 1.0
+    baseline = _baseline(tmp_path, m, "higher", top1=m["top1"] + 0.05, per_class=per_class)
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output)]
+    argv += ["--output", str(tmp_path / "refused"), "--baseline", baseline, "--no-progress"]
+    argv += ["--min-class-support", "1"]
+    assert _cli(*argv) == 0  # refused, but not asked to fail
+    assert "gate: REFUSED" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "refused" / "metrics.json").read_text("utf-8"))
+    assert saved["blessed"] is False
+    assert any(r.startswith("top1") and "beyond" in r for r in saved["reasons"])
+    assert any(r.startswith(f"{slug} recall") for r in saved["reasons"])
+    assert any(r.startswith("top3") and "within" in r for r in saved["reasons"])
+
+    assert _cli(*argv, "--fail-if-refused") == 3
+
+
+def test_evaluate_rejects_a_baseline_that_is_not_metrics(trained, prepared, tmp_path, capsys):
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"accuracy": 0.9}')
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output)]
+    argv += ["--output", str(tmp_path / "e"), "--baseline", str(bogus), "--no-progress"]
+    assert _cli(*argv) == 2
+    assert "no top1/top3" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------ compare
+def test_compare_prints_a_table(evaluated, tmp_path, capsys):
+    other = tmp_path / "inceptionv3-fe"
+    other.mkdir()
+    better = copy.deepcopy(evaluated.metrics)
+    assert evaluated.metrics["top3"] < 0.99
+    better.update(top1=0.5, top3=0.99, macro_f1=0.42, blessed=True)
+    better["model"].update(backbone="inceptionv3", mode="feature-extraction", image_size=75)
+    (other / "metrics.json").write_text(json.dumps(better))
+
+    assert _cli("compare", str(evaluated.output), str(other)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == [
+        "run",
+        "backbone",
+        "mode",
+        "size",
+        "n",
+        "top1",
+        "top3",
+        "macro_f1",
+        "gate",
+    ]
+    assert set(lines[1]) <= {"-", " "}
+    assert len(lines) == 4
+    first, second = lines[2].split(), lines[3].split()  # sorted by top-3, best first
+    assert first == [
+        "inceptionv3-fe",
+        "inceptionv3",
+        "feature-extraction",
+        "75",
+        str(better["n"]),
+        "0.5000",
+        "0.9900",
+        "0.4200",
+        "blessed",
+    ]
+    m = evaluated.metrics
+    assert second[:5] == [evaluated.output.name, "xception", "two-phase", "71", str(m["n"])]
+    assert second[5:7] == [f"{m['top1']:.4f}", f"{m['top3']:.4f}"]
+    assert second[-1] == ("blessed" if m["blessed"] else "refused")
+
+
+def test_compare_needs_metrics(tmp_path, capsys):
+    assert _cli("compare", str(tmp_path)) == 2
+    assert "no metrics.json" in capsys.readouterr().err

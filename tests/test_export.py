@@ -1,0 +1,211 @@
+"""The export contract with TF Serving: signature names and dtypes, class order, the files beside
+the graph, and a version folder that appears atomically."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["_training_fixtures"]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def test_records(prepared):
+    from snapcat.shards import read_split
+
+    return read_split(str(prepared), "test")
+
+
+def _tiny_model(size: int, classes: int):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------ the trained model
+def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_stats):
+    import tensorflow as tf
+
+    from snapcat.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+
+    assert (SIGNATURE_NAME, INPUT_NAME, OUTPUT_NAME) == (
+        "serving_default",
+        "image_bytes",
+        "probabilities",
+    )
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    assert list(loaded.signatures) == ["serving_default"]
+    signature = loaded.signatures["serving_default"]
+    args, kwargs = signature.structured_input_signature
+    assert args == ()
+    assert list(kwargs) == ["image_bytes"]
+    assert kwargs["image_bytes"].dtype == tf.string
+    assert kwargs["image_bytes"].shape.as_list() == [None]
+    classes = len(prepared_stats["classes"])
+    outputs = signature.structured_outputs
+    assert list(outputs) == ["probabilities"]
+    assert outputs["probabilities"].dtype == tf.float32
+    assert outputs["probabilities"].shape.as_list() == [None, classes]
+
+    images = [r["image"] for r in test_records[:7]]
+    result = signature(image_bytes=tf.constant(images))
+    probabilities = result["probabilities"].numpy()
+    assert probabilities.dtype == np.float32
+    assert probabilities.shape == (7, classes)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # One image alone gets the same answer as inside a batch.
+    alone = signature(image_bytes=tf.constant(images[3:4]))["probabilities"].numpy()
+    np.testing.assert_allclose(alone[0], probabilities[3], atol=1e-5)
+
+
+def test_class_order_is_the_taxonomy_order(trained, prepared_stats, test_records, taxonomy):
+    from snapcat.model_info import load_model_info
+
+    info = load_model_info(str(trained.output))  # MODEL_DIR: its highest version
+    assert info.version == int(trained.version_dir.name)
+    classes = list(info.classes)
+    assert classes == prepared_stats["classes"]
+    assert len(classes) == len(set(classes)) > 2
+    position = {slug: i for i, slug in enumerate(taxonomy.slugs)}
+    assert classes == sorted(classes, key=position.__getitem__)
+    assert set(classes) == {p.name for p in _sample_dirs()}
+    # The training labels index this same list, so output i is classes[i].
+    assert all(classes[r["label"]] == r["slug"] for r in test_records)
+    assert info.labels == {s: taxonomy[s].label for s in classes}
+    assert info.names == {s: taxonomy[s].name for s in classes}
+    assert info.image_size == prepared_stats["image_size"]
+    assert info.jpeg_quality == prepared_stats["jpeg_quality"]
+    assert info.backbone == "xception"
+
+
+def _sample_dirs():
+    from conftest import SAMPLE_DIR
+
+    return [p for p in SAMPLE_DIR.iterdir() if p.is_dir()]
+
+
+def test_version_folder_layout_and_model_card(trained, prepared_stats):
+    import tensorflow as tf
+
+    from snapcat.taxonomy import Taxonomy
+
+    entries = sorted(p.name for p in trained.output.iterdir())
+    versions = [n for n in entries if n.isdigit()]
+    assert versions == [trained.version_dir.name]
+    assert set(entries) == {trained.version_dir.name, "training"}  # no .staging-* left
+    assert not [p for p in trained.output.rglob(".staging-*")]
+
+    version = trained.version_dir
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "variables").is_dir()
+    model_json = version / "assets" / "snapcat" / "model.json"
+    info = json.loads(model_json.read_text("utf-8"))
+    assert info["classes"] == prepared_stats["classes"]
+    assert info["version"] == int(version.name)
+    snapshot = Taxonomy.load(version / "assets" / "snapcat" / "taxonomy.yaml")
+    assert snapshot.version == info["taxonomy_version"] == prepared_stats["taxonomy_version"]
+    assert set(info["classes"]) <= set(snapshot.slugs)
+
+    card = json.loads((version / "model_card.json").read_text("utf-8"))
+    assert card["version"] == int(version.name)
+    assert card["tensorflow_version"] == tf.__version__
+    packages = card["packages"]
+    assert {"python", "keras", "numpy", "snapcat"} <= set(packages)
+    assert "tensorflow" in packages or "tensorflow-cpu" in packages
+    assert card["model"]["classes"] == prepared_stats["classes"]
+    assert card["signature"] == {
+        "name": "serving_default",
+        "input": "image_bytes",
+        "output": "probabilities",
+    }
+    assert card["training"]["mode"] == "two-phase"
+    assert card["training"]["weights"] == str(trained.weights_file)
+    assert card["training"]["image_size"] == prepared_stats["image_size"]
+    assert card["data"]["classes"] == prepared_stats["classes"]
+    assert card["result"]["best_epoch"] == trained.summary["best_epoch"]
+
+
+def test_serving_model_reads_model_dir_or_version(trained, test_records):
+    from snapcat.export import ServingModel
+
+    by_dir = ServingModel(str(trained.output))
+    by_version = ServingModel(str(trained.version_dir))
+    assert by_dir.version_dir == by_version.version_dir == str(trained.version_dir)
+    images = [r["image"] for r in test_records[:4]]
+    np.testing.assert_allclose(by_dir.predict(images), by_version.predict(images), atol=1e-6)
+    assert by_dir.predict([]).shape == (0, len(by_dir.info.classes))
+
+
+# ------------------------------------------------------------------------------ atomicity
+def test_export_appears_atomically_and_bumps_the_version(tmp_path, prepared, test_records):
+    import keras
+
+    from snapcat.export import ServingModel, export_model
+    from snapcat.model_info import list_versions
+
+    classes = ["digital-devices", "furniture-interior", "plants"]
+    model = _tiny_model(71, len(classes))
+    root = tmp_path / "models"
+    archive_class = type(keras.export.ExportArchive())  # the backend's own subclass
+    original = archive_class.write_out
+
+    def write_half_then_die(self, filepath, **kwargs):
+        original(self, filepath, **kwargs)
+        raise OSError("disk full")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(archive_class, "write_out", write_half_then_die)
+        with pytest.raises(OSError, match="disk full"):
+            export_model(
+                model,
+                str(root),
+                classes=classes,
+                image_size=71,
+                jpeg_quality=90,
+                backbone="tiny",
+                taxonomy_dir=str(prepared),
+            )
+    # TF Serving only loads integer folders: the failed export is invisible to it.
+    assert list_versions(str(root)) == []
+    assert not [p for p in root.iterdir() if p.name.isdigit()]
+
+    first = export_model(
+        model, str(root), classes=classes, image_size=71, jpeg_quality=90, backbone="tiny"
+    )
+    second = export_model(
+        model, str(root), classes=classes, image_size=71, jpeg_quality=90, backbone="tiny"
+    )
+    versions = [int(v.rsplit("/", 1)[1]) for v in (first, second)]
+    assert versions[1] > versions[0]
+    assert list_versions(str(root)) == versions
+    assert not any((root / f".staging-{v}").exists() for v in versions)
+    served = ServingModel(str(root))
+    assert served.version_dir == second
+    assert list(served.info.classes) == classes
+    probabilities = served.predict([r["image"] for r in test_records[:3]])
+    assert probabilities.shape == (3, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_next_version_is_past_any_existing_one(tmp_path):
+    from snapcat.export import next_version
+
+    (tmp_path / "99999999999").mkdir()
+    (tmp_path / ".staging-99999999999999").mkdir()  # not a version
+    assert next_version(str(tmp_path)) == 100000000000
+    assert next_version(str(tmp_path / "absent")) > 1_700_000_000
