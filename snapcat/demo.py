@@ -74,15 +74,35 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== 2/2 serving the model locally and classifying sample photos through it")
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "snapcat.cli", "serve", "local", "--model-dir",
-         artifacts["model"], "--port", str(port), "--model-name", MODEL_NAME],
+        [
+            sys.executable,
+            "-m",
+            "snapcat.cli",
+            "serve",
+            "local",
+            "--model-dir",
+            artifacts["model"],
+            "--port",
+            str(port),
+            "--model-name",
+            MODEL_NAME,
+        ],
     )
     try:
         wait_ready(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", server)
         photos = [str(p) for p in pick_photos(Path(args.data))]
         subprocess.run(
-            [sys.executable, "-m", "snapcat.cli", "classify", *photos,
-             "--url", f"http://127.0.0.1:{port}", "--model-name", MODEL_NAME],
+            [
+                sys.executable,
+                "-m",
+                "snapcat.cli",
+                "classify",
+                *photos,
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--model-name",
+                MODEL_NAME,
+            ],
             check=True,
         )
     finally:

@@ -1,0 +1,101 @@
+"""``snapcat classify``: send photos to a running transformer and print the top categories."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import unicodedata
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from snapcat.inference import DEFAULT_MODEL_NAME
+
+    p = sub.add_parser(
+        "classify",
+        help="classify photos with a running server (snapcat serve local, or KServe)",
+        description=(
+            "Sends each photo to the transformer's KServe V1 predict endpoint and prints its "
+            "top categories with Korean labels and scores. Photos go as they are (JPEG, PNG, "
+            "WebP, HEIC, ...); the server normalizes them."
+        ),
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
+    p.add_argument(
+        "--url",
+        required=True,
+        help="the transformer, e.g. http://127.0.0.1:8080 (or the InferenceService URL)",
+    )
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="the InferenceService name")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="send all photos in one request and print the server's raw JSON response",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.set_defaults(handler=run)
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
+def format_table(rows: list[tuple[str, str, str, str, str]]) -> str:
+    header = ("PHOTO", "#", "CATEGORY", "SLUG", "SCORE")
+    widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [_pad(cell, widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1].rjust(widths[-1])]).rstrip())
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from snapcat.cli import UserError
+    from snapcat.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
+
+    with SnapcatClient(args.url, args.model_name, timeout=args.timeout) as client:
+        if args.json:
+            try:
+                response = client.predict_raw(args.photos)
+            except SnapcatServerError as exc:
+                print(
+                    json.dumps(
+                        {"error": exc.message, "status": exc.status_code}, ensure_ascii=False
+                    ),
+                    file=sys.stderr,
+                )
+                return 1
+            except (SnapcatConnectionError, OSError) as exc:
+                raise UserError(str(exc)) from exc
+            print(json.dumps(response, ensure_ascii=False, indent=2))
+            return 0
+
+        rows: list[tuple[str, str, str, str, str]] = []
+        failed = 0
+        for photo in args.photos:
+            try:
+                prediction = client.classify_one(photo)
+            except SnapcatConnectionError as exc:
+                raise UserError(str(exc)) from exc
+            except (SnapcatServerError, OSError) as exc:
+                print(f"snapcat classify: {photo}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            for rank, category in enumerate(prediction.categories, 1):
+                rows.append(
+                    (
+                        photo if rank == 1 else "",
+                        str(rank),
+                        category.label,
+                        category.slug,
+                        f"{category.score:.3f}",
+                    )
+                )
+        if rows:
+            print(format_table(rows))
+    return 1 if failed else 0

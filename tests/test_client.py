@@ -1,0 +1,119 @@
+"""The Python client and the ``snapcat classify`` table, against a fake server (httpx.MockTransport);
+tests/test_serving_e2e.py runs both against the real servers."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+from conftest import make_image_bytes
+
+from snapcat.client import (
+    Category,
+    Prediction,
+    SnapcatClient,
+    SnapcatConnectionError,
+    SnapcatServerError,
+)
+from snapcat.commands.classify import _width, format_table
+
+
+def fake_server(seen: list[dict], status: int = 200, body: dict | None = None):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"name": "listing-category", "ready": True})
+        payload = json.loads(request.content)
+        seen.append({"url": str(request.url), "payload": payload})
+        if body is not None:
+            return httpx.Response(status, json=body)
+        predictions = [
+            {
+                "categories": [
+                    {"slug": "womens-clothing", "label": "여성의류", "score": 0.81},
+                    {"slug": "beauty", "label": "뷰티/미용", "score": 0.1},
+                ]
+            }
+            for _ in payload["instances"]
+        ]
+        return httpx.Response(200, json={"predictions": predictions, "model_version": "42"})
+
+    return httpx.MockTransport(handler)
+
+
+def test_classify_sends_photos_as_v1_b64_and_parses_predictions(tmp_path):
+    photo = make_image_bytes("PNG", seed=1)
+    path = tmp_path / "a.png"
+    path.write_bytes(photo)
+    seen: list[dict] = []
+    with SnapcatClient(
+        "127.0.0.1:8080/", "my-model", transport=fake_server(seen), max_batch=2
+    ) as client:
+        predictions = client.classify([path, str(path), photo])
+    assert [s["url"] for s in seen] == ["http://127.0.0.1:8080/v1/models/my-model:predict"] * 2
+    sent = [i["image_bytes"]["b64"] for s in seen for i in s["payload"]["instances"]]
+    assert [base64.b64decode(s) for s in sent] == [photo] * 3
+    assert len(predictions) == 3
+    assert predictions[0] == Prediction(
+        (Category("womens-clothing", "여성의류", 0.81), Category("beauty", "뷰티/미용", 0.1)), "42"
+    )
+    assert predictions[2].top.label == "여성의류"
+
+
+def test_classify_one_and_ready():
+    client = SnapcatClient("http://x", transport=fake_server([]))
+    assert client.classify_one(b"photo").top.slug == "womens-clothing"
+    assert client.ready()
+
+
+def test_server_errors_carry_the_servers_message():
+    error = {
+        "error": "instance 0: corrupt: the JPEG file is truncated or damaged",
+        "errors": [{"instance": 0, "reason": "corrupt", "message": "..."}],
+    }
+    client = SnapcatClient("http://x", transport=fake_server([], 400, error))
+    with pytest.raises(SnapcatServerError) as caught:
+        client.classify([b"broken"])
+    assert caught.value.status_code == 400
+    assert caught.value.message == error["error"]
+    assert caught.value.errors[0]["reason"] == "corrupt"
+    assert "HTTP 400: instance 0: corrupt" in str(caught.value)
+
+
+def test_non_json_error_body():
+    transport = httpx.MockTransport(lambda request: httpx.Response(502, text="bad gateway"))
+    with pytest.raises(SnapcatServerError, match="HTTP 502: bad gateway"):
+        SnapcatClient("http://x", transport=transport).classify([b"x"])
+
+
+def test_connection_errors_are_their_own_type():
+    def refuse(request):
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = SnapcatClient("http://127.0.0.1:9", transport=httpx.MockTransport(refuse))
+    with pytest.raises(SnapcatConnectionError, match="cannot reach http://127.0.0.1:9"):
+        client.classify([b"x"])
+    assert not client.ready()
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    client = SnapcatClient("http://x", transport=fake_server([]))
+    with pytest.raises(FileNotFoundError):
+        client.classify([tmp_path / "missing.jpg"])
+
+
+def test_table_aligns_korean_labels():
+    table = format_table(
+        [
+            ("a.jpg", "1", "여성의류", "womens-clothing", "0.810"),
+            ("", "2", "뷰티/미용", "beauty", "0.100"),
+        ]
+    ).splitlines()
+    assert table[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE"]
+    # The slug column starts at the same terminal column on every line.
+    starts = [
+        _width(line[: line.index(slug)])
+        for line, slug in zip(table[1:], ["womens", "beauty"], strict=True)
+    ]
+    assert starts[0] == starts[1] == _width(table[0][: table[0].index("SLUG")])

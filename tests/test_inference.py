@@ -1,0 +1,414 @@
+"""The serving core without servers: request parsing, per-instance errors, the TF Serving request,
+top-k shaping (snapcat.inference), and the local predictor's TF Serving request parsing and
+micro-batching (snapcat.predictor), all without KServe or TensorFlow."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, make_image_bytes
+
+from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.inference import (
+    BadRequestError,
+    InferenceCore,
+    InstanceError,
+    PayloadTooLargeError,
+    PlainV2Input,
+    PredictorResponseError,
+    TransformerConfig,
+    decode_base64,
+)
+from snapcat.model_info import ModelInfo
+from snapcat.predictor import MicroBatcher, RestError, parse_predict_request
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data): a decompression bomb
+    as far as any decoder reading the header can tell."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def info(taxonomy) -> ModelInfo:
+    classes = taxonomy.trainable_slugs[:5]
+    return ModelInfo(
+        classes=tuple(classes),
+        # Deliberately not the packaged labels: the core must use the model's own.
+        labels={slug: f"라벨-{i}" for i, slug in enumerate(classes)},
+        names={slug: taxonomy[slug].name for slug in classes},
+        taxonomy_version=taxonomy.version,
+        image_size=96,
+        jpeg_quality=90,
+        backbone="xception",
+        version=1234567890,
+    )
+
+
+@pytest.fixture(scope="module")
+def core(info) -> InferenceCore:
+    return InferenceCore(info, TransformerConfig(max_batch=4, max_image_bytes=200_000))
+
+
+def v1(*photos: bytes) -> dict:
+    return {"instances": [{"image_bytes": {"b64": b64(p)}} for p in photos]}
+
+
+# ------------------------------------------------------------------------------- V1 parsing
+def test_v1_parses_every_accepted_instance_form(core):
+    photo = make_image_bytes("JPEG", seed=1)
+    body = {
+        "instances": [
+            {"image_bytes": {"b64": b64(photo)}},
+            {"b64": b64(photo)},  # TF Serving's plain form for a single-input signature
+            {"image_bytes": {"b64": base64.urlsafe_b64encode(photo).decode().rstrip("=")}},
+            {"image_bytes": {"b64": "data:image/jpeg;base64," + b64(photo)}},
+        ]
+    }
+    assert core.parse_v1(body) == [photo] * 4
+    assert core.parse_v1(json.dumps(body).encode()) == [photo] * 4  # raw bytes body too
+
+
+@pytest.mark.parametrize(
+    ("body", "reason", "fragment"),
+    [
+        (b"{not json", "invalid-json", "invalid JSON"),
+        ([1, 2], "missing-field", "JSON object"),
+        ({"inputs": []}, "missing-field", "missing field 'instances'"),
+        ({"instances": {"image_bytes": 1}}, "bad-field", "must be a list"),
+        ({"instances": []}, "empty-request", "no images"),
+        ({"instances": [{"image_bytes": {"b64": "x"}}] * 5}, "too-many-instances", "limit of 4"),
+    ],
+)
+def test_v1_request_level_errors(core, body, reason, fragment):
+    with pytest.raises(BadRequestError) as caught:
+        core.parse_v1(body)
+    assert caught.value.status == 400
+    assert caught.value.reason == reason
+    assert fragment in caught.value.message
+
+
+def test_v1_instance_errors_name_index_and_reason(core):
+    good = make_image_bytes("JPEG", seed=2)
+    items = core.parse_v1(
+        {
+            "instances": [
+                {"image_bytes": {"b64": b64(good)}},
+                {"image": {"b64": b64(good)}},
+                {"image_bytes": b64(good)},
+                {"image_bytes": {"b64": "%%%not base64%%%"}},
+            ]
+        }
+    )
+    assert items[0] == good
+    errors = items[1:]
+    assert [(e.index, e.reason) for e in errors] == [
+        (1, "missing-field"),
+        (2, "bad-field"),
+        (3, "bad-base64"),
+    ]
+    assert str(errors[2]).startswith("instance 3: bad-base64: ")
+    with pytest.raises(BadRequestError) as caught:
+        core.normalize_all(items)
+    message = caught.value.message
+    assert "instance 1: missing-field" in message and "instance 3: bad-base64" in message
+    assert caught.value.status == 400
+    assert [e["instance"] for e in caught.value.to_dict()["errors"]] == [1, 2, 3]
+
+
+def test_oversized_photo_is_413_before_and_after_decoding(core):
+    big = b"\xff\xd8" + bytes(300_000)
+    items = core.parse_v1(v1(big))
+    assert isinstance(items[0], InstanceError)
+    assert (items[0].reason, items[0].status) == ("too-large", 413)
+    with pytest.raises(PayloadTooLargeError) as caught:
+        core.normalize_all(items)
+    assert caught.value.status == 413
+    assert caught.value.message.startswith("instance 0: too-large: the file is 293 KB")
+    # Raw bytes (V2 over gRPC) are checked by their length.
+    raw = core.parse_v2([PlainV2Input("image_bytes", "BYTES", [1], [big])])
+    assert raw[0].status == 413
+
+
+def test_mixed_errors_are_400(core):
+    items = core.parse_v1(v1(b"\xff\xd8" + bytes(300_000), b"not an image at all"))
+    with pytest.raises(BadRequestError) as caught:
+        core.normalize_all(items)
+    assert caught.value.status == 400
+    assert "instance 0: too-large" in caught.value.message
+    assert "instance 1: unsupported-format" in caught.value.message
+
+
+# ------------------------------------------------------------------------------- normalization
+@pytest.mark.parametrize(
+    ("photo", "reason"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.7 not a photo", "unsupported-format"),
+        (make_image_bytes("JPEG", size=(200, 150))[:300], "corrupt"),
+        (png_header_only(30000, 30000), "decompression-bomb"),
+        (make_image_bytes("PNG", size=(8, 8)), "too-small"),
+    ],
+)
+def test_image_errors_keep_the_imaging_reason(core, photo, reason):
+    result = core.normalize(2, photo)
+    assert isinstance(result, InstanceError)
+    assert (result.index, result.reason, result.status) == (2, reason, 400)
+    assert str(result).startswith(f"instance 2: {reason}: ")
+
+
+def test_normalization_is_the_shared_module(core, info):
+    photos = [
+        make_image_bytes("JPEG", size=(640, 480), seed=3),
+        make_image_bytes("PNG", size=(300, 200), mode="RGBA", seed=4),
+        make_image_bytes("WEBP", size=(200, 320), seed=5),
+        make_image_bytes("HEIF", size=(256, 192), seed=6),
+        make_image_bytes("JPEG", size=(320, 240), seed=7, orientation=6),
+    ]
+    canonical = core.normalize_all(core.parse_v1(v1(*photos[:4]))) + core.normalize_all(
+        core.parse_v1(v1(photos[4]))
+    )
+    spec = ImageSpec(size=info.image_size, jpeg_quality=info.jpeg_quality)
+    assert canonical == [normalize_image(p, spec) for p in photos]
+
+
+def test_self_test_passes(core):
+    core.self_test()
+
+
+# ------------------------------------------------------------------------------- V2 parsing
+def test_v2_forms(core):
+    photo = make_image_bytes("PNG", seed=8)
+    forms = [
+        PlainV2Input("image_bytes", "BYTES", [2], [b64(photo), {"b64": b64(photo)}]),
+        PlainV2Input("image_bytes", "BYTES", [2, 1], [[b64(photo)], [b64(photo)]]),
+        PlainV2Input("image_bytes", "BYTES", [2], [photo, photo]),  # gRPC raw contents
+    ]
+    for form in forms:
+        assert core.parse_v2([PlainV2Input("other", "FP32", [1], [0.0]), form]) == [photo] * 2
+
+
+@pytest.mark.parametrize(
+    ("inputs", "fragment"),
+    [
+        ([PlainV2Input("image", "BYTES", [1], ["x"])], "no input named 'image_bytes'"),
+        ([PlainV2Input("image_bytes", "FP32", [1], [1.0])], "datatype BYTES"),
+        ([PlainV2Input("image_bytes", "BYTES", [0], [])], "no images"),
+    ],
+)
+def test_v2_request_errors(core, inputs, fragment):
+    with pytest.raises(BadRequestError, match=fragment):
+        core.parse_v2(inputs)
+
+
+def test_v2_bad_element_is_an_instance_error(core):
+    items = core.parse_v2([PlainV2Input("image_bytes", "BYTES", [2], ["!!", 5])])
+    assert [(e.index, e.reason) for e in items] == [(0, "bad-base64"), (1, "bad-field")]
+
+
+# ------------------------------------------------------------------------------- predictor I/O
+def test_predictor_body_is_tf_serving_row_format_with_b64(core):
+    canonical = core.normalize_all(core.parse_v1(v1(make_image_bytes("JPEG", seed=9))))
+    body = core.predictor_body(canonical)
+    parsed = json.loads(body)
+    assert parsed["signature_name"] == "serving_default"
+    assert base64.b64decode(parsed["instances"][0]["image_bytes"]["b64"]) == canonical[0]
+    # base64 overhead plus a few dozen bytes of JSON, nothing else
+    assert len(body) < len(canonical[0]) * 4 / 3 + 100
+
+
+def test_read_predictions_checks_count_and_width(core):
+    rows = [[0.1, 0.2, 0.3, 0.25, 0.15], [0.5, 0.1, 0.1, 0.2, 0.1]]
+    assert core.read_predictions({"predictions": rows}, 2) == rows
+    named = [{"probabilities": r} for r in rows]  # several-output signatures answer objects
+    assert core.read_predictions({"predictions": named}, 2) == rows
+    with pytest.raises(PredictorResponseError) as caught:
+        core.read_predictions({"predictions": [[0.5, 0.5]]}, 1)
+    assert caught.value.status == 500
+    assert caught.value.reason == "model-mismatch"
+    assert "2 scores per image" in caught.value.message and "5 classes" in caught.value.message
+    with pytest.raises(PredictorResponseError, match="1 predictions for 2 images"):
+        core.read_predictions({"predictions": rows[:1]}, 2)
+    with pytest.raises(PredictorResponseError, match="boom"):
+        core.read_predictions({"error": "boom"}, 1)
+    with pytest.raises(PredictorResponseError, match="not lists of numbers"):
+        core.read_predictions({"predictions": [["a"] * 5]}, 1)
+
+
+def test_responses_use_the_models_labels_and_top_k(core, info):
+    rows = [[0.05, 0.6, 0.1, 0.2, 0.05]]
+    response = core.v1_response(rows)
+    assert response["model_version"] == "1234567890"
+    categories = response["predictions"][0]["categories"]
+    assert [c["slug"] for c in categories] == [info.classes[1], info.classes[3], info.classes[2]]
+    assert [c["label"] for c in categories] == ["라벨-1", "라벨-3", "라벨-2"]
+    assert [c["score"] for c in categories] == [0.6, 0.2, 0.1]
+    outputs = {o["name"]: o for o in core.v2_outputs(rows)}
+    assert outputs["slug"]["shape"] == [1, 3] and outputs["slug"]["datatype"] == "BYTES"
+    assert outputs["label"]["data"] == ["라벨-1", "라벨-3", "라벨-2"]
+    assert outputs["score"]["data"] == [0.6, 0.2, 0.1]
+
+
+def test_top_k_is_capped_by_the_number_of_classes(info):
+    core = InferenceCore(info, TransformerConfig(top_k=10))
+    assert len(core.v1_response([[0.2] * 5])["predictions"][0]["categories"]) == 5
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        TransformerConfig(top_k=0)
+    with pytest.raises(ValueError):
+        TransformerConfig(predictor_timeout=0)
+
+
+def test_decode_base64_tolerances_and_errors():
+    data = bytes(range(256))
+    encoded = b64(data)
+    assert decode_base64(encoded) == data
+    assert decode_base64("\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))) == data
+    assert decode_base64(encoded.rstrip("=")) == data
+    with pytest.raises(ValueError, match="not valid base64"):
+        decode_base64("abc$")
+    with pytest.raises(ValueError, match="expected a base64 string, got a number"):
+        decode_base64(12)
+
+
+def test_core_imports_neither_kserve_nor_tensorflow():
+    code = (
+        "import sys, snapcat.inference, snapcat.client, snapcat.predictor; "
+        "bad = [m for m in ('tensorflow', 'keras', 'kserve') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------------- local predictor
+def test_predictor_parses_tf_serving_row_and_columnar_forms():
+    names = ["image_bytes"]
+    a, b = b"\xff\xd8first", b"\xff\xd8second"
+    row = {"instances": [{"image_bytes": {"b64": b64(a)}}, {"image_bytes": {"b64": b64(b)}}]}
+    assert parse_predict_request(json.dumps(row).encode(), names).images == [a, b]
+    plain = {"signature_name": "serving_default", "instances": [{"b64": b64(a)}]}
+    parsed = parse_predict_request(json.dumps(plain).encode(), names)
+    assert (parsed.columnar, parsed.images) == (False, [a])
+    columnar = {"inputs": {"image_bytes": [{"b64": b64(a)}, {"b64": b64(b)}]}}
+    parsed = parse_predict_request(json.dumps(columnar).encode(), names)
+    assert (parsed.columnar, parsed.images) == (True, [a, b])
+    bare = {"inputs": [{"b64": b64(b)}]}
+    assert parse_predict_request(json.dumps(bare).encode(), names).images == [b]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"", "The document is empty"),
+        (b"[1]", "Is not object"),
+        (b"{oops", "JSON Parse error"),
+        (b"{}", "Missing 'inputs' or 'instances' key"),
+        (b'{"instances": [], "inputs": []}', "expecting only one of 'inputs' or 'instances'"),
+        (b'{"instances": {}}', "Expecting 'instances' to be an list/array"),
+        (b'{"instances": []}', "No values in 'instances' array"),
+        (b'{"signature_name": "other", "instances": ["x"]}', 'signature name: "other" not found'),
+        (b'{"instances": [{"image_bytes": {"b64": "@@"}}]}', "Unable to base64 decode"),
+        (b'{"instances": [{"image": "x"}]}', "does not have named input: image"),
+        (b'{"instances": [{"image_bytes": 3}]}', "is not of expected type: string"),
+        (b'{"instances": [{"image_bytes": "x"}, "y"]}', "Expecting object but got list at item 1"),
+        (b'{"inputs": {"other": []}}', "Missing named input: image_bytes"),
+    ],
+)
+def test_predictor_request_errors_follow_tf_serving(body, fragment):
+    with pytest.raises(RestError) as caught:
+        parse_predict_request(body, ["image_bytes"])
+    assert caught.value.status == 400
+    assert fragment in caught.value.message
+
+
+def test_micro_batcher_batches_and_isolates_failures():
+    calls: list[list[bytes]] = []
+
+    def run(images: list[bytes]) -> np.ndarray:
+        calls.append(list(images))
+        if b"bad" in images:
+            raise ValueError("undecodable input")
+        return np.array([[float(len(i))] for i in images], np.float32)
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_batch_size=4, batch_timeout=0.05)
+        await batcher.start()
+        try:
+            first = await asyncio.gather(
+                *(batcher.submit([b"x" * n]) for n in (1, 2, 3)),
+                batcher.submit([b"y" * 4, b"y" * 5]),  # does not fit: carried to the next batch
+            )
+            second = await asyncio.gather(
+                batcher.submit([b"ok"]), batcher.submit([b"bad"]), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert [r.ravel().tolist() for r in first] == [[1.0], [2.0], [3.0], [4.0, 5.0]]
+    assert calls[0] == [b"x", b"xx", b"xxx"]
+    assert calls[1] == [b"yyyy", b"yyyyy"]
+    assert second[0].ravel().tolist() == [2.0]
+    assert isinstance(second[1], ValueError)
+    # The failing batch was retried request by request.
+    assert calls[2:] == [[b"ok", b"bad"], [b"ok"], [b"bad"]]
+
+
+def test_micro_batcher_waits_only_for_the_clients_it_expects():
+    sizes: list[int] = []
+
+    def run(images: list[bytes]) -> np.ndarray:
+        sizes.append(len(images))
+        return np.zeros((len(images), 1), np.float32)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        batcher = MicroBatcher(run, max_batch_size=8, batch_timeout=0.5)
+        await batcher.start()
+
+        async def later(delay: float):
+            await asyncio.sleep(delay)
+            return await batcher.submit([b"x"])
+
+        try:
+            start = loop.time()
+            await batcher.submit([b"lone"])
+            lone = loop.time() - start
+            await asyncio.gather(*(batcher.submit([b"x"]) for _ in range(3)))
+            # The same three clients again, trickling in: collected into one batch.
+            await asyncio.gather(*(later(d) for d in (0.0, 0.03, 0.06)))
+        finally:
+            await batcher.stop()
+        return lone
+
+    lone = asyncio.run(scenario())
+    assert lone < 0.25  # a single client never waits for the batch timeout
+    assert sizes == [1, 3, 3]

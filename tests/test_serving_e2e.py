@@ -1,0 +1,780 @@
+"""End to end: the real local predictor (TF Serving's REST API over the exported SavedModel) and
+the real KServe transformer (``python -m serving``), as separate processes on loopback ports.
+
+Covers photo formats, batches, the V2 protocol, every kind of bad input (the server stays
+healthy), a predictor that hangs or is killed and restarted (HTTP 503, then recovery), concurrent
+clients, the CLI (``snapcat classify``, ``snapcat serve local``) and that the transformer process
+never imports TensorFlow. The model is an untrained Xception at 71 px whose head is scaled so
+different photos get different, non-uniform probabilities; answers are checked against the same
+SavedModel run in-process on the shared normalization's output.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
+
+from snapcat.commands.serve import (
+    free_port,
+    predictor_command,
+    spawn,
+    stop_process,
+    transformer_command,
+    wait_http_ok,
+)
+from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.model_info import load_model_info
+from snapcat.taxonomy import Taxonomy
+
+pytestmark = pytest.mark.slow
+
+MODEL_NAME = "listing-category"
+IMAGE_SIZE = 71
+MAX_IMAGE_BYTES = 1_000_000
+MAX_REQUEST_BYTES = 3_000_000
+MAX_BATCH = 8
+PREDICTOR_TIMEOUT = 3.0
+#: Scores come back rounded to 4 decimals, and batch composition may move float32 results a bit.
+TOLERANCE = 2e-3
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def v1(*photos: bytes) -> dict:
+    return {"instances": [{"image_bytes": {"b64": b64(p)}} for p in photos]}
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def sample_photos(n: int) -> list[Path]:
+    photos = sorted(SAMPLE_DIR.glob("*/*.jpg"))
+    return photos[:: max(1, len(photos) // n)][:n]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+def _distinct_head(model, image_size: int) -> None:
+    """An untrained Xception pools to features of ~1e-5 that barely differ between images, so its
+    softmax is uniform (every score 0.2). Rescale the head so scores differ per photo."""
+    import keras
+    from PIL import Image
+
+    pixels = np.stack(
+        [
+            np.asarray(
+                Image.open(
+                    io.BytesIO(
+                        normalize_image(
+                            make_image_bytes("JPEG", (160, 120), seed=s), ImageSpec(size=image_size)
+                        )
+                    )
+                ).convert("RGB"),
+                np.float32,
+            )
+            for s in range(8)
+        ]
+    )
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
+        pixels, verbose=0
+    )
+    dense = model.get_layer("probabilities")
+    kernel, _ = dense.get_weights()
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 3e5 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
+    dense.set_weights([kernel, (-(features.mean(0) @ kernel)).astype(np.float32)])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from snapcat.export import export_model
+    from snapcat.modeling import ModelSpec, build_model
+
+    classes = list(Taxonomy.load().trainable_slugs[:5])
+    model, _ = build_model(
+        ModelSpec(
+            backbone="xception", num_classes=len(classes), image_size=IMAGE_SIZE, weights="none"
+        )
+    )
+    _distinct_head(model, IMAGE_SIZE)
+    root = tmp_path_factory.mktemp("model") / MODEL_NAME
+    export_model(
+        model,
+        str(root),
+        classes=classes,
+        image_size=IMAGE_SIZE,
+        jpeg_quality=90,
+        backbone="xception",
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def info(model_dir):
+    return load_model_info(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def saved_labels(info, model_dir) -> dict[str, str]:
+    """The labels from the taxonomy snapshot saved beside the model."""
+    version_dir = model_dir / str(info.version)
+    snapshot = Taxonomy.load(version_dir / "assets" / "snapcat" / "taxonomy.yaml")
+    return {slug: snapshot[slug].label for slug in info.classes}
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir, info):
+    """The exported SavedModel in this process: what the servers' answers must agree with."""
+    from snapcat.export import ServingModel
+
+    model = ServingModel(str(model_dir))
+
+    def probabilities(photo: bytes) -> np.ndarray:
+        return model.predict([normalize_image(photo, info.spec)])[0]
+
+    probabilities.model = model
+    return probabilities
+
+
+class Stack:
+    """The predictor and the transformer processes, their ports and logs."""
+
+    def __init__(self, model_dir: Path, logs: Path):
+        self.model_dir = model_dir
+        self.logs = logs
+        self.predictor_port = free_port()
+        self.port = free_port()
+        self.predictor: subprocess.Popen | None = None
+        self.transformer: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.predictor_url = f"http://127.0.0.1:{self.predictor_port}"
+        self.predict_url = f"{self.url}/v1/models/{MODEL_NAME}:predict"
+        self.ready_url = f"{self.url}/v1/models/{MODEL_NAME}"
+
+    def start_predictor(self) -> None:
+        self.predictor = spawn(
+            predictor_command(
+                model_dir=str(self.model_dir), port=self.predictor_port, model_name=MODEL_NAME
+            ),
+            self.logs / "predictor.log",
+        )
+
+    def start_transformer(self) -> None:
+        command = transformer_command(
+            predictor_host=f"127.0.0.1:{self.predictor_port}",
+            port=self.port,
+            model_name=MODEL_NAME,
+            model_dir=str(self.model_dir),
+            extra=[
+                f"--max_image_bytes={MAX_IMAGE_BYTES}",
+                f"--max_request_bytes={MAX_REQUEST_BYTES}",
+                f"--max_batch={MAX_BATCH}",
+                f"--predictor_timeout={PREDICTOR_TIMEOUT}",
+                "--enable_latency_logging=false",
+            ],
+        )
+        command[1:1] = ["-X", "importtime"]  # every module the process imports, in its log
+        self.transformer = spawn(command, self.logs / "transformer.log")
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        try:
+            wait_http_ok(self.ready_url, timeout, [p for p in (self.predictor, self.transformer)])
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"{exc}\n{self.tail()}") from None
+
+    def tail(self, lines: int = 40) -> str:
+        out = []
+        for name in ("predictor.log", "transformer.log"):
+            path = self.logs / name
+            if path.exists():
+                text = [
+                    line
+                    for line in path.read_text(errors="replace").splitlines()
+                    if not line.startswith("import time:")
+                ]
+                out.append(f"--- {name}\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for process in (self.transformer, self.predictor):
+            if process is not None:
+                if process.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(process.pid, signal.SIGCONT)
+                stop_process(process, grace=10)
+
+
+@pytest.fixture(scope="module")
+def stack(model_dir, tmp_path_factory):
+    stack = Stack(model_dir, tmp_path_factory.mktemp("logs"))
+    stack.start_predictor()
+    stack.start_transformer()
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=60) as client:
+        yield client
+
+
+def assert_agrees(categories: list[dict], probabilities: np.ndarray, info, labels) -> None:
+    """Top-3 from the server == top-3 of the in-process probabilities, labels from the model."""
+    by_slug = dict(zip(info.classes, probabilities.tolist(), strict=True))
+    assert len(categories) == 3
+    scores = [c["score"] for c in categories]
+    assert scores == sorted(scores, reverse=True)
+    for c in categories:
+        assert c["label"] == labels[c["slug"]]
+        assert abs(c["score"] - by_slug[c["slug"]]) < TOLERANCE, (categories, by_slug)
+    chosen = {c["slug"] for c in categories}
+    assert all(p <= min(scores) + TOLERANCE for s, p in by_slug.items() if s not in chosen)
+
+
+# ------------------------------------------------------------------------------------ predictor
+def test_predictor_status_and_metadata_follow_tf_serving(stack, http, info):
+    status = http.get(f"{stack.predictor_url}/v1/models/{MODEL_NAME}").json()
+    assert status == {
+        "model_version_status": [
+            {
+                "version": str(info.version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
+    metadata = http.get(f"{stack.predictor_url}/v1/models/{MODEL_NAME}/metadata").json()
+    assert metadata["model_spec"] == {
+        "name": MODEL_NAME,
+        "signature_name": "",
+        "version": str(info.version),
+    }
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert signature["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+    dims = signature["outputs"]["probabilities"]["tensor_shape"]["dim"]
+    assert [d["size"] for d in dims] == ["-1", "5"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    missing = http.get(f"{stack.predictor_url}/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "Could not find any versions of model nope"}
+    assert http.get(f"{stack.predictor_url}/v1/models/{MODEL_NAME}/versions/1").status_code == 404
+
+
+def test_predictor_predicts_row_and_columnar(stack, http, info, reference):
+    photos = [p.read_bytes() for p in sample_photos(3)]
+    canonical = [normalize_image(p, info.spec) for p in photos]
+    expected = reference.model.predict(canonical)
+    url = f"{stack.predictor_url}/v1/models/{MODEL_NAME}:predict"
+    row = http.post(
+        url,
+        json={
+            "signature_name": "serving_default",
+            "instances": [{"image_bytes": {"b64": b64(c)}} for c in canonical],
+        },
+    )
+    assert row.status_code == 200, row.text
+    predictions = np.array(row.json()["predictions"])
+    assert predictions.shape == (3, 5)
+    np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(predictions, expected, atol=1e-4)
+    plain = http.post(url, json={"instances": [{"b64": b64(c)} for c in canonical]})
+    np.testing.assert_allclose(plain.json()["predictions"], expected, atol=1e-4)
+    columnar = http.post(
+        url, json={"inputs": {"image_bytes": [{"b64": b64(c)} for c in canonical]}}
+    )
+    np.testing.assert_allclose(columnar.json()["outputs"], expected, atol=1e-4)
+    versioned = f"{stack.predictor_url}/v1/models/{MODEL_NAME}/versions/{info.version}:predict"
+    assert http.post(versioned, json={"instances": [{"b64": b64(canonical[0])}]}).status_code == 200
+
+
+def test_predictor_errors(stack, http, info):
+    url = f"{stack.predictor_url}/v1/models/{MODEL_NAME}:predict"
+    bad = http.post(url, json={"instances": [{"image_bytes": {"b64": "@@@"}}]})
+    assert bad.status_code == 400 and "Unable to base64 decode" in bad.json()["error"]
+    undecodable = http.post(url, json={"instances": [{"b64": b64(b"not a jpeg")}]})
+    assert undecodable.status_code == 400 and undecodable.json()["error"]
+    wrong_version = f"{stack.predictor_url}/v1/models/{MODEL_NAME}/versions/7:predict"
+    response = http.post(wrong_version, json={"instances": [{"b64": b64(b"x")}]})
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": f"Servable not found for request: Specific({MODEL_NAME}, 7)"
+    }
+    assert http.post(f"{stack.predictor_url}/v1/models/other:predict", json={}).status_code == 404
+
+
+# ------------------------------------------------------------------------------------ transformer
+def test_photo_formats(stack, http, info, reference, saved_labels):
+    photos = {
+        "jpeg": SAMPLE_DIR.joinpath("furniture-interior").glob("*.jpg").__next__().read_bytes(),
+        "png-alpha": make_image_bytes("PNG", size=(300, 220), mode="RGBA", seed=11),
+        "webp": make_image_bytes("WEBP", size=(240, 320), seed=12),
+        "heic": make_image_bytes("HEIF", size=(320, 240), seed=13),
+        "exif-rotated": make_image_bytes("JPEG", size=(320, 200), seed=14, orientation=6),
+    }
+    response = http.post(stack.predict_url, json=v1(*photos.values()))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == str(info.version)
+    assert len(body["predictions"]) == len(photos)
+    for (name, photo), prediction in zip(photos.items(), body["predictions"], strict=True):
+        try:
+            assert_agrees(prediction["categories"], reference(photo), info, saved_labels)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+def test_batches_keep_order(stack, http, info, reference, saved_labels):
+    photos = [p.read_bytes() for p in sample_photos(MAX_BATCH)]
+    batch = http.post(stack.predict_url, json=v1(*photos)).json()["predictions"]
+    for photo, prediction in zip(photos, batch, strict=True):
+        assert_agrees(prediction["categories"], reference(photo), info, saved_labels)
+        single = http.post(stack.predict_url, json=v1(photo)).json()["predictions"][0]
+        assert [c["slug"] for c in single["categories"]] == [
+            c["slug"] for c in prediction["categories"]
+        ]
+
+
+def test_v2_protocol(stack, http, info, reference, saved_labels):
+    photos = [make_image_bytes("JPEG", seed=21), make_image_bytes("PNG", seed=22)]
+    request = {
+        "id": "req-7",
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": [b64(p) for p in photos],
+            }
+        ],
+    }
+    response = http.post(f"{stack.url}/v2/models/{MODEL_NAME}/infer", json=request)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == (
+        MODEL_NAME,
+        str(info.version),
+        "req-7",
+    )
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["slug"]["shape"] == outputs["score"]["shape"] == [2, 3]
+    for i, photo in enumerate(photos):
+        categories = [
+            {"slug": s, "label": lab, "score": sc}
+            for s, lab, sc in zip(
+                outputs["slug"]["data"][3 * i : 3 * i + 3],
+                outputs["label"]["data"][3 * i : 3 * i + 3],
+                outputs["score"]["data"][3 * i : 3 * i + 3],
+                strict=True,
+            )
+        ]
+        assert_agrees(categories, reference(photo), info, saved_labels)
+    ready = http.get(f"{stack.url}/v2/health/ready")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+
+
+GOOD = make_image_bytes("JPEG", size=(200, 150), seed=31)
+NOISE = np.random.default_rng(0).integers(0, 256, (620, 620, 3), dtype=np.uint8)
+
+
+def _noise_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(NOISE).save(buffer, format="PNG")
+    assert MAX_IMAGE_BYTES < len(buffer.getvalue()) < MAX_REQUEST_BYTES * 3 / 4
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = {
+    "invalid-json": (b"{not json", 400, ["Unrecognized request format"]),
+    "not-an-object": (b"[1, 2]", 400, ["JSON object"]),
+    "missing-instances": ({"images": []}, 400, ["missing field 'instances'"]),
+    "empty": ({"instances": []}, 400, ["no images"]),
+    "missing-field": (
+        {"instances": [{"image_bytes": {"b64": b64(GOOD)}}, {"photo": {"b64": b64(GOOD)}}]},
+        400,
+        ["instance 1: missing-field"],
+    ),
+    "bad-base64": (
+        {"instances": [{"image_bytes": {"b64": b64(GOOD)}}, {"image_bytes": {"b64": "*not*"}}]},
+        400,
+        ["instance 1: bad-base64"],
+    ),
+    "unsupported": (v1(GOOD, GOOD, b"%PDF-1.7\n%binary"), 400, ["instance 2: unsupported-format"]),
+    "corrupt": (v1(GOOD[:200]), 400, ["instance 0: corrupt"]),
+    "empty-file": (v1(b""), 400, ["instance 0: empty"]),
+    "decompression-bomb": (v1(png_header_only(40000, 40000)), 400, ["decompression-bomb"]),
+    "several": (
+        v1(GOOD, b"", png_header_only(40000, 40000)),
+        400,
+        ["instance 1: empty", "instance 2: decompression-bomb"],
+    ),
+    "too-many": (v1(*[GOOD] * (MAX_BATCH + 1)), 400, [f"limit of {MAX_BATCH}"]),
+    "image-over-cap": ("noise", 413, ["instance 0: too-large", "over the 977 KB limit"]),
+    "request-over-cap": (b"x" * (MAX_REQUEST_BYTES + 1), 413, ["--max_request_bytes"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_input_is_refused_and_the_server_stays_healthy(stack, http, case):
+    body, status, fragments = BAD_REQUESTS[case]
+    if body == "noise":
+        body = v1(_noise_png())
+    if isinstance(body, bytes):
+        response = http.post(
+            stack.predict_url, content=body, headers={"content-type": "application/json"}
+        )
+    else:
+        response = http.post(stack.predict_url, json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    for fragment in fragments:
+        assert fragment in error
+    assert stack.transformer.poll() is None
+    assert http.get(stack.ready_url).status_code == 200
+
+
+def test_streamed_body_over_the_cap_is_413(stack, http):
+    def chunks():
+        for _ in range(4):
+            yield b"x" * (MAX_REQUEST_BYTES // 3)
+
+    response = http.post(stack.predict_url, content=chunks())
+    assert response.status_code == 413
+    assert "--max_request_bytes" in response.json()["error"]
+
+
+def test_bad_v2_requests(stack, http):
+    url = f"{stack.url}/v2/models/{MODEL_NAME}/infer"
+    wrong_type = {
+        "inputs": [{"name": "image_bytes", "datatype": "FP32", "shape": [1], "data": [1]}]
+    }
+    cases = [
+        (wrong_type, "datatype BYTES"),
+        (
+            {"inputs": [{"name": "img", "datatype": "BYTES", "shape": [1], "data": ["x"]}]},
+            "no input",
+        ),
+        ({"id": "1"}, "inputs: Field required"),
+        (b"{oops", "invalid JSON"),
+        (
+            {
+                "inputs": [
+                    {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": ["@@"]}
+                ]
+            },
+            "instance 0: bad-base64",
+        ),
+    ]
+    for body, fragment in cases:
+        if isinstance(body, bytes):
+            response = http.post(url, content=body, headers={"content-type": "application/json"})
+        else:
+            response = http.post(url, json=body)
+        assert response.status_code == 400, response.text
+        assert fragment in response.json()["error"]
+
+
+def test_still_serving_after_bad_inputs(stack, http, info, reference, saved_labels):
+    response = http.post(stack.predict_url, json=v1(GOOD))
+    assert response.status_code == 200
+    assert_agrees(
+        response.json()["predictions"][0]["categories"], reference(GOOD), info, saved_labels
+    )
+
+
+def test_metrics_per_stage_and_bytes_sent_to_the_predictor(stack, http):
+    text = http.get(f"{stack.url}/metrics").text
+    for metric in (
+        "request_preprocess_seconds_bucket",
+        "request_predict_seconds_bucket",
+        "request_postprocess_seconds_bucket",
+        "snapcat_normalize_seconds_bucket",
+        "snapcat_predictor_call_seconds_bucket",
+        'snapcat_request_errors_total{model_name="listing-category",reason="corrupt",status="400"}',
+    ):
+        assert metric in text, metric
+
+    def value(name: str) -> float:
+        match = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
+        return float(match.group(1))
+
+    per_image = value("snapcat_predictor_request_bytes_total") / value(
+        "snapcat_predictor_images_total"
+    )
+    assert per_image < 10_000  # canonical 71 px JPEGs as b64, not JSON floats
+
+
+def test_concurrent_clients(stack, info, reference, saved_labels):
+    photos = [make_image_bytes("JPEG", size=(300, 200), seed=40 + i) for i in range(6)]
+    expected = [reference(p) for p in photos]
+
+    def client(worker: int) -> list[tuple[int, dict]]:
+        results = []
+        with httpx.Client(timeout=60) as http:
+            for j in range(3):
+                i = (worker + j) % len(photos)
+                response = http.post(stack.predict_url, json=v1(photos[i]))
+                assert response.status_code == 200, response.text
+                results.append((i, response.json()["predictions"][0]))
+        return results
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = [r for rs in pool.map(client, range(8)) for r in rs]
+    assert len(outcomes) == 24
+    for i, prediction in outcomes:
+        assert_agrees(prediction["categories"], expected[i], info, saved_labels)
+
+
+def test_classify_cli(stack, tmp_path, saved_labels):
+    photo = sample_photos(1)[0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    command = [sys.executable, "-m", "snapcat.cli", "classify", "--url", stack.url]
+    table = subprocess.run(
+        [*command, str(photo)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE"]
+    assert len(lines) == 4 and str(photo) in lines[1]
+    assert any(label in lines[1] for label in saved_labels.values())
+    raw = subprocess.run(
+        [*command, "--json", str(photo), str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert len(json.loads(raw.stdout)["predictions"]) == 2
+    bad = subprocess.run(
+        [*command, str(photo), str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert bad.returncode == 1
+    assert f"{broken}: HTTP 400: instance 0: corrupt" in bad.stderr
+    assert str(photo) in bad.stdout  # the good photo is still classified
+
+
+def test_python_client(stack, info, saved_labels):
+    from snapcat.client import SnapcatClient, SnapcatServerError
+
+    photos = sample_photos(3)
+    with SnapcatClient(stack.url, MODEL_NAME, max_batch=2) as client:
+        assert client.ready()
+        predictions = client.classify(photos)
+        assert len(predictions) == 3
+        assert all(p.model_version == str(info.version) for p in predictions)
+        assert predictions[0].top.label == saved_labels[predictions[0].top.slug]
+        with pytest.raises(SnapcatServerError) as caught:
+            client.classify([b"GIF87a broken"])
+        assert caught.value.status_code == 400
+        assert caught.value.errors[0]["instance"] == 0
+
+
+def test_transformer_never_imports_tensorflow(stack):
+    log = (stack.logs / "transformer.log").read_text(errors="replace")
+    modules = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in log.splitlines()
+        if line.startswith("import time:")
+    ]
+    assert "kserve" in modules and "serving.model" in modules  # the log is what we think it is
+    heavy = [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+    assert not heavy, heavy
+
+
+# ------------------------------------------------------------------------------------ failures
+def test_hung_predictor_gives_503_within_the_timeout_then_recovers(stack, http):
+    os.kill(stack.predictor.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        response = http.post(stack.predict_url, json=v1(GOOD))
+        elapsed = time.monotonic() - start
+        assert response.status_code == 503, response.text
+        assert f"did not answer within {PREDICTOR_TIMEOUT:g} s" in response.json()["error"]
+        assert elapsed < PREDICTOR_TIMEOUT + 3
+        assert http.get(stack.ready_url).status_code == 503
+        assert http.get(f"{stack.url}/v2/health/ready").status_code == 503
+    finally:
+        os.kill(stack.predictor.pid, signal.SIGCONT)
+    assert _poll_status(http, stack.ready_url, 200, timeout=20)
+    assert http.post(stack.predict_url, json=v1(GOOD)).status_code == 200
+
+
+def _poll_status(http, url: str, status: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http.get(url).status_code == status:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def test_predictor_killed_mid_run_then_restarted(stack, http, info, reference, saved_labels):
+    statuses: list[int] = []
+    durations: list[float] = []
+    stop = threading.Event()
+
+    def load():
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set() and len(statuses) < 500:
+                start = time.monotonic()
+                statuses.append(client.post(stack.predict_url, json=v1(GOOD)).status_code)
+                durations.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        stack.predictor.kill()
+        stack.predictor.wait(10)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[0] == 200 and statuses[-1] == 503
+    # Refused connections answer at once, not after the timeout.
+    assert max(d for d, s in zip(durations, statuses, strict=True) if s == 503) < 1.5
+    down = http.post(stack.predict_url, json=v1(GOOD))
+    assert down.status_code == 503 and "unreachable" in down.json()["error"]
+    assert http.get(stack.ready_url).status_code == 503
+    assert http.get(f"{stack.url}/v2/health/ready").status_code == 503
+    assert stack.transformer.poll() is None
+
+    stack.start_predictor()  # same port: the transformer recovers by itself
+    stack.wait_ready()
+    response = http.post(stack.predict_url, json=v1(GOOD))
+    assert response.status_code == 200
+    assert_agrees(
+        response.json()["predictions"][0]["categories"], reference(GOOD), info, saved_labels
+    )
+
+
+def test_labels_of_another_model_are_a_clear_500(stack, http, info, tmp_path):
+    """A transformer whose --model_dir has more classes than the model the predictor serves."""
+    other = tmp_path / "other"
+    shutil.copytree(stack.model_dir, other)
+    info_file = other / str(info.version) / "assets" / "snapcat" / "model.json"
+    raw = json.loads(info_file.read_text())
+    extra = next(s for s in Taxonomy.load().trainable_slugs if s not in raw["classes"])
+    raw["classes"].append(extra)
+    raw["labels"][extra] = "추가"
+    info_file.write_text(json.dumps(raw, ensure_ascii=False))
+    port = free_port()
+    # Through the CLI this time: `snapcat serve transformer` replaces itself with python -m serving.
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "snapcat.cli",
+            "serve",
+            "transformer",
+            f"--predictor-host=127.0.0.1:{stack.predictor_port}",
+            f"--port={port}",
+            f"--model-name={MODEL_NAME}",
+            f"--model-dir={other}",
+        ],
+        tmp_path / "mismatch.log",
+    )
+    try:
+        start = time.monotonic()
+        wait_http_ok(f"http://127.0.0.1:{port}/v2/health/live", 120, [process])
+        started = time.monotonic() - start
+        assert started < 30, f"the transformer took {started:.1f} s to start"  # ~6 s unloaded
+        wait_http_ok(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", 60, [process])
+        response = http.post(
+            f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict", json=v1(GOOD)
+        )
+        assert response.status_code == 500
+        assert "returned 5 scores per image" in response.json()["error"]
+        assert "has 6 classes" in response.json()["error"]
+    finally:
+        stop_process(process)
+
+
+def test_serve_local_starts_both_and_stops_cleanly(model_dir, tmp_path):
+    from snapcat.client import SnapcatClient
+
+    port, predictor_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snapcat.cli",
+            "serve",
+            "local",
+            f"--model-dir={model_dir}",
+            f"--port={port}",
+            f"--predictor-port={predictor_port}",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "local.log", "wb"),  # noqa: SIM115
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        assert lines and f"http://127.0.0.1:{port}" in lines[-1], (
+            lines,
+            (tmp_path / "local.log").read_text(errors="replace")[-3000:],
+        )
+        with SnapcatClient(f"http://127.0.0.1:{port}") as client:
+            assert len(client.classify_one(sample_photos(1)[0]).categories) == 3
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        for p in (port, predictor_port):
+            with pytest.raises(OSError), socket.create_connection(("127.0.0.1", p), timeout=2):
+                pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
