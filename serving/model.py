@@ -48,6 +48,7 @@ from snapcat.inference import (
     InferenceCore,
     InstanceError,
     PayloadTooLargeError,
+    PredictorAnswer,
     PredictorResponseError,
     PredictorUnavailableError,
     ServingError,
@@ -102,7 +103,7 @@ class PredictorCall:
 @dataclass
 class PredictorResult:
     call: PredictorCall
-    probabilities: list[list[float]]
+    answer: PredictorAnswer
 
 
 class ListingCategoryTransformer(Model):
@@ -274,15 +275,15 @@ class ListingCategoryTransformer(Model):
     ) -> Any:
         core = self.core
         if result.call.protocol == "v1":
-            return core.v1_response(result.probabilities)
+            return core.v1_response(result.answer)
         outputs = [
             InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"])
-            for o in core.v2_outputs(result.probabilities)
+            for o in core.v2_outputs(result.answer)
         ]
         return InferResponse(
             response_id=result.call.request_id or "",
             model_name=self.name,
-            model_version=core.model_version,
+            model_version=result.answer.version,
             infer_outputs=outputs,
         )
 

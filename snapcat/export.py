@@ -33,6 +33,12 @@ from snapcat.taxonomy import Taxonomy
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "image_bytes"
 OUTPUT_NAME = "probabilities"
+#: Per row, the slugs of the probabilities' columns and the model version that answered: a
+#: transformer labels a predictor's answer by what the predictor says it is, so during a canary
+#: (KServe splits transformer and predictor traffic independently) an old transformer talking to
+#: a new predictor, or the reverse, still labels every score correctly.
+CLASSES_OUTPUT = "classes"
+VERSION_OUTPUT = "model_version"
 _PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "pillow-heif", "snapcat")
 
 
@@ -91,7 +97,12 @@ def export_model(
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )
         probabilities = model(pixels, training=False)
-        return {OUTPUT_NAME: tf.cast(probabilities, tf.float32)}
+        rows = tf.shape(image_bytes)[0]
+        return {
+            OUTPUT_NAME: tf.cast(probabilities, tf.float32),
+            CLASSES_OUTPUT: tf.tile(tf.constant([list(classes)]), [rows, 1]),
+            VERSION_OUTPUT: tf.fill([rows], tf.constant(version, tf.int64)),
+        }
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -114,7 +125,11 @@ def export_model(
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": info.to_dict(),
-        "signature": {"name": SIGNATURE_NAME, "input": INPUT_NAME, "output": OUTPUT_NAME},
+        "signature": {
+            "name": SIGNATURE_NAME,
+            "input": INPUT_NAME,
+            "outputs": [OUTPUT_NAME, CLASSES_OUTPUT, VERSION_OUTPUT],
+        },
         # TF Serving must be at least this TensorFlow version to load the graph (manifests pin it).
         "tensorflow_version": tf.__version__,
         "packages": package_versions(),
@@ -155,12 +170,21 @@ class ServingModel:
         self._loaded = tf.saved_model.load(path)
         self._signature = self._loaded.signatures[SIGNATURE_NAME]
 
-    def predict(self, images: list[bytes]):
-        """Canonical image bytes in, ``float32 [N, C]`` probabilities (numpy) out."""
+    def run(self, images: list[bytes]) -> dict:
+        """Canonical image bytes in, every signature output (numpy arrays) out."""
         import numpy as np
         import tensorflow as tf
 
         if not images:
-            return np.zeros((0, len(self.info.classes)), np.float32)
+            empty = {OUTPUT_NAME: np.zeros((0, len(self.info.classes)), np.float32)}
+            return {name: empty.get(name, np.zeros((0,))) for name in self.output_names}
         result = self._signature(**{INPUT_NAME: tf.constant(images, dtype=tf.string)})
-        return result[OUTPUT_NAME].numpy()
+        return {name: tensor.numpy() for name, tensor in result.items()}
+
+    @property
+    def output_names(self) -> list[str]:
+        return sorted(self._signature.structured_outputs)
+
+    def predict(self, images: list[bytes]):
+        """Canonical image bytes in, ``float32 [N, C]`` probabilities (numpy) out."""
+        return self.run(images)[OUTPUT_NAME]

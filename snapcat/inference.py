@@ -30,7 +30,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from snapcat.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from snapcat.export import (
+    CLASSES_OUTPUT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIGNATURE_NAME,
+    VERSION_OUTPUT,
+)
 from snapcat.imaging import ImageError, ImageSpec, ImageTooLargeError, normalize_image
 from snapcat.model_info import ModelInfo
 
@@ -205,6 +211,15 @@ def _json_type(value: Any) -> str:
         type(None): "null",
         bytes: "bytes",
     }.get(type(value), type(value).__name__)
+
+
+@dataclass
+class PredictorAnswer:
+    """The predictor's scores, per row the classes they are for, and the version that served."""
+
+    probabilities: list[list[float]]
+    classes: list[tuple[str, ...]]
+    version: str
 
 
 # ----------------------------------------------------------------------------------- core
@@ -401,9 +416,16 @@ class InferenceCore:
         body = {"signature_name": SIGNATURE_NAME, "instances": instances}
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
-    def read_predictions(self, response: Any, count: int) -> list[list[float]]:
-        """TF Serving's ``{"predictions": [[p0, ..., pC-1], ...]}`` to rows of probabilities,
-        checked against the number of instances sent and the model's classes."""
+    def read_predictions(self, response: Any, count: int) -> PredictorAnswer:
+        """TF Serving's predict answer to rows of probabilities with the classes they are for.
+
+        A snapcat model's signature also returns, per row, its ``classes`` (slugs) and
+        ``model_version``, so the answer labels itself: whichever model version served it
+        (KServe splits transformer and predictor traffic independently during a canary), the
+        scores are labelled by that model's own class order. A model without those outputs (bare
+        rows, ``{"predictions": [[p0, ..., pC-1], ...]}``) is read with this transformer's classes,
+        and must then have as many columns.
+        """
         if not isinstance(response, dict) or "predictions" not in response:
             detail = response.get("error") if isinstance(response, dict) else None
             raise PredictorResponseError(
@@ -416,9 +438,13 @@ class InferenceCore:
             raise PredictorResponseError(
                 f"the predictor returned {got} predictions for {count} images", status=500
             )
-        probabilities: list[list[float]] = []
+        answer = PredictorAnswer(probabilities=[], classes=[], version=self.model_version)
         for row in rows:
+            classes: Any = self.info.classes
             if isinstance(row, dict):  # a signature with several outputs: one object per row
+                classes = row.get(CLASSES_OUTPUT, classes)
+                if row.get(VERSION_OUTPUT) is not None:
+                    answer.version = str(row[VERSION_OUTPUT])
                 row = row.get(OUTPUT_NAME)
             if not isinstance(row, list) or not all(
                 isinstance(p, int | float) and math.isfinite(p) for p in row
@@ -426,44 +452,60 @@ class InferenceCore:
                 raise PredictorResponseError(
                     f"the predictor's '{OUTPUT_NAME}' rows are not lists of numbers", status=500
                 )
-            if len(row) != self.num_classes:
+            if not isinstance(classes, list | tuple) or len(row) != len(classes):
+                described = len(classes) if isinstance(classes, list | tuple) else "no"
                 raise PredictorResponseError(
-                    f"the predictor returned {len(row)} scores per image but model version "
-                    f"{self.model_version} has {self.num_classes} classes: the predictor serves "
-                    "a different model than the one whose labels this transformer loaded "
-                    "(--model_dir)",
+                    f"the predictor returned {len(row)} scores per image for {described} "
+                    f"classes, but model version {self.model_version} (whose labels this "
+                    f"transformer loaded from --model_dir) has {self.num_classes}: the "
+                    "predictor serves a different model",
                     status=500,
                     reason="model-mismatch",
                 )
-            probabilities.append([float(p) for p in row])
-        return probabilities
+            answer.probabilities.append([float(p) for p in row])
+            answer.classes.append(tuple(str(c) for c in classes))
+        return answer
 
     # ---------------------------------------------------------------- responses
-    def categories(self, probabilities: Sequence[float]) -> list[dict[str, Any]]:
-        """The top-k ``{"slug", "label", "score"}`` of one image, best first."""
-        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
-        result = []
-        for i in order[: self.top_k]:
-            slug = self.info.classes[i]
-            result.append(
-                {
-                    "slug": slug,
-                    "label": self.info.labels.get(slug, slug),
-                    "score": round(float(probabilities[i]), 4),
-                }
-            )
-        return result
+    def label(self, slug: str) -> str:
+        """The Korean label from the model's saved taxonomy; a slug this model's taxonomy does not
+        know (a newer model's new category, mid-canary) is shown as itself."""
+        return self.info.labels.get(slug, slug)
 
-    def v1_response(self, rows: Sequence[Sequence[float]]) -> dict[str, Any]:
+    def categories(
+        self, probabilities: Sequence[float], classes: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The top-k ``{"slug", "label", "score"}`` of one image, best first."""
+        classes = self.info.classes if classes is None else classes
+        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
+        return [
+            {
+                "slug": classes[i],
+                "label": self.label(classes[i]),
+                "score": round(float(probabilities[i]), 4),
+            }
+            for i in order[: self.top_k]
+        ]
+
+    def _tops(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[list[dict]]:
+        if isinstance(answer, PredictorAnswer):
+            return [
+                self.categories(row, classes)
+                for row, classes in zip(answer.probabilities, answer.classes, strict=True)
+            ]
+        return [self.categories(row) for row in answer]
+
+    def v1_response(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> dict[str, Any]:
+        version = answer.version if isinstance(answer, PredictorAnswer) else self.model_version
         return {
-            "predictions": [{"categories": self.categories(row)} for row in rows],
-            "model_version": self.model_version,
+            "predictions": [{"categories": top} for top in self._tops(answer)],
+            "model_version": version,
         }
 
-    def v2_outputs(self, rows: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    def v2_outputs(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[dict]:
         """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``."""
-        tops = [self.categories(row) for row in rows]
-        shape = [len(rows), self.top_k]
+        tops = self._tops(answer)
+        shape = [len(tops), self.top_k]
         return [
             {
                 "name": key,

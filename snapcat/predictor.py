@@ -213,7 +213,7 @@ class MicroBatcher:
 
     def __init__(
         self,
-        run_batch: Callable[[list[bytes]], np.ndarray],
+        run_batch: Callable[[list[bytes]], np.ndarray | dict[str, np.ndarray]],
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         batch_timeout: float = DEFAULT_BATCH_TIMEOUT_MS / 1000,
     ):
@@ -247,7 +247,7 @@ class MicroBatcher:
                 await self._worker
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, images: list[bytes]) -> np.ndarray:
+    async def submit(self, images: list[bytes]) -> np.ndarray | dict[str, np.ndarray]:
         future = asyncio.get_running_loop().create_future()
         self._outstanding += 1
         self._peak = max(self._peak, self._outstanding)
@@ -318,8 +318,15 @@ class MicroBatcher:
         for task in batch:
             n = len(task.images)
             if not task.future.done():
-                task.future.set_result(outputs[offset : offset + n])
+                task.future.set_result(_rows(outputs, offset, offset + n))
             offset += n
+
+
+def _rows(outputs: np.ndarray | dict[str, np.ndarray], start: int, stop: int):
+    """Rows ``start:stop`` of one output array, or of every output of a signature."""
+    if isinstance(outputs, dict):
+        return {name: values[start:stop] for name, values in outputs.items()}
+    return outputs[start:stop]
 
 
 # ------------------------------------------------------------------------------ the servable
@@ -368,8 +375,8 @@ class Servable:
             raise ValueError(f"{self.model.version_dir}: no output {OUTPUT_NAME!r}")
         self.input_names = [INPUT_NAME]
 
-    def run(self, images: list[bytes]) -> np.ndarray:
-        return self.model.predict(images)
+    def run(self, images: list[bytes]) -> dict[str, np.ndarray]:
+        return self.model.run(images)
 
     def warm_up(self) -> None:
         """One call before serving, so the first request does not pay for graph set-up."""
@@ -410,10 +417,34 @@ class Servable:
 
 
 # ------------------------------------------------------------------------------ HTTP app
-def _format_outputs(probabilities: np.ndarray, columnar: bool) -> dict:
-    # float32 printed at its own precision (0.2, not 0.20000000298023224), as TF Serving does.
-    rows = [[float(str(p)) for p in row] for row in np.asarray(probabilities, np.float32)]
-    return {"outputs": rows} if columnar else {"predictions": rows}
+def _json_values(values: np.ndarray, name: str) -> list:
+    """One output tensor as TF Serving writes it: float32 at its own precision (0.2, not
+    0.20000000298023224), strings as UTF-8 text (base64 objects for names ending in _bytes)."""
+    values = np.asarray(values)
+    if values.dtype == np.float32:
+        return np.vectorize(lambda v: float(str(v)), otypes=[object])(values).tolist()
+    if values.dtype.kind in "SO":
+        if name.endswith("_bytes"):
+            encode = lambda v: {"b64": base64.b64encode(v).decode("ascii")}  # noqa: E731
+        else:
+            encode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v  # noqa: E731
+        return np.vectorize(encode, otypes=[object])(values).tolist()
+    return values.tolist()
+
+
+def _format_outputs(outputs: np.ndarray | dict[str, np.ndarray], columnar: bool) -> dict:
+    """TF Serving's response shapes: one output gives bare rows; several give, in row format,
+    one object per row, and in columnar format one list per output."""
+    if not isinstance(outputs, dict):
+        outputs = {OUTPUT_NAME: outputs}
+    columns = {name: _json_values(values, name) for name, values in sorted(outputs.items())}
+    if len(columns) == 1:
+        (only,) = columns.values()
+        return {"outputs": only} if columnar else {"predictions": only}
+    if columnar:
+        return {"outputs": columns}
+    count = len(next(iter(columns.values())))
+    return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(count)]}
 
 
 def create_app(servable: Servable, batcher: MicroBatcher):
@@ -457,10 +488,10 @@ def create_app(servable: Servable, batcher: MicroBatcher):
             servable._check_version(int(version) if version else None)
             parsed = parse_predict_request(await request.body(), servable.input_names)
             try:
-                probabilities = await batcher.submit(parsed.images)
+                outputs = await batcher.submit(parsed.images)
             except Exception as exc:
                 raise _model_error(exc) from None
-            return _format_outputs(probabilities, parsed.columnar)
+            return _format_outputs(outputs, parsed.columnar)
         match = _STATUS_PATH.fullmatch(path)
         if not match:
             raise _invalid(f"Malformed request: {method} {path}")

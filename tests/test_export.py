@@ -4,6 +4,7 @@ the graph, and a version folder that appears atomically."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,9 +58,12 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
     assert kwargs["image_bytes"].shape.as_list() == [None]
     classes = len(prepared_stats["classes"])
     outputs = signature.structured_outputs
-    assert list(outputs) == ["probabilities"]
+    assert sorted(outputs) == ["classes", "model_version", "probabilities"]
     assert outputs["probabilities"].dtype == tf.float32
     assert outputs["probabilities"].shape.as_list() == [None, classes]
+    # the answer labels itself: per row the class slugs and the model version
+    assert outputs["classes"].dtype == tf.string
+    assert outputs["model_version"].dtype == tf.int64
 
     images = [r["image"] for r in test_records[:7]]
     result = signature(image_bytes=tf.constant(images))
@@ -68,6 +72,10 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
     assert probabilities.shape == (7, classes)
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    slugs = [[c.decode() for c in row] for row in result["classes"].numpy()]
+    assert slugs == [prepared_stats["classes"]] * 7
+    version = int(Path(trained.version_dir).name)
+    assert result["model_version"].numpy().tolist() == [version] * 7
     # One image alone gets the same answer as inside a batch.
     alone = signature(image_bytes=tf.constant(images[3:4]))["probabilities"].numpy()
     np.testing.assert_allclose(alone[0], probabilities[3], atol=1e-5)
@@ -131,7 +139,7 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
     assert card["signature"] == {
         "name": "serving_default",
         "input": "image_bytes",
-        "output": "probabilities",
+        "outputs": ["probabilities", "classes", "model_version"],
     }
     assert card["training"]["mode"] == "two-phase"
     assert card["training"]["weights"] == str(trained.weights_file)

@@ -241,9 +241,11 @@ def test_predictor_body_is_tf_serving_row_format_with_b64(core):
 
 def test_read_predictions_checks_count_and_width(core):
     rows = [[0.1, 0.2, 0.3, 0.25, 0.15], [0.5, 0.1, 0.1, 0.2, 0.1]]
-    assert core.read_predictions({"predictions": rows}, 2) == rows
+    assert core.read_predictions({"predictions": rows}, 2).probabilities == rows
     named = [{"probabilities": r} for r in rows]  # several-output signatures answer objects
-    assert core.read_predictions({"predictions": named}, 2) == rows
+    answer = core.read_predictions({"predictions": named}, 2)
+    assert answer.probabilities == rows
+    assert answer.classes == [tuple(core.info.classes)] * 2  # bare scores: this model's classes
     with pytest.raises(PredictorResponseError) as caught:
         core.read_predictions({"predictions": [[0.5, 0.5]]}, 1)
     assert caught.value.status == 500
@@ -269,6 +271,45 @@ def test_responses_use_the_models_labels_and_top_k(core, info):
     assert outputs["slug"]["shape"] == [1, 3] and outputs["slug"]["datatype"] == "BYTES"
     assert outputs["label"]["data"] == ["라벨-1", "라벨-3", "라벨-2"]
     assert outputs["score"]["data"] == [0.6, 0.2, 0.1]
+
+
+def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core, info):
+    """Mid-canary, this transformer may reach a predictor serving another model version: the
+    answer's own classes and version win, so no score is ever put under the wrong label."""
+    other_order = list(reversed(info.classes))
+    response = {
+        "predictions": [
+            {
+                "probabilities": [0.7, 0.1, 0.1, 0.05, 0.05],
+                "classes": other_order,
+                "model_version": 42,
+            }
+        ]
+    }
+    answer = core.read_predictions(response, 1)
+    assert answer.version == "42" and answer.classes == [tuple(other_order)]
+    body = core.v1_response(answer)
+    assert body["model_version"] == "42"
+    top = body["predictions"][0]["categories"][0]
+    assert top["slug"] == other_order[0] and top["label"] == info.labels[other_order[0]]
+    # a category this transformer's model does not know is shown by its slug, not dropped
+    newer = {
+        "predictions": [
+            {
+                "probabilities": [0.1] * 5 + [0.5],
+                "classes": [*info.classes, "brand-new"],
+                "model_version": 43,
+            }
+        ]
+    }
+    (top,) = core.v1_response(core.read_predictions(newer, 1))["predictions"][0]["categories"][:1]
+    assert top == {"slug": "brand-new", "label": "brand-new", "score": 0.5}
+    # classes and scores that disagree in length are refused, not guessed at
+    with pytest.raises(PredictorResponseError) as caught:
+        core.read_predictions(
+            {"predictions": [{"probabilities": [0.5, 0.5], "classes": ["a", "b", "c"]}]}, 1
+        )
+    assert caught.value.reason == "model-mismatch"
 
 
 def test_top_k_is_capped_by_the_number_of_classes(info):

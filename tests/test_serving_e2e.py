@@ -305,16 +305,25 @@ def test_predictor_predicts_row_and_columnar(stack, http, info, reference):
         },
     )
     assert row.status_code == 200, row.text
-    predictions = np.array(row.json()["predictions"])
+    # several outputs: TF Serving answers one object per row in the row format
+    rows = row.json()["predictions"]
+    assert [sorted(r) for r in rows] == [["classes", "model_version", "probabilities"]] * 3
+    assert all(r["classes"] == list(info.classes) for r in rows)
+    assert all(r["model_version"] == info.version for r in rows)
+    predictions = np.array([r["probabilities"] for r in rows])
     assert predictions.shape == (3, 5)
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(predictions, expected, atol=1e-4)
     plain = http.post(url, json={"instances": [{"b64": b64(c)} for c in canonical]})
-    np.testing.assert_allclose(plain.json()["predictions"], expected, atol=1e-4)
+    plain_rows = [r["probabilities"] for r in plain.json()["predictions"]]
+    np.testing.assert_allclose(plain_rows, expected, atol=1e-4)
+    # ... and in the columnar format one list per output
     columnar = http.post(
         url, json={"inputs": {"image_bytes": [{"b64": b64(c)} for c in canonical]}}
-    )
-    np.testing.assert_allclose(columnar.json()["outputs"], expected, atol=1e-4)
+    ).json()["outputs"]
+    np.testing.assert_allclose(columnar["probabilities"], expected, atol=1e-4)
+    assert columnar["classes"] == [list(info.classes)] * 3
+    assert columnar["model_version"] == [info.version] * 3
     versioned = f"{stack.predictor_url}/v1/models/{MODEL_NAME}/versions/{info.version}:predict"
     assert http.post(versioned, json={"instances": [{"b64": b64(canonical[0])}]}).status_code == 200
 
@@ -691,8 +700,12 @@ def test_predictor_killed_mid_run_then_restarted(stack, http, info, reference, s
     )
 
 
-def test_labels_of_another_model_are_a_clear_500(stack, http, info, tmp_path):
-    """A transformer whose --model_dir has more classes than the model the predictor serves."""
+def test_a_transformer_of_another_model_labels_by_the_predictors_classes(
+    stack, http, info, tmp_path, reference
+):
+    """A transformer whose --model_dir is another model (more classes, another version), as
+    mid-canary: the predictor's answer names its own classes and version, so it is labelled
+    right anyway."""
     other = tmp_path / "other"
     shutil.copytree(stack.model_dir, other)
     info_file = other / str(info.version) / "assets" / "snapcat" / "model.json"
@@ -726,9 +739,12 @@ def test_labels_of_another_model_are_a_clear_500(stack, http, info, tmp_path):
         response = http.post(
             f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict", json=v1(GOOD)
         )
-        assert response.status_code == 500
-        assert "returned 5 scores per image" in response.json()["error"]
-        assert "has 6 classes" in response.json()["error"]
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == str(info.version)
+        categories = body["predictions"][0]["categories"]
+        assert all(c["slug"] in info.classes for c in categories)
+        assert_agrees(categories, reference(GOOD), info, info.labels)
     finally:
         stop_process(process)
 
