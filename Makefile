@@ -23,7 +23,7 @@ demo: venv
 	$(BIN)/python -m snapcat.demo --data data/sample --workdir $(DEMO_DIR)
 
 test: venv lint
-	$(BIN)/python -m pytest -q -rs tests
+	$(BIN)/python -m pytest -q -rs
 
 lint: venv
 	$(BIN)/ruff check .
