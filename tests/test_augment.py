@@ -61,6 +61,8 @@ def test_batchnorm_frozen_only_for_pretrained_backbones(pretrained):
     ]
     assert norms
     assert all(la.trainable is (not pretrained) for la in norms)
+    # from scratch, a short moving-average memory so inference statistics catch up
+    assert all(la.momentum == (0.99 if pretrained else 0.9) for la in norms)
     convs = [
         la
         for la in backbone.layers
