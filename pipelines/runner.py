@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -84,7 +85,6 @@ def submit(
     Authentication is kfp.Client's own: in-cluster service-account tokens, ``KF_PIPELINES_*``
     environment variables, or an existing token (``KFP_TOKEN`` here).
     """
-    import os
     import tempfile
 
     import kfp
@@ -124,6 +124,9 @@ def run_local(
     """Runs the pipeline with ``kfp.local`` (subprocesses, no Docker); returns artifact paths."""
     from kfp import local
 
+    # The steps are subprocesses of this one: spare their logs TensorFlow's C++ start-up chatter
+    # (the training image sets the same).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     workdir = Path(workdir).resolve()
     root = workdir / "pipeline_root"
     root.mkdir(parents=True, exist_ok=True)

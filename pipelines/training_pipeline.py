@@ -114,6 +114,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         batch_size: int = 32,
         learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-5,
+        early_stopping_patience: int = 4,
         baseline_metrics_uri: str = "",
         max_top1_drop: float = 0.01,
         max_top3_drop: float = 0.01,
@@ -147,6 +148,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             learning_rate=learning_rate,
             fine_tune_learning_rate=fine_tune_learning_rate,
             seed=seed,
+            early_stopping_patience=early_stopping_patience,
         )
         # Preemptible GPU nodes: a retried attempt resumes from its last finished epoch.
         trained.set_display_name("train").set_caching_options(False)

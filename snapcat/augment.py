@@ -70,8 +70,13 @@ def _cropped(images: tf.Tensor, target: int, spec: AugmentSpec) -> tf.Tensor:
         mirror = tf.random.uniform([n]) < 0.5
         x1, x2 = tf.where(mirror, x2, x1), tf.where(mirror, x1, x2)
     boxes = tf.stack([y1, x1, y2, x2], axis=1)
+    # float input: TF's cost model has no uint8 CropAndResize and logs an error per batch
     return tf.image.crop_and_resize(
-        images, boxes, tf.range(n), [target, target], extrapolation_value=FILL_VALUE
+        tf.cast(images, tf.float32),
+        boxes,
+        tf.range(n),
+        [target, target],
+        extrapolation_value=FILL_VALUE,
     )
 
 

@@ -15,6 +15,7 @@ def train(
     learning_rate: float,
     fine_tune_learning_rate: float,
     seed: int,
+    early_stopping_patience: int,
     model: Output[Model],
 ):
     """Runs ``snapcat train``. A retried (preempted) attempt writes to the same artifact path and
@@ -34,6 +35,7 @@ def train(
             learning_rate=learning_rate,
             fine_tune_learning_rate=fine_tune_learning_rate,
             seed=seed,
+            early_stopping_patience=early_stopping_patience,
         )
     )
     model.metadata.update(

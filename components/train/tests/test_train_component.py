@@ -16,6 +16,7 @@ def test_interface():
         "learning_rate",
         "fine_tune_learning_rate",
         "seed",
+        "early_stopping_patience",
     } <= set(spec.inputs)
     assert {n: o.type for n, o in spec.outputs.items()} == {"model": "system.Model@0.0.1"}
     assert spec.implementation.container.image == "example.org/train:1"
