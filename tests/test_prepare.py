@@ -6,6 +6,7 @@ come from how that tree is built (see ``MESSY``), never from a previous run's ou
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -630,15 +631,14 @@ def test_object_store_input_and_output(tmp_path):
                 make_image_bytes("JPEG", seed=i + (100 if slug == "plants" else 200)),
             )
     fs.pipe_file("/bucket/photos/plants/broken.jpg", b"\xff\xd8 not really")
-    stats = run_prepare(
-        PrepareConfig(
-            input="memory://bucket/photos",
-            output="memory://bucket/prepared",
-            image_size=71,
-            workers=1,
-            progress=False,
-        )
+    config = PrepareConfig(
+        input="memory://bucket/photos",
+        output="memory://bucket/prepared",
+        image_size=71,
+        workers=1,
+        progress=False,
     )
+    stats = run_prepare(config)
     assert stats["classes"] == ["furniture-interior", "plants"]
     assert stats["accepted"] == 24 and stats["rejected"] == 1
     assert storage.is_complete("memory://bucket/prepared")
@@ -649,24 +649,7 @@ def test_object_store_input_and_output(tmp_path):
     assert "plants/broken.jpg,corrupt" in rejected
     # a second run into the same URI refuses, and with overwrite replaces it
     with pytest.raises(FileExistsError):
-        run_prepare(
-            PrepareConfig(
-                input="memory://bucket/photos",
-                output="memory://bucket/prepared",
-                image_size=71,
-                workers=1,
-                progress=False,
-            )
-        )
-    run_prepare(
-        PrepareConfig(
-            input="memory://bucket/photos",
-            output="memory://bucket/prepared",
-            image_size=71,
-            workers=1,
-            progress=False,
-            overwrite=True,
-        )
-    )
+        run_prepare(config)
+    run_prepare(dataclasses.replace(config, overwrite=True))
     assert storage.is_complete("memory://bucket/prepared")
     fs.rm("/bucket", recursive=True)
