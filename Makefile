@@ -37,9 +37,11 @@ format: venv
 # constrained by it, so every environment gets the same version of every shared package.
 lock:
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		--extra train --extra serve --extra pipeline --extra dev pyproject.toml -o requirements/all.lock
+		--extra train --extra serve --extra pipeline --extra cloud --extra dev pyproject.toml \
+		-o requirements/all.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		--extra train --extra pipeline -c requirements/all.lock pyproject.toml -o requirements/train.lock
+		--extra train --extra pipeline --extra cloud -c requirements/all.lock pyproject.toml \
+		-o requirements/train.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--extra serve -c requirements/all.lock pyproject.toml -o requirements/serve.lock
 

@@ -49,3 +49,10 @@ def test_runs_as_non_root_without_secrets():
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert not re.search(r"(?i)(secret|password|token|access_key)\s*=", text)
+
+
+def test_training_image_can_read_buckets():
+    """Pipeline inputs are gs:// or s3:// URIs: fsspec's back-ends must be in the image's lock."""
+    lock = (REPO / "requirements" / "train.lock").read_text()
+    for package in ("gcsfs", "s3fs", "fsspec"):
+        assert re.search(rf"^{package}==", lock, re.M), package
