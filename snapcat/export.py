@@ -115,31 +115,36 @@ def export_model(
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{version}"
     shutil.rmtree(staging, ignore_errors=True)
-    archive.write_out(str(staging), verbose=False)
-
-    assets = staging / "assets" / ASSETS_SUBDIR
-    assets.mkdir(parents=True, exist_ok=True)
-    (assets / MODEL_INFO_FILE).write_text(json.dumps(info.to_dict(), ensure_ascii=False, indent=2))
-    taxonomy.dump(assets / "taxonomy.yaml")
-    model_card = {
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": info.to_dict(),
-        "signature": {
-            "name": SIGNATURE_NAME,
-            "input": INPUT_NAME,
-            "outputs": [OUTPUT_NAME, CLASSES_OUTPUT, VERSION_OUTPUT],
-        },
-        # TF Serving must be at least this TensorFlow version to load the graph (manifests pin it).
-        "tensorflow_version": tf.__version__,
-        "packages": package_versions(),
-        **(card or {}),
-    }
-    (staging / MODEL_CARD_FILE).write_text(
-        json.dumps(model_card, ensure_ascii=False, indent=2, default=str)
-    )
     target = root / str(version)
-    staging.rename(target)
+    try:
+        archive.write_out(str(staging), verbose=False)
+        assets = staging / "assets" / ASSETS_SUBDIR
+        assets.mkdir(parents=True, exist_ok=True)
+        (assets / MODEL_INFO_FILE).write_text(
+            json.dumps(info.to_dict(), ensure_ascii=False, indent=2)
+        )
+        taxonomy.dump(assets / "taxonomy.yaml")
+        model_card = {
+            "version": version,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": info.to_dict(),
+            "signature": {
+                "name": SIGNATURE_NAME,
+                "input": INPUT_NAME,
+                "outputs": [OUTPUT_NAME, CLASSES_OUTPUT, VERSION_OUTPUT],
+            },
+            # TF Serving must be at least this TensorFlow version to load the graph (manifests
+            # pin it).
+            "tensorflow_version": tf.__version__,
+            "packages": package_versions(),
+            **(card or {}),
+        }
+        (staging / MODEL_CARD_FILE).write_text(
+            json.dumps(model_card, ensure_ascii=False, indent=2, default=str)
+        )
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
     return str(target)
 
 

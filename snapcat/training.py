@@ -372,7 +372,10 @@ def train(config: TrainConfig) -> dict:
             phase["lr"],
         )
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(workdir / f"backup-{phase['name']}")),
+            # Two backups: a pod killed while writing one still resumes from the other.
+            keras.callbacks.BackupAndRestore(
+                str(workdir / f"backup-{phase['name']}"), double_checkpoint=True
+            ),
             keras.callbacks.ModelCheckpoint(
                 str(best_weights),
                 monitor=monitor,
