@@ -41,6 +41,20 @@ class ModelSpec:
     weights: str = "imagenet"  # "imagenet", "none" or a path to a backbone weights file
     dropout: float = 0.2
 
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
+
+
+def check_input_size(backbone: str, image_size: int) -> None:
+    """Raises ValueError for an unknown backbone or an input smaller than it accepts."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+    if image_size < MIN_SIZE[backbone]:
+        raise ValueError(
+            f"{backbone} needs images of at least {MIN_SIZE[backbone]} px, not {image_size}"
+        )
+
 
 def keras_cache_dir() -> Path:
     import os
@@ -77,10 +91,7 @@ def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -
 def build_model(spec: ModelSpec) -> tuple[keras.Model, keras.Model]:
     """Returns (classifier, backbone). Unfreeze the backbone with :func:`set_backbone_trainable`,
     never with ``backbone.trainable = True``: that keeps its batch-norm layers in inference mode."""
-    if spec.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {spec.backbone!r}; choose from {sorted(BACKBONES)}")
-    if spec.image_size < MIN_SIZE[spec.backbone]:
-        raise ValueError(f"{spec.backbone} needs images of at least {MIN_SIZE[spec.backbone]} px")
+    check_input_size(spec.backbone, spec.image_size)
     constructor, _ = BACKBONES[spec.backbone]
     backbone = constructor(
         include_top=False,

@@ -7,7 +7,6 @@ as a KFP HTML artifact, an attachment, or a file opened from a bucket.
 from __future__ import annotations
 
 import base64
-import csv
 from pathlib import Path
 
 import jinja2
@@ -60,11 +59,11 @@ def plot_confusion_matrix(metrics: dict, taxonomy: Taxonomy, path: Path) -> None
 
 
 def plot_training_curves(history_csv: Path, path: Path) -> bool:
-    with open(history_csv, newline="") as handle:
-        rows = {int(r["epoch"]): r for r in csv.DictReader(handle)}
+    from snapcat.training import read_history
+
+    rows = read_history(history_csv)  # one per epoch, in order
     if not rows:
         return False
-    epochs = sorted(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (title, keys) in zip(
         axes,
@@ -72,9 +71,9 @@ def plot_training_curves(history_csv: Path, path: Path) -> bool:
         strict=True,
     ):
         for key in keys:
-            values = [float(rows[e][key]) if rows[e].get(key) else np.nan for e in epochs]
+            values = [row.get(key, np.nan) for row in rows]
             if not all(np.isnan(values)):
-                ax.plot([e + 1 for e in epochs], values, marker="o", label=key)
+                ax.plot([row["epoch"] + 1 for row in rows], values, marker="o", label=key)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

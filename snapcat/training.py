@@ -163,10 +163,7 @@ class RunState:
 def best_so_far(history_csv: Path, monitor: str) -> float | None:
     """The best monitored value already logged, so a resumed run's checkpoint does not replace
     the best epoch with a worse one."""
-    if not history_csv.exists():
-        return None
-    with open(history_csv, newline="") as handle:
-        values = [float(row[monitor]) for row in csv.DictReader(handle) if row.get(monitor)]
+    values = [row[monitor] for row in read_history(history_csv) if monitor in row]
     return max(values) if values else None
 
 
@@ -261,17 +258,15 @@ def train(config: TrainConfig) -> dict:
         stats = json.load(handle)
     image_size = config.image_size or int(stats["image_size"])
     classes = list(stats["classes"])
-    if sum(stats["splits"]["train"].values()) == 0:
+    photos = {split: sum(counts.values()) for split, counts in stats["splits"].items()}
+    if photos["train"] == 0:
         raise TrainingError(f"{config.data} has no training photos")
-    from snapcat.modeling import MIN_SIZE
+    from snapcat.modeling import check_input_size
 
-    if config.backbone not in MIN_SIZE:
-        raise TrainingError(f"unknown backbone {config.backbone!r}; choose from {sorted(MIN_SIZE)}")
-    if image_size < MIN_SIZE[config.backbone]:
-        raise TrainingError(
-            f"{config.backbone} needs images of at least {MIN_SIZE[config.backbone]} px, "
-            f"not {image_size}: pass a larger --image-size"
-        )
+    try:
+        check_input_size(config.backbone, image_size)
+    except ValueError as exc:
+        raise TrainingError(f"{exc}: pass a larger --image-size") from exc
 
     workdir = _prepare_workdir(config)
     state = RunState(workdir)
@@ -298,7 +293,7 @@ def train(config: TrainConfig) -> dict:
     )
 
     batch_size = config.batch_size * strategy.num_replicas_in_sync
-    has_validation = sum(stats["splits"]["validation"].values()) > 0
+    has_validation = photos["validation"] > 0
     train_ds = make_dataset(
         config.data,
         "train",
@@ -308,7 +303,7 @@ def train(config: TrainConfig) -> dict:
         augment=config.augment,
         seed=config.seed,
         shuffle_buffer=config.shuffle_buffer,
-        count=sum(stats["splits"]["train"].values()),
+        count=photos["train"],
         source_size=int(stats["image_size"]),
     )
     val_ds = (
@@ -320,7 +315,7 @@ def train(config: TrainConfig) -> dict:
             training=False,
             augment=False,
             seed=config.seed,
-            count=sum(stats["splits"]["validation"].values()),
+            count=photos["validation"],
         )
         if has_validation
         else None
@@ -331,16 +326,15 @@ def train(config: TrainConfig) -> dict:
     weights = stats["class_weights"]
     class_weight = {i: float(weights.get(slug, 1.0)) for i, slug in enumerate(classes)}
 
+    spec = ModelSpec(
+        backbone=config.backbone,
+        num_classes=len(classes),
+        image_size=image_size,
+        weights=config.weights,
+        dropout=config.dropout,
+    )
     with strategy.scope():
-        model, backbone = build_model(
-            ModelSpec(
-                backbone=config.backbone,
-                num_classes=len(classes),
-                image_size=image_size,
-                weights=config.weights,
-                dropout=config.dropout,
-            )
-        )
+        model, backbone = build_model(spec)
 
     history_csv = workdir / "history.csv"
     best_weights = workdir / "best.weights.h5"
@@ -349,9 +343,7 @@ def train(config: TrainConfig) -> dict:
             continue
         if state.data.get("phases_done"):  # resuming into a later phase: start from the earlier one
             model.load_weights(str(workdir / "last_phase.weights.h5"))
-        set_backbone_trainable(
-            backbone, phase["trainable"], pretrained=config.weights.lower() != "none"
-        )
+        set_backbone_trainable(backbone, phase["trainable"], pretrained=spec.pretrained)
         with strategy.scope():
             model.compile(
                 optimizer=keras.optimizers.Adam(phase["lr"]),
