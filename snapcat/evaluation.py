@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from snapcat import storage
 from snapcat.metrics import GateConfig, classification_metrics, gate, topk_indices
+from snapcat.model_info import MODEL_CARD_FILE, taxonomy_path
 from snapcat.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,14 @@ def evaluate(config: EvaluateConfig) -> dict:
             )
         ]
     )
-    taxonomy = Taxonomy.load(Path(served.version_dir, "assets", "snapcat", "taxonomy.yaml"))
+    taxonomy = Taxonomy.load(taxonomy_path(served.version_dir))
     present = set(info.classes) | {r["slug"] for r in records}
     label_order = [s for s in taxonomy.slugs if s in present]
     true_slugs = [r["slug"] for r in records]
     metrics = classification_metrics(true_slugs, probabilities, list(info.classes), label_order)
 
     blessed, reasons = gate(metrics, baseline, config.gate)
-    card_path = Path(served.version_dir, "model_card.json")
+    card_path = Path(served.version_dir, MODEL_CARD_FILE)
     card = json.loads(card_path.read_text("utf-8")) if card_path.exists() else {}
     metrics.update(
         split=config.split,

@@ -3,8 +3,9 @@
 ``MODEL_DIR/<version>/`` is a SavedModel whose ``serving_default`` signature takes ``image_bytes``
 (``tf.string [N]``, canonical image bytes; TF Serving's REST API carries them as
 ``{"b64": ...}``), decodes and preprocesses inside the graph, and returns ``probabilities``
-(``float32 [N, C]``). Beside the graph: ``assets/snapcat/model.json`` (class order, labels, image
-spec: :mod:`snapcat.model_info`), the taxonomy snapshot, and ``model_card.json``.
+(``float32 [N, C]``) with, per row, the class slugs and the model version. Beside the graph:
+``assets/snapcat/model.json`` (class order, labels, image spec: :mod:`snapcat.model_info`), the
+taxonomy snapshot, and ``model_card.json``.
 
 The version folder is written under a non-integer temporary name and renamed into place, so TF
 Serving (which only loads integer folders) never picks up a half-written model.
@@ -22,11 +23,14 @@ from importlib import metadata
 from pathlib import Path
 
 from snapcat.model_info import (
-    ASSETS_SUBDIR,
     MODEL_CARD_FILE,
-    MODEL_INFO_FILE,
     ModelInfo,
+    assets_dir,
+    info_path,
     list_versions,
+    load_model_info,
+    resolve_version_dir,
+    taxonomy_path,
 )
 from snapcat.taxonomy import Taxonomy
 
@@ -118,12 +122,11 @@ def export_model(
     target = root / str(version)
     try:
         archive.write_out(str(staging), verbose=False)
-        assets = staging / "assets" / ASSETS_SUBDIR
-        assets.mkdir(parents=True, exist_ok=True)
-        (assets / MODEL_INFO_FILE).write_text(
+        Path(assets_dir(str(staging))).mkdir(parents=True, exist_ok=True)
+        Path(info_path(str(staging))).write_text(
             json.dumps(info.to_dict(), ensure_ascii=False, indent=2)
         )
-        taxonomy.dump(assets / "taxonomy.yaml")
+        taxonomy.dump(taxonomy_path(str(staging)))
         model_card = {
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -165,14 +168,9 @@ class ServingModel:
     def __init__(self, model_or_version_dir: str):
         import tensorflow as tf
 
-        from snapcat.model_info import latest_version_dir, load_model_info
-
-        path = model_or_version_dir.rstrip("/")
-        if not Path(path).name.isdigit():
-            path = latest_version_dir(path)
-        self.version_dir = path
-        self.info = load_model_info(path)
-        self._loaded = tf.saved_model.load(path)
+        self.version_dir = resolve_version_dir(model_or_version_dir)
+        self.info = load_model_info(self.version_dir)
+        self._loaded = tf.saved_model.load(self.version_dir)
         self._signature = self._loaded.signatures[SIGNATURE_NAME]
 
     def run(self, images: list[bytes]) -> dict:

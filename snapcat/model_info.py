@@ -19,6 +19,7 @@ from snapcat.imaging import ImageSpec
 
 ASSETS_SUBDIR = "snapcat"
 MODEL_INFO_FILE = "model.json"
+TAXONOMY_FILE = "taxonomy.yaml"
 MODEL_CARD_FILE = "model_card.json"
 
 
@@ -79,14 +80,28 @@ def latest_version_dir(model_dir: str) -> str:
     return f"{model_dir.rstrip('/')}/{versions[-1]}"
 
 
+def resolve_version_dir(model_or_version_dir: str) -> str:
+    """``MODEL_DIR`` (then its highest version) or one ``MODEL_DIR/<version>`` -> the version."""
+    path = model_or_version_dir.rstrip("/")
+    return path if Path(path).name.isdigit() else latest_version_dir(path)
+
+
+def assets_dir(version_dir: str) -> str:
+    """Where a version keeps snapcat's files: SavedModel assets, which TF Serving ignores."""
+    return f"{version_dir.rstrip('/')}/assets/{ASSETS_SUBDIR}"
+
+
 def info_path(version_dir: str) -> str:
-    return f"{version_dir.rstrip('/')}/assets/{ASSETS_SUBDIR}/{MODEL_INFO_FILE}"
+    return f"{assets_dir(version_dir)}/{MODEL_INFO_FILE}"
+
+
+def taxonomy_path(version_dir: str) -> str:
+    return f"{assets_dir(version_dir)}/{TAXONOMY_FILE}"
 
 
 def load_model_info(model_or_version_dir: str) -> ModelInfo:
     """Accepts ``MODEL_DIR`` (then its highest version) or one ``MODEL_DIR/<version>``."""
-    path = model_or_version_dir.rstrip("/")
-    if not Path(path).name.isdigit():
-        path = latest_version_dir(path)
-    with fsspec.open(info_path(path), "r", encoding="utf-8") as handle:
+    with fsspec.open(
+        info_path(resolve_version_dir(model_or_version_dir)), "r", encoding="utf-8"
+    ) as handle:
         return ModelInfo.from_dict(json.load(handle))
