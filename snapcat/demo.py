@@ -10,13 +10,9 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import httpx
 
 #: CPU-friendly settings for a few hundred clip-art images; production defaults are in the
 #: pipeline (299 px, ImageNet weights, 12 epochs).
@@ -35,26 +31,6 @@ DEMO_PARAMS = {
 MODEL_NAME = "listing-category"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} was not ready within {timeout:.0f} s")
-
-
 def pick_photos(data: Path, per_category: int = 1, categories: int = 4) -> list[Path]:
     folders = sorted(p for p in data.iterdir() if p.is_dir())[:categories]
     return [photo for folder in folders for photo in sorted(folder.glob("*.jpg"))[:per_category]]
@@ -67,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipelines.runner import describe_result, run_local
+    from snapcat.commands.serve import LocalStack
 
     workdir = Path(args.workdir).resolve()
     print("== 1/2 training pipeline (kfp.local): prepare -> train -> evaluate -> gate -> deploy")
@@ -74,24 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_result(artifacts))
 
     print("\n== 2/2 serving the model locally and classifying sample photos through it")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snapcat.cli",
-            "serve",
-            "local",
-            "--model-dir",
-            artifacts["model"],
-            "--port",
-            str(port),
-            "--model-name",
-            MODEL_NAME,
-        ],
-    )
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", server)
+    # The same wiring as `snapcat serve local`: predictor and transformer as two processes.
+    with LocalStack(artifacts["model"], model_name=MODEL_NAME) as stack:
         photos = [str(p) for p in pick_photos(Path(args.data))]
         subprocess.run(
             [
@@ -101,18 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                 "classify",
                 *photos,
                 "--url",
-                f"http://127.0.0.1:{port}",
+                stack.url,
                 "--model-name",
                 MODEL_NAME,
             ],
             check=True,
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     print(f"\nHTML report: {artifacts.get('report')}")
     print(f"model:       {artifacts['model']}")
     return 0
