@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,9 +51,14 @@ def run_pipeline(data: str, workdir: Path, log: Path) -> dict[str, str]:
         text = ",".join(value) if isinstance(value, list) else str(value)
         command += ["--param", f"{key}={text}"]
     started = time.monotonic()
-    with open(log, "w", encoding="utf-8") as sink:
+    with open(log, "w", encoding="utf-8", buffering=1) as sink:  # tail -f works
         child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen, not at exit
         )
         for line in child.stdout:
             sink.write(line)
