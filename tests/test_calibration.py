@@ -1,0 +1,147 @@
+"""Temperature scaling, ECE and the confidence threshold on synthetic scores whose true
+probabilities are known: labels are drawn from ``softmax(z)``, the "model" reports
+``softmax(3 z)`` (over-confident, as deep networks are)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from snapcat.calibration import (
+    calibration_gate,
+    calibration_metrics,
+    choose_threshold,
+    confident_share,
+    expected_calibration_error,
+    fit_calibration,
+    fit_temperature,
+    is_confident,
+    nll,
+    reliability_bins,
+    scale,
+)
+
+CLASSES = 19
+OVERCONFIDENCE = 3.0
+
+
+def _draw(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An over-confident model's probabilities and labels drawn from the true ones."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 1.2, size=(n, CLASSES))
+    logits[np.arange(n), rng.integers(0, CLASSES, n)] += rng.uniform(1.0, 7.0, n)
+    true = np.exp(logits - logits.max(axis=1, keepdims=True))
+    true /= true.sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(CLASSES, p=row) for row in true])
+    over = np.exp(OVERCONFIDENCE * (logits - logits.max(axis=1, keepdims=True)))
+    return (over / over.sum(axis=1, keepdims=True)).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def validation():
+    return _draw(4000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return _draw(4000, seed=2)
+
+
+def test_temperature_scaling_lowers_nll_and_ece_of_an_overconfident_model(validation, held_out):
+    probabilities, labels = validation
+    temperature = fit_temperature(probabilities, labels)
+    assert temperature == pytest.approx(OVERCONFIDENCE, rel=0.1)  # it finds the true distortion
+    test_p, test_y = held_out
+    calibrated = scale(test_p, temperature)
+    assert nll(calibrated, test_y) < 0.8 * nll(test_p, test_y)
+    ece_before = expected_calibration_error(test_p, test_y)
+    ece_after = expected_calibration_error(calibrated, test_y)
+    assert ece_before > 0.1
+    assert ece_after < 0.03 < ece_before / 3
+    # Ranking is untouched: top-1 and top-3 predictions are identical.
+    np.testing.assert_array_equal(calibrated.argmax(axis=1), test_p.argmax(axis=1))
+    np.testing.assert_allclose(scale(test_p, 1.0), test_p, atol=1e-6)
+
+
+def test_a_calibrated_model_keeps_temperature_near_one(validation):
+    probabilities, labels = validation
+    calibrated = scale(probabilities, OVERCONFIDENCE)
+    assert fit_temperature(calibrated, labels) == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(ValueError, match="no photos"):
+        fit_temperature(probabilities[:0], labels[:0])
+
+
+def test_reliability_bins_and_ece_by_hand():
+    # Two photos at 0.9 (one right), one at 0.5 (right): bins 13 and 7 of 15.
+    p = np.array([[0.9, 0.1], [0.9, 0.1], [0.5, 0.5]])
+    y = np.array([0, 1, 0])
+    bins = reliability_bins(p, y)
+    assert len(bins) == 15 and sum(b["count"] for b in bins) == 3
+    high = next(b for b in bins if b["lower"] <= 0.9 < b["upper"])
+    assert high["count"] == 2 and high["accuracy"] == 0.5 and high["confidence"] == 0.9
+    assert expected_calibration_error(p, y) == pytest.approx((2 * 0.4 + 1 * 0.5) / 3)
+    assert bins[0]["confidence"] is None  # empty bins say so
+
+
+def test_confident_share_meets_target_precision_on_held_out_data(validation, held_out):
+    target = 0.95
+    calibration = fit_calibration(*validation, target_precision=target)
+    assert calibration.confidence_threshold is not None
+    assert calibration.nll_after < calibration.nll_before
+    assert calibration.ece_after < calibration.ece_before
+    test_p, test_y = held_out
+    calibrated = scale(test_p, calibration.temperature)
+    share = confident_share(calibrated, test_y, calibration.confidence_threshold)
+    assert 0.2 < share["coverage"] < 0.95  # a useful threshold, not all or nothing
+    # within sampling error: three binomial standard errors below the target
+    se = math.sqrt(target * (1 - target) / share["confident"])
+    assert share["top3_confident"] >= target - 3 * se
+    assert share["top3_not_confident"] < target  # the flag separates something
+
+
+def test_threshold_is_the_lowest_reaching_the_target():
+    # four classes: the top-3 mass is 1 - the smallest score
+    p = np.array(
+        [
+            [0.97, 0.01, 0.01, 0.01],  # mass 0.99, hit
+            [0.90, 0.04, 0.03, 0.03],  # mass 0.97, hit
+            [0.40, 0.30, 0.10, 0.20],  # mass 0.90, miss (label 2)
+            [0.30, 0.30, 0.15, 0.25],  # mass 0.85, hit
+        ]
+    )
+    y = np.array([0, 0, 2, 0])
+    assert choose_threshold(p, y, 1.0) == pytest.approx(0.97)
+    assert choose_threshold(p, y, 0.75) == pytest.approx(0.85)
+    assert choose_threshold(p, np.array([3, 3, 2, 0]), 1.0) is None  # unreachable: never sure
+    assert is_confident(p, 0.97).tolist() == [True, True, False, False]
+    assert is_confident(p, None).tolist() == [False] * 4
+    with pytest.raises(ValueError):
+        choose_threshold(p, y, 0.0)
+
+
+def test_calibration_metrics_recover_the_uncalibrated_scores(validation):
+    probabilities, labels = validation
+    served = scale(probabilities, OVERCONFIDENCE).astype(np.float32)
+    classes = [f"c{i}" for i in range(CLASSES)]
+    metrics = calibration_metrics(served, labels, OVERCONFIDENCE, 0.9, classes)
+    assert metrics["ece_before"] == pytest.approx(
+        expected_calibration_error(probabilities, labels), abs=1e-4
+    )
+    assert metrics["nll_before"] == pytest.approx(nll(probabilities, labels), rel=1e-3)
+    assert metrics["ece"] < metrics["ece_before"] and metrics["nll"] < metrics["nll_before"]
+    assert set(metrics["per_class"]) <= set(classes)
+    some = next(iter(metrics["per_class"].values()))
+    assert some["confidence_before"] > some["confidence"]  # over-confident before
+    assert metrics["confidence"]["threshold"] == 0.9
+
+
+def test_calibration_gate():
+    candidate = {"calibration": {"ece": 0.08}}
+    assert calibration_gate(candidate, None, 0.02) is None
+    assert calibration_gate(candidate, {"top1": 0.9}, 0.02) is None  # pre-calibration baseline
+    ok, reason = calibration_gate(candidate, {"calibration": {"ece": 0.07}}, 0.02)
+    assert ok and "within" in reason
+    ok, reason = calibration_gate(candidate, {"calibration": {"ece": 0.03}}, 0.02)
+    assert not ok and "beyond" in reason
