@@ -281,3 +281,21 @@ def calibration_gate(
         f"ECE {mine:.4f} vs baseline {theirs:.4f} "
         f"({'within' if passed else 'beyond'} tolerance {max_ece_increase:.4f})"
     )
+
+
+def predict_labelled(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A Keras model's float probabilities and the labels over a ``(pixels, label)`` batched
+    dataset (duck-typed: no TensorFlow import here)."""
+    probabilities, labels = [], []
+    for pixels, label in dataset.as_numpy_iterator():
+        probabilities.append(np.asarray(model.predict_on_batch(pixels), dtype=np.float64))
+        labels.append(np.asarray(label, dtype=np.int64))
+    if not probabilities:
+        return np.zeros((0, 0)), np.zeros((0,), dtype=np.int64)
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def calibration_summary(metrics: dict) -> dict:
+    """The headline figures of :func:`calibration_metrics` (for the model card)."""
+    keys = ("temperature", "ece_before", "ece", "nll_before", "nll")
+    return {**{k: metrics[k] for k in keys}, **metrics["confidence"]}

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from snapcat import storage
+from snapcat.calibration import calibration_metrics, calibration_summary
 from snapcat.metrics import GateConfig, classification_metrics, gate, topk_indices
 from snapcat.model_info import MODEL_CARD_FILE, taxonomy_path
 from snapcat.taxonomy import Taxonomy
@@ -76,6 +77,13 @@ def evaluate(config: EvaluateConfig) -> dict:
     label_order = [s for s in taxonomy.slugs if s in present]
     true_slugs = [r["slug"] for r in records]
     metrics = classification_metrics(true_slugs, probabilities, list(info.classes), label_order)
+    metrics["calibration"] = calibration_metrics(
+        probabilities,
+        np.array([info.classes.index(s) if s in info.classes else -1 for s in true_slugs]),
+        info.temperature,
+        info.confidence_threshold,
+        list(info.classes),
+    )
 
     blessed, reasons = gate(metrics, baseline, config.gate)
     card_path = Path(served.version_dir, MODEL_CARD_FILE)
@@ -85,7 +93,12 @@ def evaluate(config: EvaluateConfig) -> dict:
         blessed=blessed,
         reasons=reasons,
         gate=config.gate.to_dict(),
-        baseline={"uri": config.baseline, "top1": baseline["top1"], "top3": baseline["top3"]}
+        baseline={
+            "uri": config.baseline,
+            "top1": baseline["top1"],
+            "top3": baseline["top3"],
+            "ece": (baseline.get("calibration") or {}).get("ece"),
+        }
         if baseline
         else None,
         # the serving signature's time per photo (decode included) at this batch size on this
@@ -113,7 +126,11 @@ def evaluate(config: EvaluateConfig) -> dict:
     update_model_card(
         served.version_dir,
         evaluation={
-            k: metrics[k] for k in ("split", "n", "top1", "top3", "macro_f1", "blessed", "reasons")
+            **{
+                k: metrics[k]
+                for k in ("split", "n", "top1", "top3", "macro_f1", "blessed", "reasons")
+            },
+            "calibration": calibration_summary(metrics["calibration"]),
         },
     )
     return metrics

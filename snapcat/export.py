@@ -3,7 +3,8 @@
 ``MODEL_DIR/<version>/`` is a SavedModel whose ``serving_default`` signature takes ``image_bytes``
 (``tf.string [N]``, canonical image bytes; TF Serving's REST API carries them as
 ``{"b64": ...}``), decodes and preprocesses inside the graph, and returns ``probabilities``
-(``float32 [N, C]``) with, per row, the class slugs and the model version. Beside the graph:
+(``float32 [N, C]``, temperature-scaled when the model was calibrated: :mod:`snapcat.calibration`)
+with, per row, the class slugs and the model version. Beside the graph:
 ``assets/snapcat/model.json`` (class order, labels, image spec: :mod:`snapcat.model_info`), the
 taxonomy snapshot, and ``model_card.json``.
 
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from snapcat.calibration import Calibration
 from snapcat.model_info import (
     MODEL_CARD_FILE,
     ModelInfo,
@@ -70,8 +72,13 @@ def export_model(
     backbone: str,
     taxonomy_dir: str | None = None,
     card: dict | None = None,
+    calibration: Calibration | None = None,
 ) -> str:
-    """Writes ``model`` as a new version under ``model_dir``; returns the version folder."""
+    """Writes ``model`` as a new version under ``model_dir``; returns the version folder.
+
+    ``calibration`` (fitted on the validation split) puts its temperature into the signature, so
+    TF Serving returns calibrated probabilities, and its confidence threshold into model.json;
+    without one the model is exported uncalibrated and its card says so."""
     import keras
     import tensorflow as tf
 
@@ -92,7 +99,11 @@ def export_model(
         jpeg_quality=jpeg_quality,
         backbone=backbone,
         version=version,
+        temperature=calibration.temperature if calibration else 1.0,
+        confidence_threshold=calibration.confidence_threshold if calibration else None,
+        calibration=calibration.to_dict() if calibration else None,
     )
+    temperature = info.temperature
 
     def serve(image_bytes):
         pixels = tf.map_fn(
@@ -100,10 +111,13 @@ def export_model(
             image_bytes,
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )
-        probabilities = model(pixels, training=False)
+        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+        if temperature != 1.0:  # softmax(logits / T), log p standing in for the logits
+            logits = tf.math.log(tf.maximum(probabilities, 1e-12))
+            probabilities = tf.nn.softmax(logits / temperature, axis=-1)
         rows = tf.shape(image_bytes)[0]
         return {
-            OUTPUT_NAME: tf.cast(probabilities, tf.float32),
+            OUTPUT_NAME: probabilities,
             CLASSES_OUTPUT: tf.tile(tf.constant([list(classes)]), [rows, 1]),
             VERSION_OUTPUT: tf.fill([rows], tf.constant(version, tf.int64)),
         }
@@ -140,6 +154,9 @@ def export_model(
             # pin it).
             "tensorflow_version": tf.__version__,
             "packages": package_versions(),
+            "calibration": calibration.to_dict()
+            if calibration
+            else {"fitted_on": None, "note": "no validation split: exported uncalibrated"},
             **(card or {}),
         }
         (staging / MODEL_CARD_FILE).write_text(

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from snapcat.calibration import calibration_gate
+
 
 def topk_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first (stable for ties)."""
@@ -81,6 +83,8 @@ class GateConfig:
     min_class_support: int = 5  # recall of rarer classes in the test split is too noisy to gate on
     min_top1: float = 0.60
     min_top3: float = 0.85
+    #: how much higher than production's the expected calibration error may be (snapcat.calibration)
+    max_ece_increase: float = 0.02
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,4 +130,8 @@ def gate(candidate: dict, baseline: dict | None, config: GateConfig) -> tuple[bo
         reasons.append(
             f"no category's recall dropped by more than {config.max_class_recall_drop:.3f}"
         )
+    calibrated = calibration_gate(candidate, baseline, config.max_ece_increase)
+    if calibrated is not None:
+        ok &= calibrated[0]
+        reasons.append(calibrated[1])
     return ok, reasons

@@ -33,6 +33,12 @@ class ModelInfo:
     jpeg_quality: int
     backbone: str
     version: int
+    #: Temperature scaling applied inside the serving signature (1.0: uncalibrated) and the top-3
+    #: mass at or above which an answer is ``confident`` (None: never), see snapcat.calibration.
+    temperature: float = 1.0
+    confidence_threshold: float | None = None
+    #: How they were obtained (target precision, validation photos, ...); None: not calibrated.
+    calibration: dict | None = None
 
     @property
     def spec(self) -> ImageSpec:
@@ -48,6 +54,9 @@ class ModelInfo:
             "jpeg_quality": self.jpeg_quality,
             "backbone": self.backbone,
             "version": self.version,
+            "temperature": self.temperature,
+            "confidence_threshold": self.confidence_threshold,
+            "calibration": self.calibration,
         }
 
     @classmethod
@@ -61,6 +70,10 @@ class ModelInfo:
             jpeg_quality=int(raw.get("jpeg_quality", ImageSpec.jpeg_quality)),
             backbone=str(raw["backbone"]),
             version=int(raw["version"]),
+            # models exported before calibration: served uncalibrated, never "confident"
+            temperature=float(raw.get("temperature", 1.0)),
+            confidence_threshold=raw.get("confidence_threshold"),
+            calibration=raw.get("calibration"),
         )
 
 

@@ -22,6 +22,12 @@ from pathlib import Path
 import fsspec
 
 from snapcat import storage
+from snapcat.calibration import (
+    DEFAULT_TARGET_PRECISION,
+    Calibration,
+    fit_calibration,
+    predict_labelled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +61,15 @@ class TrainConfig:
     early_stopping_patience: int = 4
     shuffle_buffer: int = 2048
     overwrite: bool = False
+    #: top-3 precision the ``confident`` answers must reach on validation (snapcat.calibration)
+    confident_precision: float = DEFAULT_TARGET_PRECISION
 
     def resume_key(self) -> dict:
-        """Settings that must match for a re-run to continue the previous one."""
-        return {k: v for k, v in asdict(self).items() if k != "overwrite"}
+        """Settings that must match for a re-run to continue the previous one (calibration
+        happens after training, so its setting does not)."""
+        return {
+            k: v for k, v in asdict(self).items() if k not in ("overwrite", "confident_precision")
+        }
 
 
 # ------------------------------------------------------------------------------ input pipeline
@@ -258,10 +269,35 @@ def _prepare_workdir(config: TrainConfig) -> Path:
     return workdir
 
 
+def calibrate(model, val_ds, target_precision: float) -> Calibration | None:
+    """Temperature and confidence threshold fitted on the validation split's predictions; None
+    (exported uncalibrated, never ``confident``) without validation photos."""
+    if val_ds is None:
+        log.warning("no validation photos: exporting uncalibrated scores, never 'confident'")
+        return None
+    probabilities, labels = predict_labelled(model, val_ds)
+    calibration = fit_calibration(probabilities, labels, target_precision)
+    log.info(
+        "calibration on %d validation photos: temperature %.3f, NLL %.3f -> %.3f, "
+        "ECE %.3f -> %.3f, confident at top-3 mass >= %s (%.0f%% of photos)",
+        calibration.photos,
+        calibration.temperature,
+        calibration.nll_before,
+        calibration.nll_after,
+        calibration.ece_before,
+        calibration.ece_after,
+        calibration.confidence_threshold,
+        100 * (calibration.validation_coverage or 0.0),
+    )
+    return calibration
+
+
 def train(config: TrainConfig) -> dict:
     """Trains (or resumes) and exports. Returns a summary with the exported version folder."""
     if config.mode not in MODES:
         raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
+    if not 0.0 < config.confident_precision <= 1.0:
+        raise TrainingError("--confident-precision must be in (0, 1]")
     storage.require_complete(config.data, "prepared dataset")
     with fsspec.open(storage.join(config.data, "stats.json"), "r", encoding="utf-8") as handle:
         stats = json.load(handle)
@@ -437,6 +473,7 @@ def train(config: TrainConfig) -> dict:
         jpeg_quality=int(stats.get("jpeg_quality", 90)),
         backbone=config.backbone,
         taxonomy_dir=config.data,
+        calibration=calibrate(model, val_ds, config.confident_precision),
         card={
             "training": {**config.resume_key(), "image_size": image_size},
             "data": stats,

@@ -44,6 +44,8 @@ def evaluate(
     )
     for name in ("top1", "top3", "macro_f1", "n"):
         metrics.log_metric(name, result[name])
+    metrics.log_metric("ece", result["calibration"]["ece"])
+    metrics.log_metric("confident_coverage", result["calibration"]["confidence"]["coverage"])
     metrics.log_metric("blessed", float(result["blessed"]))
     labels = result["confusion_matrix"]["labels"]
     confusion_matrix.log_confusion_matrix(labels, result["confusion_matrix"]["matrix"])

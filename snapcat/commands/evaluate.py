@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-top1", type=float, default=g.min_top1, help="floor without a baseline")
     p.add_argument("--min-top3", type=float, default=g.min_top3, help="floor without a baseline")
     p.add_argument(
+        "--max-ece-increase",
+        type=float,
+        default=g.max_ece_increase,
+        help="refuse a model whose expected calibration error exceeds the baseline's by more",
+    )
+    p.add_argument(
         "--fail-if-refused",
         action="store_true",
         help="exit 3 when the gate refuses the model (for scripts)",
@@ -55,6 +61,7 @@ def gate_from_args(args: argparse.Namespace):
         min_class_support=args.min_class_support,
         min_top1=args.min_top1,
         min_top3=args.min_top3,
+        max_ece_increase=args.max_ece_increase,
     )
 
 
@@ -78,6 +85,14 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{metrics['split']}: n={metrics['n']} top1={metrics['top1']:.4f} "
         f"top3={metrics['top3']:.4f} macro_f1={metrics['macro_f1']:.4f}"
+    )
+    c = metrics["calibration"]
+    top3_confident = c["confidence"]["top3_confident"]
+    print(
+        f"calibration: T={c['temperature']:.3f} ECE {c['ece_before']:.4f} -> {c['ece']:.4f} "
+        f"NLL {c['nll_before']:.4f} -> {c['nll']:.4f}; confident on "
+        f"{100 * c['confidence']['coverage']:.1f}% of photos, top-3 accuracy there "
+        + (f"{top3_confident:.4f}" if top3_confident is not None else "n/a")
     )
     print(f"gate: {'BLESSED' if metrics['blessed'] else 'REFUSED'}")
     for reason in metrics["reasons"]:

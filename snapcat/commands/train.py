@@ -70,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default=d.mixed_precision)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
+    p.add_argument(
+        "--confident-precision",
+        type=float,
+        default=d.confident_precision,
+        help="top-3 precision (on the validation split) that answers flagged confident must "
+        "reach; sets the threshold stored with the model",
+    )
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in --output")
     p.set_defaults(handler=run)
 
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         early_stopping_patience=args.early_stopping_patience,
         overwrite=args.overwrite,
+        confident_precision=args.confident_precision,
     )
     try:
         summary = train(config)
