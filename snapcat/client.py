@@ -57,6 +57,10 @@ class Category:
 class Prediction:
     categories: tuple[Category, ...]
     model_version: str = ""
+    #: True when the top 3 hold the right category with the model's target precision (95 % by
+    #: default); False means "not sure": show the full category picker. A server older than
+    #: this field answers False.
+    confident: bool = False
 
     @property
     def top(self) -> Category:
@@ -69,6 +73,7 @@ class Prediction:
                 Category(c["slug"], c["label"], float(c["score"])) for c in raw["categories"]
             ),
             model_version=model_version,
+            confident=bool(raw.get("confident", False)),
         )
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from snapcat.calibration import is_confident
 from snapcat.export import (
     CLASSES_OUTPUT,
     INPUT_NAME,
@@ -487,6 +488,17 @@ class InferenceCore:
             for i in order[: self.top_k]
         ]
 
+    def confident(self, probabilities: Sequence[float]) -> bool:
+        """Whether the app may show just the top 3: their summed (calibrated) score reaches the
+        threshold stored with the model (:mod:`snapcat.calibration`). A model without one (no
+        validation split, or exported before calibration) is never confident. Mid-canary the
+        threshold is this transformer's model's, applied to whichever version answered."""
+        return bool(is_confident([probabilities], self.info.confidence_threshold)[0])
+
+    def _confidence(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[bool]:
+        rows = answer.probabilities if isinstance(answer, PredictorAnswer) else answer
+        return [self.confident(row) for row in rows]
+
     def _tops(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[list[dict]]:
         if isinstance(answer, PredictorAnswer):
             return [
@@ -498,14 +510,24 @@ class InferenceCore:
     def v1_response(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> dict[str, Any]:
         version = answer.version if isinstance(answer, PredictorAnswer) else self.model_version
         return {
-            "predictions": [{"categories": top} for top in self._tops(answer)],
+            "predictions": [
+                {"categories": top, "confident": confident}
+                for top, confident in zip(self._tops(answer), self._confidence(answer), strict=True)
+            ],
             "model_version": version,
         }
 
     def v2_outputs(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[dict]:
-        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``."""
+        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``, and
+        ``confident`` (BOOL, ``[N]``)."""
         tops = self._tops(answer)
         shape = [len(tops), self.top_k]
+        confident = {
+            "name": "confident",
+            "datatype": "BOOL",
+            "shape": [len(tops)],
+            "data": self._confidence(answer),
+        }
         return [
             {
                 "name": key,
@@ -514,4 +536,4 @@ class InferenceCore:
                 "data": [c[key] for top in tops for c in top],
             }
             for key, datatype in (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
-        ]
+        ] + [confident]

@@ -1,4 +1,5 @@
-"""The evaluation report people look at: confusion matrix, training curves, error gallery.
+"""The evaluation report people look at: confusion matrix, calibration, training curves, error
+gallery.
 
 ``report.html`` is one self-contained file (images inlined as data URIs) so it renders the same
 as a KFP HTML artifact, an attachment, or a file opened from a bucket.
@@ -58,6 +59,51 @@ def plot_confusion_matrix(metrics: dict, taxonomy: Taxonomy, path: Path) -> None
     plt.close(fig)
 
 
+def plot_reliability(metrics: dict, taxonomy: Taxonomy, path: Path) -> None:
+    """Left: the reliability diagram (accuracy per top-1 score bin) before and after temperature
+    scaling; right: per predicted category, mean top-1 score against how often it was right.
+    Points on the diagonal are scores that mean what they say."""
+    calibration = metrics["calibration"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax in (left, right):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top-1 score (confidence)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for key, name, style in (
+        ("reliability_before", f"uncalibrated (ECE {calibration['ece_before']:.3f})", "o:"),
+        (
+            "reliability",
+            f"served, T={calibration['temperature']:.2f} (ECE {calibration['ece']:.3f})",
+            "s-",
+        ),
+    ):
+        filled = [b for b in calibration[key] if b["count"]]
+        left.plot(
+            [b["confidence"] for b in filled], [b["accuracy"] for b in filled], style, label=name
+        )
+    left.set_title(f"Reliability diagram, {calibration['bins']} bins (n={metrics['n']})")
+    left.legend(loc="upper left")
+    per_class = calibration["per_class"]
+    for slug, m in per_class.items():
+        right.annotate(
+            "",
+            xy=(m["confidence"], m["accuracy"]),
+            xytext=(m["confidence_before"], m["accuracy"]),
+            arrowprops={"arrowstyle": "->", "color": "#bbb"},
+        )
+        right.scatter(m["confidence"], m["accuracy"], s=12 + 4 * m["predicted"] ** 0.5)
+        label = taxonomy[slug].label if slug in taxonomy.slugs else slug
+        right.annotate(label, (m["confidence"], m["accuracy"]), fontsize=7, xytext=(3, 3),
+                       textcoords="offset points")  # fmt: skip
+    right.set_title("Per predicted category (arrow: from uncalibrated)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_training_curves(history_csv: Path, path: Path) -> bool:
     from snapcat.training import read_history
 
@@ -91,8 +137,10 @@ def _data_uri(data: bytes, mime: str) -> str:
 def write_report(
     out: Path, metrics: dict, taxonomy: Taxonomy, gallery: dict, history_csv: Path | None
 ) -> Path:
-    """Writes confusion_matrix.png, training_curves.png (if there is a history) and report.html."""
+    """Writes confusion_matrix.png, reliability_diagram.png, training_curves.png (if there is a
+    history) and report.html."""
     plot_confusion_matrix(metrics, taxonomy, out / "confusion_matrix.png")
+    plot_reliability(metrics, taxonomy, out / "reliability_diagram.png")
     curves = history_csv is not None and plot_training_curves(
         history_csv, out / "training_curves.png"
     )
@@ -101,6 +149,7 @@ def write_report(
         metrics=metrics,
         label=label,
         confusion_png=_data_uri((out / "confusion_matrix.png").read_bytes(), "image/png"),
+        reliability_png=_data_uri((out / "reliability_diagram.png").read_bytes(), "image/png"),
         curves_png=_data_uri((out / "training_curves.png").read_bytes(), "image/png")
         if curves
         else None,

@@ -33,7 +33,8 @@ def fake_server(seen: list[dict], status: int = 200, body: dict | None = None):
                 "categories": [
                     {"slug": "womens-clothing", "label": "여성의류", "score": 0.81},
                     {"slug": "beauty", "label": "뷰티/미용", "score": 0.1},
-                ]
+                ],
+                "confident": True,
             }
             for _ in payload["instances"]
         ]
@@ -56,8 +57,13 @@ def test_classify_sends_photos_as_v1_b64_and_parses_predictions(tmp_path):
     assert [base64.b64decode(s) for s in sent] == [photo] * 3
     assert len(predictions) == 3
     assert predictions[0] == Prediction(
-        (Category("womens-clothing", "여성의류", 0.81), Category("beauty", "뷰티/미용", 0.1)), "42"
+        (Category("womens-clothing", "여성의류", 0.81), Category("beauty", "뷰티/미용", 0.1)),
+        "42",
+        confident=True,
     )
+    # a server from before the field existed: not sure, so the app shows the full picker
+    old = Prediction.from_dict({"categories": [{"slug": "a", "label": "A", "score": 0.9}]})
+    assert old.confident is False
     assert predictions[2].top.label == "여성의류"
 
 
@@ -106,11 +112,12 @@ def test_missing_file_is_an_os_error(tmp_path):
 def test_table_aligns_korean_labels():
     table = format_table(
         [
-            ("a.jpg", "1", "여성의류", "womens-clothing", "0.810"),
-            ("", "2", "뷰티/미용", "beauty", "0.100"),
+            ("a.jpg", "1", "여성의류", "womens-clothing", "0.810", "yes"),
+            ("", "2", "뷰티/미용", "beauty", "0.100", ""),
         ]
     ).splitlines()
-    assert table[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE"]
+    assert table[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE", "CONFIDENT"]
+    assert table[1].split()[-2:] == ["0.810", "yes"]
     # The slug column starts at the same terminal column on every line.
     starts = [
         _width(line[: line.index(slug)])

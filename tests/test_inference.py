@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -310,6 +311,26 @@ def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core
             {"predictions": [{"probabilities": [0.5, 0.5], "classes": ["a", "b", "c"]}]}, 1
         )
     assert caught.value.reason == "model-mismatch"
+
+
+def test_every_answer_says_whether_it_is_confident(core, info):
+    """The threshold on the top-3 score sum comes from model.json; a model without one (not
+    calibrated) is never confident."""
+    sure, unsure = [0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]  # top-3: 0.9, 0.6
+    calibrated = InferenceCore(replace(info, confidence_threshold=0.85))
+    response = calibrated.v1_response([sure, unsure])
+    assert [p["confident"] for p in response["predictions"]] == [True, False]
+    outputs = {o["name"]: o for o in calibrated.v2_outputs([sure, unsure])}
+    assert outputs["confident"] == {
+        "name": "confident",
+        "datatype": "BOOL",
+        "shape": [2],
+        "data": [True, False],
+    }
+    answer = calibrated.read_predictions({"predictions": [sure]}, 1)
+    assert calibrated.v1_response(answer)["predictions"][0]["confident"] is True
+    assert info.confidence_threshold is None
+    assert core.v1_response([sure])["predictions"][0]["confident"] is False
 
 
 def test_top_k_is_capped_by_the_number_of_classes(info):

@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
 
+from snapcat.calibration import Calibration, is_confident
 from snapcat.commands.serve import (
     free_port,
     predictor_command,
@@ -132,6 +133,9 @@ def model_dir(tmp_path_factory) -> Path:
         image_size=IMAGE_SIZE,
         jpeg_quality=90,
         backbone="xception",
+        # served scores are temperature-scaled inside the signature; every agreement check below
+        # compares the servers' answers with that signature's (calibrated) output
+        calibration=Calibration(temperature=2.0, confidence_threshold=0.9, fitted_on="fixture"),
     )
     return root
 
@@ -369,6 +373,8 @@ def test_batches_keep_order(stack, http, info, reference, saved_labels):
     batch = http.post(stack.predict_url, json=v1(*photos)).json()["predictions"]
     for photo, prediction in zip(photos, batch, strict=True):
         assert_agrees(prediction["categories"], reference(photo), info, saved_labels)
+        # "confident": the top-3 sum of the served scores against model.json's threshold
+        assert prediction["confident"] is bool(is_confident(reference(photo), 0.9)[0])
         single = http.post(stack.predict_url, json=v1(photo)).json()["predictions"][0]
         assert [c["slug"] for c in single["categories"]] == [
             c["slug"] for c in prediction["categories"]
@@ -409,6 +415,10 @@ def test_v2_protocol(stack, http, info, reference, saved_labels):
             )
         ]
         assert_agrees(categories, reference(photo), info, saved_labels)
+    assert outputs["confident"]["datatype"] == "BOOL" and outputs["confident"]["shape"] == [2]
+    assert outputs["confident"]["data"] == [
+        bool(is_confident(reference(photo), 0.9)[0]) for photo in photos
+    ]
     ready = http.get(f"{stack.url}/v2/health/ready")
     assert ready.status_code == 200 and ready.json() == {"ready": True}
 
@@ -577,7 +587,8 @@ def test_classify_cli(stack, tmp_path, saved_labels):
     )
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE"]
+    assert lines[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE", "CONFIDENT"]
+    assert lines[1].split()[-1] in ("yes", "no")
     assert len(lines) == 4 and str(photo) in lines[1]
     assert any(label in lines[1] for label in saved_labels.values())
     raw = subprocess.run(
@@ -610,6 +621,7 @@ def test_python_client(stack, info, saved_labels):
         predictions = client.classify(photos)
         assert len(predictions) == 3
         assert all(p.model_version == str(info.version) for p in predictions)
+        assert all(isinstance(p.confident, bool) for p in predictions)
         assert predictions[0].top.label == saved_labels[predictions[0].top.slug]
         with pytest.raises(SnapcatServerError) as caught:
             client.classify([b"GIF87a broken"])

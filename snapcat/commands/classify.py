@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classify photos with a running server (snapcat serve local, or KServe)",
         description=(
             "Sends each photo to the transformer's KServe V1 predict endpoint and prints its "
-            "top categories with Korean labels and scores. Photos go as they are (JPEG, PNG, "
+            "top categories with Korean labels and scores, and whether the answer is confident "
+            "(no: show the full category picker). Photos go as they are (JPEG, PNG, "
             "WebP, HEIC, ...); the server normalizes them."
         ),
     )
@@ -44,13 +45,17 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
-def format_table(rows: list[tuple[str, str, str, str, str]]) -> str:
-    header = ("PHOTO", "#", "CATEGORY", "SLUG", "SCORE")
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    header = ("PHOTO", "#", "CATEGORY", "SLUG", "SCORE", "CONFIDENT")
     widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    score = header.index("SCORE")
     lines = []
     for row in [header, *rows]:
-        cells = [_pad(cell, widths[i]) for i, cell in enumerate(row[:-1])]
-        lines.append("  ".join([*cells, row[-1].rjust(widths[-1])]).rstrip())
+        cells = [
+            cell.rjust(widths[i]) if i == score else _pad(cell, widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(response, ensure_ascii=False, indent=2))
             return 0
 
-        rows: list[tuple[str, str, str, str, str]] = []
+        rows: list[tuple[str, ...]] = []
         failed = 0
         for photo in args.photos:
             try:
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                         category.label,
                         category.slug,
                         f"{category.score:.3f}",
+                        ("yes" if prediction.confident else "no") if rank == 1 else "",
                     )
                 )
         if rows:
