@@ -9,6 +9,7 @@ import html
 import json
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,51 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
 def test_compare_needs_metrics(tmp_path, capsys):
     assert _cli("compare", str(tmp_path)) == 2
     assert "no metrics.json" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ calibration
+def test_calibration_before_and_after_in_metrics_report_and_card(evaluated, trained):
+    from snapcat.calibration import ECE_BINS
+
+    c = evaluated.metrics["calibration"]
+    card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
+    assert c["temperature"] == card["calibration"]["temperature"]
+    assert c["bins"] == ECE_BINS == len(c["reliability"]) == len(c["reliability_before"])
+    assert sum(b["count"] for b in c["reliability"]) == evaluated.metrics["n"]
+    assert 0 <= c["ece"] <= 1 and 0 <= c["ece_before"] <= 1 and c["nll"] > 0
+    share = c["confidence"]
+    assert share["threshold"] == card["calibration"]["confidence_threshold"]
+    assert 0 <= share["coverage"] <= 1
+    assert share["confident"] == round(share["coverage"] * evaluated.metrics["n"])
+    assert set(c["per_class"]) <= set(evaluated.metrics["per_class"])
+    assert sum(m["predicted"] for m in c["per_class"].values()) == evaluated.metrics["n"]
+    assert card["evaluation"]["calibration"]["ece"] == c["ece"]
+
+    png = evaluated.output / "reliability_diagram.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (evaluated.output / "report.html").read_text("utf-8")
+    assert 'alt="reliability diagram' in page and "Expected calibration error" in page
+    assert f"{c['ece']:.4f}" in page
+
+
+def test_gate_refuses_clearly_worse_calibration(evaluated, trained, prepared, tmp_path, capsys):
+    from snapcat.metrics import GateConfig, gate
+
+    m = evaluated.metrics
+    # a production model 0.2 better calibrated than this one (synthetic, so it may go below 0)
+    calibration = {**m["calibration"], "ece": m["calibration"]["ece"] - 0.2}
+    baseline = _baseline(tmp_path, m, "calibrated", calibration=calibration)
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output), "--no-progress"]
+    argv += ["--output", str(tmp_path / "out"), "--baseline", baseline, "--max-ece-increase", "0"]
+    assert _cli(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "calibration: T=" in printed
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text("utf-8"))
+    ece_reasons = [r for r in saved["reasons"] if r.startswith("ECE")]
+    assert saved["blessed"] is False and "beyond" in ece_reasons[0]
+    assert "gate: REFUSED" in printed
+    assert saved["gate"]["max_ece_increase"] == 0
+    # the same baseline with room for the difference: calibration does not refuse it
+    production = json.loads(Path(baseline).read_text("utf-8"))
+    _, reasons = gate(saved, production, GateConfig(max_ece_increase=0.3))
+    assert any(r.startswith("ECE") and "within" in r for r in reasons)

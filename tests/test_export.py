@@ -218,3 +218,47 @@ def test_next_version_is_past_any_existing_one(tmp_path):
     (tmp_path / ".staging-99999999999999").mkdir()  # not a version
     assert next_version(str(tmp_path)) == 100000000000
     assert next_version(str(tmp_path / "absent")) > 1_700_000_000
+
+
+# ------------------------------------------------------------------------------ calibration
+def test_calibrated_export_serves_temperature_scaled_scores(tmp_path, test_records):
+    """The signature applies the temperature: served probabilities are softmax(log p / T) of the
+    Keras model's, on the same decoded pixels; model.json and the card record it."""
+    import tensorflow as tf
+
+    from snapcat.calibration import Calibration, is_confident, scale
+    from snapcat.export import ServingModel, export_model
+    from snapcat.tf_image import decode_canonical
+
+    classes = ["digital-devices", "furniture-interior", "plants", "beauty"]
+    model = _tiny_model(71, len(classes))
+    dense = model.layers[-1]
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 40, bias])  # sharpen: an over-confident model
+    calibration = Calibration(temperature=2.5, confidence_threshold=0.97, fitted_on="validation")
+    calibrated = export_model(
+        model, str(tmp_path / "cal"), classes=classes, image_size=71, jpeg_quality=90,
+        backbone="tiny", calibration=calibration,
+    )  # fmt: skip
+    plain = export_model(
+        model, str(tmp_path / "plain"), classes=classes, image_size=71, jpeg_quality=90,
+        backbone="tiny",
+    )  # fmt: skip
+    images = [r["image"] for r in test_records[:6]]
+    pixels = tf.stack([decode_canonical(tf.constant(b), 71) for b in images])
+    raw = model.predict(pixels, verbose=0)
+    served = ServingModel(calibrated)
+    np.testing.assert_allclose(served.predict(images), scale(raw, 2.5), atol=1e-5)
+    np.testing.assert_allclose(ServingModel(plain).predict(images), raw, atol=1e-5)
+    assert served.predict(images).max() < raw.max()  # softer than the raw scores
+
+    assert served.info.temperature == 2.5 and served.info.confidence_threshold == 0.97
+    assert is_confident(served.predict(images), 0.97).dtype == bool
+    card = json.loads(Path(calibrated, "model_card.json").read_text("utf-8"))
+    assert card["calibration"]["temperature"] == 2.5
+    assert card["calibration"]["fitted_on"] == "validation"
+    plain_info = ServingModel(plain).info
+    assert (plain_info.temperature, plain_info.confidence_threshold) == (1.0, None)
+    plain_card = json.loads(Path(plain, "model_card.json").read_text("utf-8"))
+    assert plain_card["calibration"]["fitted_on"] is None
+    assert "uncalibrated" in plain_card["calibration"]["note"]

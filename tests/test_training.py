@@ -401,3 +401,34 @@ def test_resume_after_a_killed_run_continues_from_the_saved_epoch(prepared, tmp_
     assert (version_dir / "saved_model.pb").is_file()
     assert state["summary"]["epochs_run"] == 3
     assert f"exported {version_dir}" in second.stdout
+
+
+# ------------------------------------------------------------------------------ calibration
+def test_calibration_is_fitted_on_validation_and_served(trained, prepared_stats):
+    """The temperature is fitted on the validation split after training and is inside the
+    served signature: the served scores' NLL on validation is the fitted 'after' figure."""
+    from snapcat.calibration import nll
+    from snapcat.export import ServingModel
+    from snapcat.shards import read_split
+
+    card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
+    fitted = card["calibration"]
+    n_validation = sum(prepared_stats["splits"]["validation"].values())
+    assert fitted["fitted_on"] == "validation" and fitted["photos"] == n_validation
+    assert fitted["target_precision"] == 0.95
+    assert fitted["nll_after"] <= fitted["nll_before"]
+    served = ServingModel(str(trained.version_dir))
+    assert served.info.temperature == fitted["temperature"] > 0
+    assert served.info.confidence_threshold == fitted["confidence_threshold"]
+    records = read_split(str(trained.config.data), "validation")
+    classes = list(served.info.classes)
+    labels = np.array([classes.index(r["slug"]) for r in records])
+    probabilities = served.predict([r["image"] for r in records])
+    assert nll(probabilities, labels) == pytest.approx(fitted["nll_after"], abs=1e-3)
+
+
+def test_without_validation_photos_the_model_is_exported_uncalibrated(caplog):
+    from snapcat.training import calibrate
+
+    assert calibrate(model=None, val_ds=None, target_precision=0.95) is None
+    assert "uncalibrated" in caplog.text
