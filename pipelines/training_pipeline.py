@@ -119,12 +119,14 @@ def build_pipeline(settings: ClusterSettings | None = None):
         learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-5,
         early_stopping_patience: int = 4,
+        confident_precision: float = 0.95,
         baseline_metrics_uri: str = "",
         max_top1_drop: float = 0.01,
         max_top3_drop: float = 0.01,
         max_class_recall_drop: float = 0.10,
         min_top1: float = 0.60,
         min_top3: float = 0.85,
+        max_ece_increase: float = 0.02,
         isvc_name: str = "listing-category",
         isvc_namespace: str = "snapcat",
         canary_percent: int = 10,
@@ -155,6 +157,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 fine_tune_learning_rate=fine_tune_learning_rate,
                 seed=seed,
                 early_stopping_patience=early_stopping_patience,
+                confident_precision=confident_precision,
             )
             # Preemptible GPU nodes: a retried attempt resumes from its last finished epoch.
             trained.set_display_name("train").set_caching_options(False)
@@ -176,6 +179,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 max_class_recall_drop=max_class_recall_drop,
                 min_top1=min_top1,
                 min_top3=min_top3,
+                max_ece_increase=max_ece_increase,
             )
             evaluated.set_display_name("evaluate and gate").set_caching_options(False)
             _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)

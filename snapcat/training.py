@@ -465,6 +465,7 @@ def train(config: TrainConfig) -> dict:
         "gpus": len(gpus),
         "parameters": int(model.count_params()),
     }
+    calibration = calibrate(model, val_ds, config.confident_precision)
     version_dir = export_model(
         model,
         config.output,
@@ -473,7 +474,7 @@ def train(config: TrainConfig) -> dict:
         jpeg_quality=int(stats.get("jpeg_quality", 90)),
         backbone=config.backbone,
         taxonomy_dir=config.data,
-        calibration=calibrate(model, val_ds, config.confident_precision),
+        calibration=calibration,
         card={
             "training": {**config.resume_key(), "image_size": image_size},
             "data": stats,
@@ -481,6 +482,7 @@ def train(config: TrainConfig) -> dict:
         },
     )
     summary["version_dir"] = version_dir
+    summary["calibration"] = calibration.to_dict() if calibration else None
     state.data.update(exported=version_dir, summary=summary)
     state.save()
     for leftover in ("last_phase.weights.h5", "best.weights.h5"):

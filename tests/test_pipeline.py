@@ -162,6 +162,8 @@ def test_pipeline_parameters_cover_the_run_time_choices():
         "isvc_name",
         "isvc_namespace",
         "canary_percent",
+        "confident_precision",
+        "max_ece_increase",
     } <= names
 
 

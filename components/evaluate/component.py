@@ -13,6 +13,7 @@ def evaluate(
     max_class_recall_drop: float,
     min_top1: float,
     min_top3: float,
+    max_ece_increase: float,
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     report: Output[HTML],
@@ -39,6 +40,7 @@ def evaluate(
                 max_class_recall_drop=max_class_recall_drop,
                 min_top1=min_top1,
                 min_top3=min_top3,
+                max_ece_increase=max_ece_increase,
             ),
         )
     )

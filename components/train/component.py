@@ -15,6 +15,7 @@ def train(
     fine_tune_learning_rate: float,
     seed: int,
     early_stopping_patience: int,
+    confident_precision: float,
     model: Output[Model],
 ):
     """Runs ``snapcat train`` for one ``backbone:mode`` candidate. A retried (preempted) attempt
@@ -38,6 +39,7 @@ def train(
             fine_tune_learning_rate=fine_tune_learning_rate,
             seed=seed,
             early_stopping_patience=early_stopping_patience,
+            confident_precision=confident_precision,
         )
     )
     model.metadata.update(
@@ -47,6 +49,7 @@ def train(
         mode=chosen.mode,
         version_dir=summary["version_dir"],
         best_epoch=summary["best_epoch"],
+        temperature=(summary.get("calibration") or {}).get("temperature"),
     )
 
 
