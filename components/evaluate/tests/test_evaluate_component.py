@@ -14,6 +14,7 @@ def test_interface():
         "max_class_recall_drop",
         "min_top1",
         "min_top3",
+        "max_ece_increase",
     } <= set(spec.inputs)
     assert {n: o.type for n, o in spec.outputs.items()} == {
         "metrics": "system.Metrics@0.0.1",

@@ -11,11 +11,13 @@ def test_interface():
         "weights",
         "image_size",
         "epochs",
+        "head_epochs",
         "batch_size",
         "learning_rate",
         "fine_tune_learning_rate",
         "seed",
         "early_stopping_patience",
+        "confident_precision",
     } <= set(spec.inputs)
     assert {n: o.type for n, o in spec.outputs.items()} == {"model": "system.Model@0.0.1"}
     assert spec.implementation.container.image == "example.org/train:1"
