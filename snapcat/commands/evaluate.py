@@ -87,12 +87,15 @@ def run(args: argparse.Namespace) -> int:
         f"top3={metrics['top3']:.4f} macro_f1={metrics['macro_f1']:.4f}"
     )
     c = metrics["calibration"]
-    top3_confident = c["confidence"]["top3_confident"]
+
+    def figure(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
     print(
-        f"calibration: T={c['temperature']:.3f} ECE {c['ece_before']:.4f} -> {c['ece']:.4f} "
-        f"NLL {c['nll_before']:.4f} -> {c['nll']:.4f}; confident on "
+        f"calibration: T={c['temperature']:.3f} ECE {figure(c['ece_before'])} -> "
+        f"{figure(c['ece'])}, NLL {figure(c['nll_before'])} -> {figure(c['nll'])}; confident on "
         f"{100 * c['confidence']['coverage']:.1f}% of photos, top-3 accuracy there "
-        + (f"{top3_confident:.4f}" if top3_confident is not None else "n/a")
+        f"{figure(c['confidence']['top3_confident'])}"
     )
     print(f"gate: {'BLESSED' if metrics['blessed'] else 'REFUSED'}")
     for reason in metrics["reasons"]:
