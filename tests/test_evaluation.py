@@ -99,7 +99,7 @@ def test_report_html_gallery(evaluated, prepared, taxonomy):
 
     page = (evaluated.output / "report.html").read_text("utf-8")
     metrics = evaluated.metrics
-    assert page.count('src="data:image/png;base64,') == 2  # confusion matrix + curves
+    assert page.count('src="data:image/png;base64,') == 3  # confusion, reliability, curves
     labels, matrix = _confusion(metrics)
     wrong = {slug: int(matrix[i].sum() - matrix[i, i]) for i, slug in enumerate(labels)}
     assert sum(wrong.values()) > 0, "a 2-epoch model from scratch makes mistakes"
