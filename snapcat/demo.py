@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         results = [client.classify_one(str(Path(args.data, p["path"]))) for p in photos]
     table, right = suggestions_table(photos, results)
-    print(f"         true category          -> top-3 suggestions (served over HTTP)\n{table}")
+    print(f"       true category          -> top-3 suggestions (served over HTTP)\n{table}")
     print(f"    {right} of {len(photos)} right at top-1")
     print(f"\ndone in {time.monotonic() - began:.0f} s; HTML report: {artifacts['report']}")
     return 0
