@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="create a recurring run instead, e.g. '0 0 3 * * 1' (KFP cron has seconds)",
     )
     s.add_argument("--package", help="a compiled spec to submit (default: compile now)")
+    s.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every step afresh (by default prepare is reused when the input's fingerprint "
+        "and settings match an earlier run)",
+    )
     _cluster_flags(s)
     s.set_defaults(handler=run_submit)
 
@@ -122,6 +128,7 @@ def run_submit(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         schedule=args.schedule,
         settings=settings,
+        enable_caching=False if args.no_cache else None,
     )
     print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
     return 0
