@@ -445,3 +445,59 @@ def test_local_run_end_to_end(tmp_path, capsys):
     assert manifest, "the deploy step wrote the object it would send"
     assert artifacts["model"] in json.dumps(manifest)
     assert "20" in json.dumps(manifest)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
+    """Preemption, locally: kill the whole kfp.local run (as a node loss kills the pod) once the
+    train step has finished an epoch, then run again with the same workspace. The second run
+    continues from the checkpoints in the workspace instead of starting at epoch 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _training_fixtures import history_rows
+
+    params = ["image_size=71", "epochs=3", "weights=none", "mode=feature-extraction"]
+    params += ["batch_size=16", "min_top1=0", "min_top3=0"]
+    command = [sys.executable, "-m", "snapcat.cli", "pipeline", "run-local"]
+    command += ["--input", str(REPO / "data" / "sample"), "--workdir", str(tmp_path)]
+    command += [a for p in params for a in ("--param", p)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+    def checkpoints() -> list[dict]:
+        found = sorted((tmp_path / "workspace").glob("snapcat-train/*/history.csv"))
+        return history_rows(found[0]) if found else []
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 420
+            while not checkpoints():
+                assert first.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no epoch finished in time"
+                time.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)  # the task subprocesses too
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait(timeout=30)
+    before = checkpoints()
+    assert 1 <= len(before) < 3, "the run finished before it could be killed"
+
+    second = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    runs = sorted((tmp_path / "pipeline_root").iterdir(), key=lambda p: p.stat().st_mtime)
+    artifacts = runner.locate_artifacts(runs[-1])
+    after = history_rows(Path(artifacts["model"], "training", "history.csv"))
+    assert [int(r["epoch"]) for r in after] == [0, 1, 2]  # none re-trained from scratch
+    assert after[: len(before)] == before  # the killed run's epochs, as they were
+    assert not (tmp_path / "workspace").exists(), "kfp.local drops a finished run's workspace"

@@ -6,7 +6,17 @@ import argparse
 
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image", help="training image every step runs in (default: the project's)")
+    p.add_argument("--image", help="training image the TensorFlow steps run in (default: ours)")
+    p.add_argument(
+        "--light-image",
+        help="image of the fingerprint and deploy steps (Dockerfile.pipeline; default: ours)",
+    )
+    p.add_argument(
+        "--workspace-size",
+        default="20Gi",
+        help="the run's workspace volume, where training checkpoints survive a pod",
+    )
+    p.add_argument("--workspace-storage-class", help="storage class of the workspace volume")
     p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
     p.add_argument("--gpu-count", type=int, default=1, help="GPUs for train and evaluate")
     p.add_argument(
@@ -39,9 +49,13 @@ def settings_from_args(args: argparse.Namespace):
         "gpu_count": args.gpu_count,
         "storage_secret": args.storage_secret,
         "train_retries": args.train_retries,
+        "workspace_size": args.workspace_size,
+        "workspace_storage_class": args.workspace_storage_class,
     }
     if args.image:
         overrides["image"] = args.image
+    if args.light_image:
+        overrides["light_image"] = args.light_image
     if args.node_selector:
         pairs = [s.partition("=") for s in args.node_selector]
         if any(not sep or not k for k, sep, _ in pairs):
