@@ -13,8 +13,8 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workspace-size",
-        default="20Gi",
-        help="the run's workspace volume, where training checkpoints survive a pod",
+        help="size of the run's workspace volume, where training checkpoints survive a pod "
+        "(default 20Gi)",
     )
     p.add_argument("--workspace-storage-class", help="storage class of the workspace volume")
     p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
@@ -49,9 +49,10 @@ def settings_from_args(args: argparse.Namespace):
         "gpu_count": args.gpu_count,
         "storage_secret": args.storage_secret,
         "train_retries": args.train_retries,
-        "workspace_size": args.workspace_size,
         "workspace_storage_class": args.workspace_storage_class,
     }
+    if args.workspace_size:
+        overrides["workspace_size"] = args.workspace_size
     if args.image:
         overrides["image"] = args.image
     if args.light_image:
