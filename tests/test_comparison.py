@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -144,3 +146,33 @@ def test_disagreements_list_each_side():
     for item in found["candidate_right"]:
         assert item["candidate_top3"][0][0] == item["true"] != item["baseline_top3"][0][0]
     assert len(disagreements(records, cand, base, limit=1)["candidate_right"]) == 1
+
+
+def test_a_production_model_in_object_storage_is_copied_version_only(tmp_path):
+    """An InferenceService's storageUri is s3:// or gs://: the newest version is fetched into a
+    temporary folder TensorFlow can load (fsspec's memory filesystem stands in for the bucket)."""
+    import fsspec
+
+    from snapcat.evaluation import EvaluationError, local_model
+
+    fs = fsspec.filesystem("memory")
+    for version in ("1700000000", "1800000000"):
+        fs.pipe(f"/prod-models/{version}/saved_model.pb", version.encode())
+        fs.pipe(f"/prod-models/{version}/variables/variables.index", b"i")
+    try:
+        with local_model("memory://prod-models") as folder:
+            copied = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*"))
+            assert Path(folder).name == "1800000000"
+            assert (Path(folder) / "saved_model.pb").read_bytes() == b"1800000000"
+            assert copied == ["saved_model.pb", "variables", "variables/variables.index"]
+        assert not Path(folder).exists()  # removed afterwards
+    finally:
+        fs.rm("/prod-models", recursive=True)
+    (tmp_path / "1700000000").mkdir()
+    with local_model(str(tmp_path)) as local:  # a local folder is used where it is
+        assert local == str(tmp_path / "1700000000")
+    with (
+        pytest.raises(EvaluationError, match="cannot read baseline model"),
+        local_model("memory://no-such-models"),
+    ):
+        pass
