@@ -4,7 +4,7 @@ Predictions come from the SavedModel's serving signature (:class:`snapcat.export
 fed the prepared canonical bytes, i.e. the same graph and the same input TF Serving will see.
 
 With ``baseline_model`` (the production model's URI) both models answer the same photos in the
-same run and the gate reads paired differences (:mod:`snapcat.comparison`). A stored
+same run and the gate reads paired differences (:mod:`snapcat.paired`). A stored
 ``metrics.json`` (``baseline_metrics``) is only the fallback: its figures come from whatever
 photos production was evaluated on, and metrics.json and the report label them so.
 """
@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from snapcat import storage
-from snapcat.comparison import Outcomes, compare, disagreements, paired_gate
+from snapcat.paired import Outcomes, compare, disagreements, paired_gate
 from snapcat.metrics import GateConfig, classification_metrics, gate, topk_indices
 from snapcat.model_info import MODEL_CARD_FILE, taxonomy_path
 from snapcat.taxonomy import Taxonomy

@@ -75,7 +75,7 @@ def classification_metrics(
 class GateConfig:
     """How much worse than production a candidate may be, and the floors for a first model.
 
-    With the production model evaluated on the same photos (:func:`snapcat.comparison.paired_gate`)
+    With the production model evaluated on the same photos (:func:`snapcat.paired.paired_gate`)
     a drop beyond a tolerance refuses the candidate only when it is more than noise; with only a
     stored metrics.json (:func:`gate`, the fallback) the figures are compared as they are."""
 
@@ -85,7 +85,7 @@ class GateConfig:
     min_class_support: int = 5  # recall of rarer classes in the test split is too noisy to gate on
     min_top1: float = 0.60
     min_top3: float = 0.85
-    # Champion vs challenger (snapcat.comparison): paired bootstrap resamples for the 95 % intervals
+    # Champion vs challenger (snapcat.paired): paired bootstrap resamples for the 95 % intervals
     # and their seed, so a re-evaluation gives the same intervals.
     resamples: int = 2000
     seed: int = 0

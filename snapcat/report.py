@@ -98,7 +98,7 @@ def write_report(
 ) -> Path:
     """Writes confusion_matrix.png, training_curves.png (if there is a history) and report.html.
 
-    ``disagreements`` (from :func:`snapcat.comparison.disagreements`) are the photos on which the
+    ``disagreements`` (from :func:`snapcat.paired.disagreements`) are the photos on which the
     candidate and the production model disagree, shown with both models' top-3."""
     plot_confusion_matrix(metrics, taxonomy, out / "confusion_matrix.png")
     curves = history_csv is not None and plot_training_curves(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snapcat.comparison import (
+from snapcat.paired import (
     Outcomes,
     compare,
     disagreements,
