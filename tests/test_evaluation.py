@@ -223,7 +223,7 @@ def production_model(prepared, prepared_stats, tmp_path_factory) -> str:
 def test_evaluate_against_the_production_model_on_the_same_photos(
     evaluated, trained, prepared, production_model, tmp_path, capsys
 ):
-    from snapcat.comparison import Outcomes
+    from snapcat.paired import Outcomes
     from snapcat.export import ServingModel
     from snapcat.shards import read_split
 
