@@ -1,4 +1,5 @@
-"""The training pipeline: fingerprint -> prepare -> train -> evaluate -> (if blessed) deploy.
+"""The training pipeline: fingerprint -> prepare -> train and evaluate each candidate -> select
+the best -> (if the gate blessed it) deploy as a canary.
 
 No ``from __future__ import annotations`` here: KFP reads the pipeline signature's real types.
 
@@ -21,13 +22,20 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from components import deploy, evaluate, fingerprint, prepare, train
+from components import deploy, evaluate, fingerprint, prepare, select, train
 from components.images import default_light_image, default_train_image
 from snapcat.metrics import GateConfig
 from snapcat.prepare import PrepareConfig
 from snapcat.training import TrainConfig
 
 PIPELINE_NAME = "snapcat-training"
+#: The library's defaults, which the pipeline parameters repeat (a test checks they agree).
+PREPARE = PrepareConfig(input="", output="")
+TRAIN = TrainConfig(data="", output="")
+GATE = GateConfig()
+#: One candidate by default: the seed's best (Xception fine-tuned after a frozen-head phase),
+#: TrainConfig's backbone and mode.
+DEFAULT_CANDIDATES = [f"{TRAIN.backbone}:{TRAIN.mode}"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class ClusterSettings:
     prepare_timeout: int = 6 * 3600
     train_timeout: int = 24 * 3600
     evaluate_timeout: int = 4 * 3600
+    select_timeout: int = 30 * 60
     deploy_timeout: int = 30 * 60
     # The run's workspace volume, where training checkpoints live (KFP >= 2.15 backend).
     workspace_size: str = "20Gi"
@@ -125,12 +134,6 @@ def _workspace(settings: ClusterSettings) -> dsl.PipelineConfig:
     )
 
 
-#: The library's defaults, which the pipeline parameters repeat (a test checks they agree).
-PREPARE = PrepareConfig(input="", output="")
-TRAIN = TrainConfig(data="", output="")
-GATE = GateConfig()
-
-
 def build_pipeline(settings: ClusterSettings | None = None):
     """Returns the ``@dsl.pipeline`` function for these cluster settings."""
     settings = settings or ClusterSettings()
@@ -139,10 +142,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
     train_op = train.build(settings.image)
     evaluate_op = evaluate.build(settings.image)
     deploy_op = deploy.build(settings.light_image)
+    select_op = select.build(settings.light_image)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Listing-photo category classifier: prepare, train, evaluate, gate, canary.",
+        description="Listing-photo category classifier: prepare, train and evaluate candidates, "
+        "select the best, gate, canary.",
         pipeline_config=_workspace(settings),
     )
     def training_pipeline(
@@ -153,8 +158,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         test_fraction: float = PREPARE.test_fraction,
         validation_fraction: float = PREPARE.validation_fraction,
         min_images_per_class: int = PREPARE.min_images_per_class,
-        backbone: str = TRAIN.backbone,
-        mode: str = TRAIN.mode,
+        candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = TRAIN.weights,
         epochs: int = TRAIN.epochs,
         batch_size: int = TRAIN.batch_size,
@@ -193,55 +197,65 @@ def build_pipeline(settings: ClusterSettings | None = None):
         _resources(prepared, settings.prepare_cpu, settings.prepare_memory)
         kubernetes.set_timeout(prepared, settings.prepare_timeout)
 
-        trained = train_op(
-            dataset=prepared.outputs["dataset"],
-            backbone=backbone,
-            mode=mode,
-            weights=weights,
-            image_size=image_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            fine_tune_learning_rate=fine_tune_learning_rate,
-            seed=seed,
-            early_stopping_patience=early_stopping_patience,
-            workspace=dsl.WORKSPACE_PATH_PLACEHOLDER,
-        )
-        # Preemptible GPU nodes: a retried attempt resumes from the checkpoints in the workspace.
-        trained.set_display_name("train").set_caching_options(False)
-        trained.set_retry(
-            num_retries=settings.train_retries,
-            backoff_duration="60s",
-            backoff_factor=2,
-            backoff_max_duration="3600s",
-        )
-        _resources(trained, settings.train_cpu, settings.train_memory)
-        _on_gpu(trained, settings)
-        kubernetes.set_timeout(trained, settings.train_timeout)
+        # The seed's experiment as a run: every backbone:mode candidate is trained and evaluated
+        # on the same test split, side by side; only the best goes on.
+        with dsl.ParallelFor(candidates, name="candidates") as candidate:
+            trained = train_op(
+                dataset=prepared.outputs["dataset"],
+                candidate=candidate,
+                weights=weights,
+                image_size=image_size,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                fine_tune_learning_rate=fine_tune_learning_rate,
+                seed=seed,
+                early_stopping_patience=early_stopping_patience,
+                workspace=dsl.WORKSPACE_PATH_PLACEHOLDER,
+            )
+            # Preemptible GPU nodes: a retried attempt resumes from the checkpoints in the
+            # workspace.
+            trained.set_display_name("train").set_caching_options(False)
+            trained.set_retry(
+                num_retries=settings.train_retries,
+                backoff_duration="60s",
+                backoff_factor=2,
+                backoff_max_duration="3600s",
+            )
+            _resources(trained, settings.train_cpu, settings.train_memory)
+            _on_gpu(trained, settings)
+            kubernetes.set_timeout(trained, settings.train_timeout)
 
-        evaluated = evaluate_op(
-            dataset=prepared.outputs["dataset"],
-            model=trained.outputs["model"],
-            baseline_model_uri=baseline_model_uri,
-            baseline_from_isvc=baseline_from_isvc,
-            isvc_name=isvc_name,
-            isvc_namespace=isvc_namespace,
-            baseline_metrics_uri=baseline_metrics_uri,
-            max_top1_drop=max_top1_drop,
-            max_top3_drop=max_top3_drop,
-            max_class_recall_drop=max_class_recall_drop,
-            min_class_support=min_class_support,
-            min_top1=min_top1,
-            min_top3=min_top3,
-        )
-        evaluated.set_display_name("evaluate and gate").set_caching_options(False)
-        _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)
-        _on_gpu(evaluated, settings)
-        kubernetes.set_timeout(evaluated, settings.evaluate_timeout)
-
-        with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
-            deployed = deploy_op(
+            evaluated = evaluate_op(
+                dataset=prepared.outputs["dataset"],
                 model=trained.outputs["model"],
+                baseline_model_uri=baseline_model_uri,
+                baseline_from_isvc=baseline_from_isvc,
+                isvc_name=isvc_name,
+                isvc_namespace=isvc_namespace,
+                baseline_metrics_uri=baseline_metrics_uri,
+                max_top1_drop=max_top1_drop,
+                max_top3_drop=max_top3_drop,
+                max_class_recall_drop=max_class_recall_drop,
+                min_class_support=min_class_support,
+                min_top1=min_top1,
+                min_top3=min_top3,
+            )
+            evaluated.set_display_name("evaluate and gate").set_caching_options(False)
+            _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)
+            _on_gpu(evaluated, settings)
+            kubernetes.set_timeout(evaluated, settings.evaluate_timeout)
+
+        selected = select_op(
+            models=dsl.Collected(trained.outputs["model"]),
+            evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+        )
+        selected.set_display_name("select the best candidate").set_caching_options(False)
+        kubernetes.set_timeout(selected, settings.select_timeout)
+
+        with dsl.If(selected.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+            deployed = deploy_op(
+                model=selected.outputs["best_model"],
                 isvc_name=isvc_name,
                 isvc_namespace=isvc_namespace,
                 canary_percent=canary_percent,
@@ -250,7 +264,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             deployed.set_display_name("deploy canary").set_caching_options(False)
             kubernetes.set_timeout(deployed, settings.deploy_timeout)
 
-        for task in (listed, prepared, trained, evaluated, deployed):
+        for task in (listed, prepared, trained, evaluated, selected, deployed):
             _storage_credentials(task, settings)
 
     return training_pipeline

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from snapcat import storage
-from snapcat.paired import Outcomes, compare, disagreements, paired_gate
 from snapcat.metrics import GateConfig, classification_metrics, gate, topk_indices
 from snapcat.model_info import MODEL_CARD_FILE, taxonomy_path
+from snapcat.paired import Outcomes, compare, disagreements, paired_gate
 from snapcat.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -110,24 +111,10 @@ def find_production_model(
     return uri, f"production model read from the live {ref}: {uri}"
 
 
-def _predict(served, records: list[dict], config: EvaluateConfig, what: str) -> np.ndarray:
-    batches = range(0, len(records), config.batch_size)
-    return np.concatenate(
-        [
-            served.predict([r["image"] for r in records[i : i + config.batch_size]])
-            for i in tqdm(
-                batches,
-                desc=f"evaluating {what} on {config.split}",
-                unit="batch",
-                disable=not config.progress,
-            )
-        ]
-    )
-
-
 def _model_summary(served, card: dict | None = None) -> dict:
     info = served.info
     return {
+        "parameters": (card or {}).get("result", {}).get("parameters"),
         "version_dir": served.version_dir,
         "version": info.version,
         "backbone": info.backbone,
@@ -152,7 +139,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     unknown = sorted({r["slug"] for r in records} - set(info.classes))
     if unknown:
         log.warning("the model cannot predict %s: those photos count as misses", unknown)
-    probabilities = _predict(served, records, config, "candidate")
+    probabilities, seconds = _predict_all(served, records, config, "candidate")
     taxonomy = Taxonomy.load(taxonomy_path(served.version_dir))
     true_slugs = [r["slug"] for r in records]
 
@@ -160,7 +147,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     if config.baseline_model:
         with local_model(config.baseline_model) as baseline_dir:
             champion = ServingModel(baseline_dir)
-            champion_probabilities = _predict(champion, records, config, "production model")
+            champion_probabilities, _ = _predict_all(champion, records, config, "production")
             champion_summary = _model_summary(champion)
             champion_summary["version_dir"] = config.baseline_model
 
@@ -211,6 +198,9 @@ def evaluate(config: EvaluateConfig) -> dict:
         gate=config.gate.to_dict(),
         baseline=baseline,
         comparison=comparison,
+        # the serving signature's time per photo (decode included) at this batch size on this
+        # machine: a cost figure to compare candidates by, measured where they were evaluated
+        ms_per_image=1000.0 * seconds / len(records),
         model=_model_summary(served, card),
     )
 
@@ -229,6 +219,33 @@ def evaluate(config: EvaluateConfig) -> dict:
         },
     )
     return metrics
+
+
+def _predict_all(
+    served, records: list[dict], config: EvaluateConfig, what: str = "model"
+) -> tuple[np.ndarray, float]:
+    """Probabilities for every record, and the seconds the serving signature took (the first
+    batch, which traces the graph, is timed again afterwards so one-off work is not counted)."""
+    batches = [
+        records[i : i + config.batch_size] for i in range(0, len(records), config.batch_size)
+    ]
+    outputs, seconds = [], 0.0
+    for index, batch in enumerate(
+        tqdm(
+            batches,
+            desc=f"evaluating {what} on {config.split}",
+            unit="batch",
+            disable=not config.progress,
+        )
+    ):
+        started = time.perf_counter()
+        outputs.append(served.predict([r["image"] for r in batch]))
+        if index > 0:
+            seconds += time.perf_counter() - started
+    started = time.perf_counter()
+    served.predict([r["image"] for r in batches[0]])
+    seconds += time.perf_counter() - started
+    return np.concatenate(outputs), seconds
 
 
 def misclassified_gallery(

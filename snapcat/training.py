@@ -20,6 +20,7 @@ import logging
 import math
 import posixpath
 import shutil
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from snapcat import storage
 log = logging.getLogger(__name__)
 
 MODES = ("two-phase", "feature-extraction", "fine-tuning")
+#: The names of :data:`snapcat.modeling.BACKBONES`, importable without Keras (CLI choices).
+BACKBONE_NAMES = ("xception", "inceptionv3", "efficientnet-lite0")
 TRAINING_SUBDIR = "training"
 
 
@@ -140,6 +143,12 @@ def make_dataset(
     if augmenting:
         ds = ds.map(lambda x, y: (augment_batch(x, image_size), y), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
+
+
+def keras_verbosity() -> int:
+    """A progress bar on a terminal; one line per epoch in log files and pipeline pods, where a
+    progress bar is a stream of carriage returns and ANSI codes."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 # ------------------------------------------------------------------------------ devices
@@ -471,7 +480,7 @@ def fit_phase(
             initial_epoch=phase["start"],
             class_weight=data.class_weight,
             callbacks=make_callbacks(config, phase, data, workdir),
-            verbose="auto",
+            verbose=keras_verbosity(),
         )
     model.save_weights(str(workdir / "last_phase.weights.h5"))
 
@@ -498,6 +507,7 @@ def export_best(
         "epochs_run": len(history),
         "mixed_precision": devices.mixed_precision,
         "gpus": len(devices.gpus),
+        "parameters": int(model.count_params()),
     }
     version_dir = export_model(
         model,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from snapcat.metrics import GateConfig
 from snapcat.paired import (
     Outcomes,
     compare,
@@ -15,7 +16,6 @@ from snapcat.paired import (
     paired_difference,
     paired_gate,
 )
-from snapcat.metrics import GateConfig
 
 CLASSES = ["a", "b", "c", "d"]
 

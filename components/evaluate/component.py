@@ -76,6 +76,7 @@ def evaluate(
         reasons=result["reasons"],
         baseline_source=baseline.get("source", "none"),
         baseline_uri=baseline.get("uri") or "",
+        candidate=model.metadata.get("candidate"),
     )
     return bool(result["blessed"])
 

@@ -6,8 +6,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 def train(
     dataset: Input[Dataset],
-    backbone: str,
-    mode: str,
+    candidate: str,
     weights: str,
     image_size: int,
     epochs: int,
@@ -19,24 +18,27 @@ def train(
     workspace: str,
     model: Output[Model],
 ):
-    """Runs ``snapcat train``. ``image_size`` 0 means the dataset's size.
+    """Runs ``snapcat train`` for one ``backbone:mode`` candidate. ``image_size`` 0 means the
+    dataset's size.
 
     Checkpoints go to the run's workspace volume (``workspace``, KFP's workspace path), not to
     the Model artifact's folder: that is scratch space of the pod and a failed attempt uploads
     nothing, so only the workspace survives into a retried (preempted) attempt, which then
-    resumes from its last finished epoch. Each set of settings gets its own folder, so parallel
-    training steps of one run do not share checkpoints."""
+    resumes from its last finished epoch. Each candidate (each set of settings) gets its own
+    folder, so the parallel training steps of one run do not share checkpoints."""
     import dataclasses
     import hashlib
     import json
 
+    from snapcat.comparison import Candidate
     from snapcat.training import TrainConfig, train
 
+    chosen = Candidate.parse(candidate)
     config = TrainConfig(
         data=dataset.path,
         output=model.path,
-        backbone=backbone,
-        mode=mode,
+        backbone=chosen.backbone,
+        mode=chosen.mode,
         weights=weights,
         image_size=image_size or None,
         epochs=epochs,
@@ -54,8 +56,9 @@ def train(
     summary = train(config)
     model.metadata.update(
         framework="tensorflow",
-        backbone=backbone,
-        mode=mode,
+        candidate=candidate,
+        backbone=chosen.backbone,
+        mode=chosen.mode,
         version_dir=summary["version_dir"],
         best_epoch=summary["best_epoch"],
     )
