@@ -506,7 +506,7 @@ def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
 
     from _training_fixtures import history_rows
 
-    params = ["image_size=71", "epochs=3", "weights=none", "mode=feature-extraction"]
+    params = ["image_size=71", "epochs=3", "weights=none", "candidates=xception:feature-extraction"]
     params += ["batch_size=16", "min_top1=0", "min_top3=0"]
     command = [sys.executable, "-m", "snapcat.cli", "pipeline", "run-local"]
     command += ["--input", str(REPO / "data" / "sample"), "--workdir", str(tmp_path)]
