@@ -226,10 +226,10 @@ def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
     """keras-team/keras#23553: a tracked ExportArchive stores each weight twice, and TF Serving
     loads both copies. The checkpoint must hold exactly the model's parameters."""
     from snapcat.export import OUTPUT_NAME, ServingModel, export_model, stored_values
-    from snapcat.modeling import MIN_SIZE, ModelSpec, build_model
+    from snapcat.modeling import ModelSpec, build_model, get_backbone
 
     classes = ["digital-devices", "furniture-interior", "plants"]
-    size = MIN_SIZE[backbone]
+    size = get_backbone(backbone).min_size
     model, _ = build_model(
         ModelSpec(backbone=backbone, num_classes=len(classes), image_size=size, weights="none")
     )
