@@ -10,6 +10,7 @@ def train(
     weights: str,
     image_size: int,
     epochs: int,
+    head_epochs: int,
     batch_size: int,
     learning_rate: float,
     fine_tune_learning_rate: float,
@@ -19,7 +20,7 @@ def train(
     model: Output[Model],
 ):
     """Runs ``snapcat train`` for one ``backbone:mode`` candidate. ``image_size`` 0 means the
-    dataset's size.
+    dataset's size; ``head_epochs`` 0, a third of ``epochs``.
 
     Checkpoints go to the run's workspace volume (``workspace``, KFP's workspace path), not to
     the Model artifact's folder: that is scratch space of the pod and a failed attempt uploads
@@ -42,6 +43,7 @@ def train(
         weights=weights,
         image_size=image_size or None,
         epochs=epochs,
+        head_epochs=head_epochs or None,
         batch_size=batch_size,
         learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate,
