@@ -165,7 +165,10 @@ def test_parameter_defaults_are_the_librarys():
     for config in configs:
         for name, parameter in parameters.items():
             if hasattr(config, name) and name not in compared:  # image_size, seed: prepare's
-                assert parameter.default == getattr(config, name), name
+                expected = getattr(config, name)
+                # a KFP parameter cannot be null: 0 stands for the library's None (head_epochs)
+                got = (parameter.default or None) if expected is None else parameter.default
+                assert got == expected, name
                 compared.add(name)
     assert {
         "image_size",
@@ -175,6 +178,7 @@ def test_parameter_defaults_are_the_librarys():
         "min_images_per_class",
         "weights",
         "epochs",
+        "head_epochs",
         "batch_size",
         "learning_rate",
         "fine_tune_learning_rate",
