@@ -75,7 +75,11 @@ def classification_metrics(
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How much worse than production a candidate may be, and the floors for a first model."""
+    """How much worse than production a candidate may be, and the floors for a first model.
+
+    With the production model evaluated on the same photos (:func:`snapcat.paired.paired_gate`)
+    a drop beyond a tolerance refuses the candidate only when it is more than noise; with only a
+    stored metrics.json (:func:`gate`, the fallback) the figures are compared as they are."""
 
     max_top1_drop: float = 0.01
     max_top3_drop: float = 0.01
@@ -85,6 +89,10 @@ class GateConfig:
     min_top3: float = 0.85
     #: how much higher than production's the expected calibration error may be (snapcat.calibration)
     max_ece_increase: float = 0.02
+    # Champion vs challenger (snapcat.paired): paired bootstrap resamples for the 95 % intervals
+    # and their seed, so a re-evaluation gives the same intervals.
+    resamples: int = 2000
+    seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

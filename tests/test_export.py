@@ -262,3 +262,30 @@ def test_calibrated_export_serves_temperature_scaled_scores(tmp_path, test_recor
     plain_card = json.loads(Path(plain, "model_card.json").read_text("utf-8"))
     assert plain_card["calibration"]["fitted_on"] is None
     assert "uncalibrated" in plain_card["calibration"]["note"]
+
+
+# ------------------------------------------------------------------------------ one copy of weights
+@pytest.mark.parametrize("backbone", sorted(__import__("snapcat.modeling").modeling.BACKBONES))
+def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
+    """keras-team/keras#23553: a tracked ExportArchive stores each weight twice, and TF Serving
+    loads both copies. The checkpoint must hold exactly the model's parameters."""
+    from snapcat.export import OUTPUT_NAME, ServingModel, export_model, stored_values
+    from snapcat.modeling import ModelSpec, build_model, get_backbone
+
+    classes = ["digital-devices", "furniture-interior", "plants"]
+    size = get_backbone(backbone).min_size
+    model, _ = build_model(
+        ModelSpec(backbone=backbone, num_classes=len(classes), image_size=size, weights="none")
+    )
+    version_dir = export_model(
+        model,
+        str(tmp_path / "m"),
+        classes=classes,
+        image_size=size,
+        jpeg_quality=90,
+        backbone=backbone,
+        taxonomy_dir=str(prepared),
+    )
+    assert stored_values(version_dir) == model.count_params()
+    served = ServingModel(version_dir)
+    assert served.output_names == sorted([OUTPUT_NAME, "classes", "model_version"])

@@ -77,7 +77,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="top-3 precision (on the validation split) that answers flagged confident must "
         "reach; sets the threshold stored with the model",
     )
-    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --output")
+    p.add_argument(
+        "--checkpoint-dir",
+        help="where checkpoints, history and run state go (default OUTPUT/training): a folder "
+        "that outlives the process, e.g. a Kubeflow workspace volume",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a previous run in --output (and --checkpoint-dir)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         early_stopping_patience=args.early_stopping_patience,
         overwrite=args.overwrite,
         confident_precision=args.confident_precision,
+        checkpoint_dir=args.checkpoint_dir,
     )
     try:
         summary = train(config)

@@ -18,6 +18,7 @@ def test_interface():
         "seed",
         "early_stopping_patience",
         "confident_precision",
+        "workspace",
     } <= set(spec.inputs)
     assert {n: o.type for n, o in spec.outputs.items()} == {"model": "system.Model@0.0.1"}
     assert spec.implementation.container.image == "example.org/train:1"
