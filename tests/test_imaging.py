@@ -133,16 +133,34 @@ def test_large_jpeg_uses_draft_and_stays_correct():
 @pytest.mark.parametrize(
     ("source", "decoded"),
     [
-        ((4000, 3000), (500, 375)),  # 1/8 scale still covers 299 px
-        ((2400, 1600), (600, 400)),  # 1/8 would be 200 px high: 1/4
-        ((700, 500), (700, 500)),  # any reduction would go below 299 px
+        ((4000, 3000), (500, 375)),  # 1/8 scale still covers the 299x224 content
+        ((1920, 1080), (480, 270)),  # 16:9: 299x168 content, so 1/4 although 1080/4 < 299
+        ((1080, 1080), (540, 540)),  # 1/4 would be 270 px: 1/2
+        ((1280, 960), (640, 480)),  # 1/4 (320x240) would leave too little for the resize
+        ((3000, 1000), (750, 250)),  # a panorama's 299x100 content
+        ((700, 500), (700, 500)),  # 1/2 (350x250) would leave too little for the resize
     ],
 )
-def test_jpeg_draft_decodes_small_but_never_below_target(source, decoded):
+def test_jpeg_decodes_at_the_smallest_scale_leaving_a_margin_over_the_content(source, decoded):
     data = encode(Image.new("RGB", source, RED), "JPEG", quality=80)
-    image = imaging.open_image(data, ImageSpec())
-    assert image.size == decoded
-    assert min(image.size) >= 299
+    spec = ImageSpec()
+    image = imaging.open_image(data, spec)
+    assert image.size == source  # opening reads the header only
+    plan = imaging.plan_decode(image, spec)
+    assert plan.size == decoded
+    content = imaging.content_size(*source, spec.size)
+    assert plan.content == content
+    assert decoded[0] * 3 >= content[0] * 4 and decoded[1] * 3 >= content[1] * 4
+    assert imaging.decode(image, data, plan).size == decoded
+
+
+def test_other_formats_are_decoded_at_full_size():
+    data = encode(Image.new("RGB", (1200, 900), RED), "PNG")
+    spec = ImageSpec()
+    image = imaging.open_image(data, spec)
+    plan = imaging.plan_decode(image, spec)
+    assert (plan.scale, plan.size) == (1, (1200, 900))
+    assert imaging.decode(image, data, plan).size == (1200, 900)
 
 
 # ------------------------------------------------------------------------- transparency
