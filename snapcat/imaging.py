@@ -10,17 +10,23 @@ The policy, in order:
 1. Refuse files over ``max_bytes`` before decoding anything, and images whose header claims more
    than ``max_pixels`` before their pixels are decoded (decompression bombs).
 2. Decode only the allowed formats (JPEG, PNG, WebP, GIF first frame, BMP, TIFF, HEIC/HEIF); any
-   other plugin Pillow has (EPS, PSD, ...) is never even tried. Large JPEGs are decoded with DCT
-   scaling ("draft" mode) straight to at least the target size: a 12 MP phone photo is decoded at
+   other plugin Pillow has (EPS, PSD, ...) is never even tried. JPEGs, nearly every upload, are
+   decoded with DCT scaling at the smallest of 1/2, 1/4, 1/8 that still leaves a margin over the
+   letterboxed content (:func:`plan_decode`, a step of its own so that a check can look at the
+   decode size first), by libjpeg-turbo straight from memory: a 12 MP phone photo is decoded at
    1/8 scale, which is most of the speed-up over a naive decode.
-3. Apply the EXIF orientation, so a photo shot in portrait is upright.
-4. Bring every mode to 8-bit: 16-bit and float images are scaled (not clipped), transparency is
+3. Bring every mode to 8-bit: 16-bit and float images are scaled (not clipped).
+4. Resize once, with the aspect ratio kept so the longer side equals ``size`` (bicubic, by SIMD
+   code). Everything after it is per-pixel work on the small picture: transparency is
    composited onto white (a transparent background is "nothing", which white shows best), an
-   embedded ICC profile (Display P3 on iPhones, CMYK press profiles) is converted to sRGB.
-5. Resize with the aspect ratio kept so the longer side equals ``size``, and centre it on a white
-   ``size`` x ``size`` canvas (letterbox). Nothing of the item is cropped away.
+   embedded ICC profile (Display P3 on iPhones) is converted to sRGB (CMYK press profiles before
+   the resize), and the EXIF orientation is applied, so a photo shot in portrait is upright.
+5. Centre it on a white ``size`` x ``size`` canvas (letterbox). Nothing of the item is cropped.
 6. Encode as baseline JPEG at a fixed quality and 4:2:0 subsampling, without metadata: a few tens
    of KB per image, cheap to ship to the predictor and to store in training shards.
+
+On a typical upload (a ~1 MP, ~200 KB JPEG) all of this costs little more than the JPEG decode
+alone; ``benchmarks/normalize_bench.py`` measures it.
 """
 
 from __future__ import annotations
@@ -209,7 +215,7 @@ def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
     """Decodes ``image`` (opened from ``data``) as ``plan`` says, to 8-bit L, RGB, RGBA or CMYK
     pixels in the stored orientation. Raises a typed :class:`ImageError`."""
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
-        decoded = _decode_jpeg_turbo(data, image.mode, plan)
+        decoded = _decode_jpeg_turbo(data, image, plan)
         if decoded is not None:
             return decoded
     if plan.scale > 1:
@@ -228,17 +234,20 @@ def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
     return _to_working_mode(image)
 
 
-def _decode_jpeg_turbo(data: bytes, mode: str, plan: DecodePlan) -> Image.Image | None:
+def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> Image.Image | None:
     """The common case, a YCbCr or greyscale JPEG, decoded by libjpeg-turbo straight from memory
     (simplejpeg): the same pixels as Pillow's decoder at the same scale, without Pillow's
-    chunked, suspending reads. ``None`` when libjpeg-turbo reports anything wrong, even a mere
-    warning: Pillow then decodes it and decides (it accepts what only warns, refuses a truncated
-    file)."""
+    chunked, suspending reads. ``None`` when libjpeg-turbo reads another size from the header
+    than Pillow did (so the caps checked stay the caps decoded) or reports anything wrong, even a
+    mere warning: Pillow then decodes it and decides (it accepts what only warns, refuses a
+    truncated file)."""
     width, height = plan.size
     try:
+        if simplejpeg.decode_jpeg_header(data)[:2] != (image.height, image.width):
+            return None
         pixels = simplejpeg.decode_jpeg(
             data,
-            colorspace="GRAY" if mode == "L" else "RGB",
+            colorspace="GRAY" if image.mode == "L" else "RGB",
             min_width=width,
             min_height=height,
         )
@@ -246,7 +255,7 @@ def _decode_jpeg_turbo(data: bytes, mode: str, plan: DecodePlan) -> Image.Image 
         return None
     if pixels.shape[:2] != (height, width):
         return None
-    return Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode)
+    return Image.fromarray(pixels[:, :, 0] if image.mode == "L" else pixels, image.mode)
 
 
 def _guess_kind(data: bytes) -> str:
@@ -356,7 +365,7 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     resizer = getattr(_resizers, "resizer", None)
     if resizer is None:
         resizer = _resizers.resizer = Resizer()
-    resized = Image.new(image.mode, size)
+    resized = Image.new(image.mode, size, None)  # every pixel is written
     resizer.resize_pil(image, resized, _CATMULL_ROM)
     return resized
 
