@@ -305,13 +305,24 @@ def _srgb_profile() -> ImageCms.ImageCmsProfile:
 _ALREADY_SRGB = "already sRGB"
 
 
-@functools.lru_cache(maxsize=32)
+#: Profiles up to this size have their transform cached (16 of them at most): phone profiles are
+#: a few KB, press (CMYK) profiles up to a few hundred; a bigger one is rare, so it is not kept.
+_CACHED_PROFILE_BYTES = 1024 * 1024
+
+
 def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | str | None:
     """The conversion from ``icc`` to sRGB, built once per distinct profile (phones embed the
     same few profiles in every photo, and building a transform costs more than applying it).
     ``_ALREADY_SRGB`` for an sRGB profile (converting would change nothing); ``None`` for a
     profile that cannot be used, which is then ignored (the pixels are taken as sRGB, which is
     what browsers do too)."""
+    if len(icc) > _CACHED_PROFILE_BYTES:
+        return _build_srgb_transform.__wrapped__(icc, mode)
+    return _build_srgb_transform(icc, mode)
+
+
+@functools.lru_cache(maxsize=16)
+def _build_srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | str | None:
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         transform = ImageCms.buildTransform(source, _srgb_profile(), mode, "RGB")

@@ -3,6 +3,7 @@ with a typed error, cheaply."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import struct
 import time
@@ -100,6 +101,18 @@ def test_output_is_deterministic_and_small():
     first = normalize_image(data, ImageSpec())
     assert first == normalize_image(data, ImageSpec())
     assert len(first) < 60_000  # a few tens of KB at 299 px
+
+
+def test_threads_normalizing_at_once_get_the_same_bytes():
+    """The serving transformer normalizes on a thread pool; the decoder, resizer and colour
+    transforms release the GIL, so they really run at once."""
+    photos = [make_image_bytes("JPEG", size=(900, 600), seed=s) for s in range(3)]
+    photos.append(make_image_bytes("PNG", size=(300, 500), mode="RGBA", seed=3))
+    photos.append(make_image_bytes("JPEG", size=(500, 400), seed=4, icc_profile=_srgb_icc()))
+    expected = [normalize_image(p, SPEC) for p in photos]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: normalize_image(p, SPEC), photos * 6))
+    assert results == expected * 6
 
 
 def test_letterbox_keeps_aspect_ratio_and_centres():
@@ -310,6 +323,29 @@ def test_gray_and_bilevel_become_rgb():
     ImageDraw.Draw(bilevel).rectangle([40, 0, 79, 79], fill=1)
     arr = pixels(encode(bilevel, "BMP"))
     assert close(arr[40, 10], (0, 0, 0)) and close(arr[40, 85], (255, 255, 255))
+
+
+def test_greyscale_jpeg_takes_the_fast_decoder():
+    data = make_image_bytes("JPEG", size=(800, 600), mode="L", color=90)
+    image = imaging.open_image(data, ImageSpec())
+    decoded = imaging.decode(image, data, imaging.plan_decode(image, ImageSpec()))
+    assert (decoded.mode, decoded.size) == ("L", (400, 300))
+    assert close(pixels(data)[48, 48], (90, 90, 90), 3)
+
+
+def test_jpeg_with_a_decoder_warning_is_still_accepted():
+    """libjpeg-turbo warns about junk between markers (some cameras write it); the strict fast
+    decoder gives up and Pillow, which accepts it as it always did, decodes the photo."""
+    clean = make_image_bytes("JPEG", size=(640, 480), seed=8)
+    tables = clean.index(b"\xff\xdb")
+    junk = clean[:tables] + b"\x00\x00\x00" + clean[tables:]
+    assert imaging._decode_jpeg_turbo(junk, *_opened_and_planned(junk)) is None
+    assert normalize_image(junk, SPEC) == normalize_image(clean, SPEC)
+
+
+def _opened_and_planned(data: bytes):
+    image = imaging.open_image(data, SPEC)
+    return image, imaging.plan_decode(image, SPEC)
 
 
 # ------------------------------------------------------------------------- ICC profiles
