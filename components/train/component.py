@@ -6,11 +6,11 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 def train(
     dataset: Input[Dataset],
-    backbone: str,
-    mode: str,
+    candidate: str,
     weights: str,
     image_size: int,
     epochs: int,
+    head_epochs: int,
     batch_size: int,
     learning_rate: float,
     fine_tune_learning_rate: float,
@@ -18,19 +18,23 @@ def train(
     early_stopping_patience: int,
     model: Output[Model],
 ):
-    """Runs ``snapcat train``. A retried (preempted) attempt writes to the same artifact path and
-    so resumes from its last finished epoch. ``image_size`` 0 means the dataset's size."""
+    """Runs ``snapcat train`` for one ``backbone:mode`` candidate. A retried (preempted) attempt
+    writes to the same artifact path and so resumes from its last finished epoch.
+    ``image_size`` 0 means the dataset's size; ``head_epochs`` 0, a third of ``epochs``."""
+    from snapcat.comparison import Candidate
     from snapcat.training import TrainConfig, train
 
+    chosen = Candidate.parse(candidate)
     summary = train(
         TrainConfig(
             data=dataset.path,
             output=model.path,
-            backbone=backbone,
-            mode=mode,
+            backbone=chosen.backbone,
+            mode=chosen.mode,
             weights=weights,
             image_size=image_size or None,
             epochs=epochs,
+            head_epochs=head_epochs or None,
             batch_size=batch_size,
             learning_rate=learning_rate,
             fine_tune_learning_rate=fine_tune_learning_rate,
@@ -40,8 +44,9 @@ def train(
     )
     model.metadata.update(
         framework="tensorflow",
-        backbone=backbone,
-        mode=mode,
+        candidate=candidate,
+        backbone=chosen.backbone,
+        mode=chosen.mode,
         version_dir=summary["version_dir"],
         best_epoch=summary["best_epoch"],
     )
