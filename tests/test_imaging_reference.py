@@ -6,7 +6,7 @@ rotation of the decoded picture, Pillow's bicubic resize with ``reducing_gap``, 
 same JPEG encode. At the time of the change it reproduced the old ``normalize_image`` byte for byte
 on these photos. Models trained on the old outputs must not see a different picture at serving
 time, so on real-looking photos (the benchmark's generated uploads, in several sizes and both
-orientations, and the bundled sample photos) the new outputs must stay within one grey level on
+orientations, the bundled sample photos and three real photographs) the new outputs must stay within one grey level on
 average of the reference, and the pictures before the JPEG encode within half a level.
 """
 
@@ -49,7 +49,9 @@ def photos() -> dict[str, bytes]:
         generated[f"{width}x{height}-o{orientation}"] = buffer.getvalue()
     samples = sorted(SAMPLE_DIR.rglob("*.jpg"))[::40]
     assert len(samples) >= 8
-    return generated | {p.name: p.read_bytes() for p in samples}
+    real = sorted((REPO_ROOT / "tests" / "data" / "imagenet").glob("*.jpg"))  # real photographs
+    assert len(real) >= 3
+    return generated | {p.name: p.read_bytes() for p in [*samples, *real]}
 
 
 def reference_canonical(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
