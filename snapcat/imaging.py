@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,14 @@ def _human_bytes(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
 
 
-def open_image(data: bytes, spec: ImageSpec) -> Image.Image:
+#: Called with the opened image just before its pixels are decoded (``image.size`` is then the
+#: decode scale's); raises an :class:`ImageError` to refuse it. See :mod:`snapcat.decode_budget`.
+BeforeDecode = Callable[[Image.Image], None]
+
+
+def open_image(
+    data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
+) -> Image.Image:
     """Decodes ``data`` to an upright Pillow image, at least ``spec.size`` on its shorter side when
     the source allows, enforcing every cap. Raises a typed :class:`ImageError`."""
     if not data:
@@ -145,6 +153,8 @@ def open_image(data: bytes, spec: ImageSpec) -> Image.Image:
     if image.format == "JPEG" or image.format == "MPO":
         # DCT scaling: decode at the smallest 1/1..1/8 scale that still covers the target.
         image.draft(None, (spec.size, spec.size))
+    if before_decode is not None:
+        before_decode(image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -229,9 +239,11 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
-def to_canonical_image(data: bytes, spec: ImageSpec) -> Image.Image:
+def to_canonical_image(
+    data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
+) -> Image.Image:
     """Decodes and normalizes to the ``size`` x ``size`` RGB image the canonical bytes encode."""
-    image = open_image(data, spec)
+    image = open_image(data, spec, before_decode)
     icc = image.info.get("icc_profile")
     working = _to_working_mode(image)
     # Shrink before colour management and compositing: both are per-pixel, so this is far cheaper
@@ -250,7 +262,9 @@ def encode_canonical(image: Image.Image, spec: ImageSpec) -> bytes:
     return buffer.getvalue()
 
 
-def normalize_image(data: bytes, spec: ImageSpec | None = None) -> bytes:
+def normalize_image(
+    data: bytes, spec: ImageSpec | None = None, before_decode: BeforeDecode | None = None
+) -> bytes:
     """Photo bytes in, canonical model-input JPEG bytes out. Raises a typed :class:`ImageError`."""
     spec = spec or ImageSpec()
-    return encode_canonical(to_canonical_image(data, spec), spec)
+    return encode_canonical(to_canonical_image(data, spec, before_decode), spec)
