@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from snapcat import storage
 from snapcat.model_info import (
     MODEL_CARD_FILE,
     ModelInfo,
@@ -117,7 +119,8 @@ def export_model(
     )
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{version}"
+    storage.sweep_stale_staging(root, ".staging-")  # left by exports that were killed
+    staging = root / f".staging-{os.getpid()}-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     target = root / str(version)
     try:
