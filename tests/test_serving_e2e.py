@@ -1003,7 +1003,7 @@ def test_finding_6_small_ones(stack, http):
 
     listening = {
         c.laddr.port
-        for c in psutil.Process(stack.transformer.pid).net_connections("inet")
+        for c in psutil.Process(stack.transformer.pid).connections("inet")
         if c.status == psutil.CONN_LISTEN
     }
     assert listening == {stack.port}

@@ -11,16 +11,16 @@ import struct
 import subprocess
 import sys
 import zlib
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, make_image_bytes
 
 from snapcat.imaging import ImageSpec, normalize_image
-from dataclasses import dataclass
-from typing import Any
-
 from snapcat.model_info import ModelInfo
+from snapcat.predictor import MicroBatcher, RestError, parse_predict_request
 from snapcat.responses import ResponseBuilder
 from snapcat.serving_errors import (
     BadRequestError,
@@ -34,7 +34,6 @@ from snapcat.transformer_core import (
     TransformerCore,
     decode_base64,
 )
-from snapcat.predictor import MicroBatcher, RestError, parse_predict_request
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,11 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-@pytest.fixture(scope="module")
-def info(taxonomy) -> ModelInfo:
+def make_info() -> ModelInfo:
+    """A 5-class model's info at 96 px, with labels that are not the packaged ones."""
+    from snapcat.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load()
     classes = taxonomy.trainable_slugs[:5]
     return ModelInfo(
         classes=tuple(classes),
@@ -96,6 +98,11 @@ def info(taxonomy) -> ModelInfo:
         backbone="xception",
         version=1234567890,
     )
+
+
+@pytest.fixture(scope="module")
+def info() -> ModelInfo:
+    return make_info()
 
 
 @pytest.fixture(scope="module")
