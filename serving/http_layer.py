@@ -3,9 +3,11 @@ refusal is answered, counted and logged.
 
 - :class:`RequestGuard` (ASGI middleware), in front of every route:
 
-  - inference requests (``POST .../:predict``, ``.../infer``) beyond ``max_requests`` in flight,
-    or whose bodies would take the bytes in flight past ``max_body_bytes_in_flight``, get a fast
-    ``503`` with ``Retry-After`` before their body is read (load shedding);
+  - inference requests (``POST .../:predict``, ``.../infer``) beyond ``max_requests`` being
+    processed, arriving while the model has no photo slot free (``saturated``), or whose bodies
+    would take the request bytes held past ``max_body_bytes_in_flight``, get a fast ``503`` with ``Retry-After`` (load shedding). A body
+    still arriving holds only the bytes received so far, not a processing slot, so slow uploads
+    cannot starve the others;
   - a body that is not JSON (nor KServe's V2 binary extension or a CloudEvent) is ``415``;
   - a body over ``max_request_bytes`` is ``413`` (by Content-Length, or while it streams in);
   - a body that does not arrive within ``body_timeout`` seconds is ``408``;
@@ -28,6 +30,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 
 from fastapi import FastAPI
@@ -135,8 +138,10 @@ class RequestGuard:
         max_body_bytes_in_flight: int,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         model_label: ModelLabel | None = None,
+        saturated: Callable[[], bool] = lambda: False,
     ):
         self.app = app
+        self.saturated = saturated
         self.max_request_bytes = max_request_bytes
         self.max_requests = max_requests
         self.max_body_bytes_in_flight = max(max_body_bytes_in_flight, max_request_bytes)
@@ -175,7 +180,6 @@ class RequestGuard:
     async def _inference(self, scope, receive, send, outcome: _Outcome) -> None:
         headers = dict(scope.get("headers", ()))
         declared = _content_length(headers)
-        reserve = declared if declared is not None else self.max_request_bytes
         if declared is not None and declared > self.max_request_bytes:
             return await self._refuse(scope, send, outcome, *self._too_large(declared))
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1")
@@ -190,23 +194,14 @@ class RequestGuard:
                 f"the request body must be JSON (content-type: application/json), "
                 f"got content-type '{content_type[:100]}'",
             )
-        if (
-            self.requests_in_flight >= self.max_requests
-            or self.body_bytes_in_flight + reserve > self.max_body_bytes_in_flight
-        ):
-            error = OverloadedError(
-                f"the transformer is at capacity ({self.requests_in_flight} requests in "
-                "flight); retry shortly"
-            )
-            return await self._refuse(
-                scope, send, outcome, error.status, error.reason, error.message, error.headers
-            )
-        self.requests_in_flight += 1
-        self.body_bytes_in_flight += reserve
+        if self.requests_in_flight >= self.max_requests or self.saturated():
+            # Refused before its body is read: a full server spends nothing on it.
+            return await self._overloaded(scope, send, outcome)
+        held = [0]  # body bytes this request holds of max_body_bytes_in_flight
         try:
             try:
                 body = await asyncio.wait_for(
-                    self._read_body(receive, outcome), timeout=self.body_timeout
+                    self._read_body(receive, outcome, held), timeout=self.body_timeout
                 )
             except TimeoutError:
                 return await self._refuse(
@@ -217,19 +212,36 @@ class RequestGuard:
                     "body-timeout",
                     f"the request body did not arrive within {self.body_timeout:g} s",
                 )
-            if body is None:  # disconnected or over the cap: already decided
+            if body is None:  # disconnected, over the cap or over the bytes in flight
+                if outcome.status == 503:
+                    return await self._overloaded(scope, send, outcome)
                 if outcome.status == 413:
                     return await self._refuse(
                         scope, send, outcome, 413, outcome.reason, outcome.message
                     )
                 return None
-            whole = {"type": "http.request", "body": body, "more_body": False}
-            await self.app(scope, _replay(whole, receive), send)
+            # Slow uploads hold only their bytes; a processing slot is taken once the body is in.
+            if self.requests_in_flight >= self.max_requests:
+                return await self._overloaded(scope, send, outcome)
+            self.requests_in_flight += 1
+            try:
+                whole = {"type": "http.request", "body": body, "more_body": False}
+                await self.app(scope, _replay(whole, receive), send)
+            finally:
+                self.requests_in_flight -= 1
         finally:
-            self.requests_in_flight -= 1
-            self.body_bytes_in_flight -= reserve
+            self.body_bytes_in_flight -= held[0]
 
-    async def _read_body(self, receive, outcome: _Outcome) -> bytes | None:
+    async def _overloaded(self, scope, send, outcome: _Outcome) -> None:
+        error = OverloadedError(
+            f"the transformer is at capacity ({self.requests_in_flight} requests in flight, "
+            f"{human_bytes(self.body_bytes_in_flight)} of request bodies); retry shortly"
+        )
+        await self._refuse(
+            scope, send, outcome, error.status, error.reason, error.message, error.headers
+        )
+
+    async def _read_body(self, receive, outcome: _Outcome, held: list[int]) -> bytes | None:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -238,13 +250,19 @@ class RequestGuard:
                 outcome.status, outcome.reason = 499, "client-disconnected"
                 outcome.message = "the client disconnected while sending its request"
                 return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
+            chunk = message.get("body", b"")
+            size += len(chunk)
             if size > self.max_request_bytes:
                 outcome.status, outcome.reason, outcome.message = self._too_large(
                     size, streamed=True
                 )
                 return None
+            if self.body_bytes_in_flight + len(chunk) > self.max_body_bytes_in_flight:
+                outcome.status = 503
+                return None
+            self.body_bytes_in_flight += len(chunk)
+            held[0] += len(chunk)
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 

@@ -99,10 +99,13 @@ class PredictorAwareDataPlane(DataPlane):
 
 
 class TransformerRESTServer(RESTServer):
-    def __init__(self, *args, http_limits: HttpLimits, model_label: ModelLabel, **kwargs):
+    def __init__(
+        self, *args, http_limits: HttpLimits, model_label: ModelLabel, saturated, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.http_limits = http_limits
         self.model_label = model_label
+        self.saturated = saturated
         config = self.config
         config.host = http_limits.host
         config.http = protocol_class(http_limits.header_timeout)
@@ -119,6 +122,7 @@ class TransformerRESTServer(RESTServer):
             max_body_bytes_in_flight=limits.body_bytes_in_flight,
             body_timeout=limits.body_timeout,
             model_label=self.model_label,
+            saturated=self.saturated,
         )
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
@@ -152,6 +156,7 @@ class TransformerServer(ModelServer):
             ssl_keyfile=self.ssl_keyfile,
             http_limits=self.http_limits,
             model_label=label,
+            saturated=lambda: any(getattr(m, "saturated", False) for m in models),
         )
         self.servers.append(self._rest_server.start())
         self.setup_event_loop()

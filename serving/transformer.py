@@ -198,6 +198,11 @@ class ListingCategoryTransformer(Model):
         self.photos_in_flight += count
         return count
 
+    @property
+    def saturated(self) -> bool:
+        """No photo slot free: the HTTP layer refuses new requests before reading their body."""
+        return self.photos_in_flight >= self.capacity.max_photos
+
     def _release(self, count: int) -> None:
         self.photos_in_flight -= count
 
