@@ -207,7 +207,7 @@ class Stack:
         command[1:1] = ["-X", "importtime"]  # every module the process imports, in its log
         self.transformer = spawn(command, self.logs / "transformer.log")
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 420) -> None:
         try:
             wait_http_ok(self.ready_url, timeout, [p for p in (self.predictor, self.transformer)])
         except (RuntimeError, TimeoutError) as exc:
