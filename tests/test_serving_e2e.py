@@ -201,6 +201,8 @@ class Stack:
                 f"--predictor_timeout={PREDICTOR_TIMEOUT}",
                 f"--header_timeout={HEADER_TIMEOUT}",
                 f"--body_timeout={BODY_TIMEOUT}",
+                # not from this machine's cgroup: test_concurrent_clients sends 8 at once
+                "--max_photos_in_flight=16",
                 "--enable_latency_logging=false",
             ],
         )
