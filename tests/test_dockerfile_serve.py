@@ -191,7 +191,7 @@ def test_entrypoint_takes_kserves_flags():
         "--predictor_host",
         "--http_port",
         "--predictor_protocol",
-        "--workers",
+        "--host",
         "--model_dir",
         "--top_k",
         "--max_image_bytes",

@@ -29,10 +29,15 @@ BOMB_WEBP = REPO_ROOT / "tests" / "data" / "blank-16383x6100-lossless.webp"
 # ------------------------------------------------------------------------------ decode budget
 def test_a_tiny_file_that_decodes_to_gigabytes_is_refused_before_decoding():
     budget = DecodeBudget(total_bytes=1024 * MB, per_photo_bytes=256 * MB)
-    start = time.monotonic()
+    seen = []
+
+    def admit(image):
+        seen.append(image.size)
+        reservation.admit(image)  # raises: the hook runs before the pixels are decoded
+
     with pytest.raises(DecodeBudgetExceededError) as caught, budget.photo() as reservation:
-        normalize_image(BOMB_WEBP.read_bytes(), ImageSpec(), before_decode=reservation.admit)
-    assert time.monotonic() - start < 0.5  # nothing was decoded
+        normalize_image(BOMB_WEBP.read_bytes(), ImageSpec(), before_decode=admit)
+    assert seen == [(16383, 6100)]
     assert caught.value.reason == "over-decode-budget"
     assert "per-photo decode budget" in str(caught.value)
     assert budget.in_use == 0
