@@ -115,6 +115,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = "imagenet",
         epochs: int = 12,
+        head_epochs: int = 0,
         batch_size: int = 32,
         learning_rate: float = 1e-3,
         fine_tune_learning_rate: float = 1e-5,
@@ -150,6 +151,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 weights=weights,
                 image_size=image_size,
                 epochs=epochs,
+                head_epochs=head_epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
                 fine_tune_learning_rate=fine_tune_learning_rate,
@@ -187,7 +189,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         )
         selected.set_display_name("select the best candidate").set_caching_options(False)
 
-        with dsl.If(selected.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+        with dsl.If(selected.outputs["Output"] == True, name="blessed"):  # noqa: E712
             deployed = deploy_op(
                 model=selected.outputs["best_model"],
                 isvc_name=isvc_name,
