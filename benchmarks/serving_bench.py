@@ -166,7 +166,7 @@ def main() -> int:
     from snapcat.commands.serve import LocalStack
     from snapcat.export import ServingModel
     from snapcat.imaging import normalize_image
-    from snapcat.inference import InferenceCore
+    from snapcat.transformer_core import InferenceCore
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         model_dir = args.model_dir or export_untrained(args.image_size, f"{tmp}/{MODEL_NAME}")

@@ -36,6 +36,7 @@ import io
 import struct
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,11 @@ def _human_bytes(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
 
 
+#: Called with the opened image just before its pixels are decoded (``image.size`` is then the
+#: decode scale's); raises an :class:`ImageError` to refuse it. See :mod:`snapcat.decode_budget`.
+BeforeDecode = Callable[[Image.Image], None]
+
+
 def open_image(data: bytes, spec: ImageSpec) -> Image.Image:
     """Opens ``data`` reading only its header, enforcing every cap that the header can tell
     (bytes, format, pixel count, smallest side). Nothing is decoded yet. Raises a typed
@@ -176,6 +182,7 @@ class DecodePlan:
     scale: int  # DCT scale denominator: 1, 2, 4 or 8 (always 1 for formats other than JPEG)
     size: tuple[int, int]  # decoded width x height, as stored (before the EXIF orientation)
     content: tuple[int, int]  # what the decoded pixels are resized to, as stored
+    source: tuple[int, int]  # width x height the header gives
 
 
 #: The decoded picture keeps at least 4/3 of the content's size on each side, so that a real
@@ -189,7 +196,8 @@ DCT_MARGIN = (4, 3)
 def plan_decode(image: Image.Image, spec: ImageSpec) -> DecodePlan:
     """The :class:`DecodePlan` of an image opened by :func:`open_image` (nothing decoded yet):
     for a JPEG, the smallest DCT scale that leaves :data:`DCT_MARGIN` over the letterboxed
-    content; other formats at full size."""
+    content; other formats at full size. The scale is set on ``image`` (Pillow's draft), so
+    ``image.size`` is the decode size from then on."""
     width, height = image.size
     content = content_size(width, height, spec.size)
     num, den = DCT_MARGIN
@@ -204,7 +212,12 @@ def plan_decode(image: Image.Image, spec: ImageSpec) -> DecodePlan:
             ),
             1,
         )
-    return DecodePlan(scale, (_ceil_div(width, scale), _ceil_div(height, scale)), content)
+    if scale > 1:
+        # Pillow's draft picks the largest scale s <= min(width // w, height // h).
+        image.draft(None, (width // scale, height // scale))
+    return DecodePlan(
+        scale, (_ceil_div(width, scale), _ceil_div(height, scale)), content, (width, height)
+    )
 
 
 def _ceil_div(n: int, d: int) -> int:
@@ -218,9 +231,6 @@ def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
         decoded = _decode_jpeg_turbo(data, image, plan)
         if decoded is not None:
             return decoded
-    if plan.scale > 1:
-        # Pillow's draft picks the largest scale s <= min(width // w, height // h).
-        image.draft(None, (image.width // plan.scale, image.height // plan.scale))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -243,7 +253,7 @@ def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> Ima
     truncated file)."""
     width, height = plan.size
     try:
-        if simplejpeg.decode_jpeg_header(data)[:2] != (image.height, image.width):
+        if simplejpeg.decode_jpeg_header(data)[:2] != plan.source[::-1]:
             return None
         pixels = simplejpeg.decode_jpeg(
             data,
@@ -411,13 +421,17 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
-def to_canonical_image(data: bytes, spec: ImageSpec) -> Image.Image:
+def to_canonical_image(
+    data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
+) -> Image.Image:
     """Decodes and normalizes to the ``size`` x ``size`` RGB image the canonical bytes encode.
 
     Everything after the decode works on the small picture: the one resize comes first (colour
     management and compositing are per-pixel), and the EXIF rotation last."""
     image = open_image(data, spec)
     plan = plan_decode(image, spec)
+    if before_decode is not None:
+        before_decode(image)
     working = decode(image, data, plan)
     icc = image.info.get("icc_profile")
     if working.mode == "CMYK":  # no meaningful resize in press colours: to sRGB first
@@ -436,7 +450,10 @@ def encode_canonical(image: Image.Image, spec: ImageSpec) -> bytes:
     return buffer.getvalue()
 
 
-def normalize_image(data: bytes, spec: ImageSpec | None = None) -> bytes:
-    """Photo bytes in, canonical model-input JPEG bytes out. Raises a typed :class:`ImageError`."""
+def normalize_image(
+    data: bytes, spec: ImageSpec | None = None, before_decode: BeforeDecode | None = None
+) -> bytes:
+    """Photo bytes in, canonical model-input JPEG bytes out. Raises a typed :class:`ImageError`.
+    ``before_decode`` can refuse the photo once its decode size is known."""
     spec = spec or ImageSpec()
-    return encode_canonical(to_canonical_image(data, spec), spec)
+    return encode_canonical(to_canonical_image(data, spec, before_decode), spec)

@@ -1030,6 +1030,35 @@ def status(
     return result
 
 
+def production_model_uri(
+    name: str,
+    namespace: str,
+    *,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> str:
+    """The storageUri the live InferenceService serves all its traffic from: the champion a new
+    candidate is evaluated against. During a canary the spec names the canary, not production,
+    so that is refused rather than guessed."""
+    isvc = (
+        current
+        if current is not None
+        else _connect(cluster, kubeconfig, context).get(name, namespace)
+    )
+    percent = canary_percent_of(isvc)
+    if percent is not None and percent < 100:
+        raise RolloutError(
+            f"InferenceService {namespace}/{name} is running a {percent}% canary: its storageUri is "
+            "the canary's; promote or roll back first, or name the production model explicitly"
+        )
+    uri = model_uri_of(isvc)
+    if not uri:
+        raise RolloutError(f"InferenceService {namespace}/{name} has no predictor storageUri")
+    return uri
+
+
 # ------------------------------------------------------------------------------ pipeline
 def kserve_storage_uri(artifact_uri: str) -> str:
     """The storageUri for a pipeline's Model artifact URI.

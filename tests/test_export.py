@@ -193,6 +193,9 @@ def test_export_appears_atomically_and_bumps_the_version(tmp_path, prepared, tes
     assert list_versions(str(root)) == []
     assert list(root.iterdir()) == []
 
+    # Issue 10, finding 7: the staging folder of an export that was killed (its process gone)
+    # stayed for good; the next export removes it.
+    (root / ".staging-999999999-1700000000").mkdir()
     first = export_model(
         model, str(root), classes=classes, image_size=71, jpeg_quality=90, backbone="tiny"
     )
@@ -202,7 +205,7 @@ def test_export_appears_atomically_and_bumps_the_version(tmp_path, prepared, tes
     versions = [int(v.rsplit("/", 1)[1]) for v in (first, second)]
     assert versions[1] > versions[0]
     assert list_versions(str(root)) == versions
-    assert not any((root / f".staging-{v}").exists() for v in versions)
+    assert not list(root.glob(".staging-*"))
     served = ServingModel(str(root))
     assert served.version_dir == second
     assert list(served.info.classes) == classes
@@ -218,3 +221,30 @@ def test_next_version_is_past_any_existing_one(tmp_path):
     (tmp_path / ".staging-99999999999999").mkdir()  # not a version
     assert next_version(str(tmp_path)) == 100000000000
     assert next_version(str(tmp_path / "absent")) > 1_700_000_000
+
+
+# ------------------------------------------------------------------------------ one copy of weights
+@pytest.mark.parametrize("backbone", sorted(__import__("snapcat.modeling").modeling.BACKBONES))
+def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
+    """keras-team/keras#23553: a tracked ExportArchive stores each weight twice, and TF Serving
+    loads both copies. The checkpoint must hold exactly the model's parameters."""
+    from snapcat.export import OUTPUT_NAME, ServingModel, export_model, stored_values
+    from snapcat.modeling import ModelSpec, build_model, get_backbone
+
+    classes = ["digital-devices", "furniture-interior", "plants"]
+    size = get_backbone(backbone).min_size
+    model, _ = build_model(
+        ModelSpec(backbone=backbone, num_classes=len(classes), image_size=size, weights="none")
+    )
+    version_dir = export_model(
+        model,
+        str(tmp_path / "m"),
+        classes=classes,
+        image_size=size,
+        jpeg_quality=90,
+        backbone=backbone,
+        taxonomy_dir=str(prepared),
+    )
+    assert stored_values(version_dir) == model.count_params()
+    served = ServingModel(version_dir)
+    assert served.output_names == sorted([OUTPUT_NAME, "classes", "model_version"])
