@@ -1,24 +1,24 @@
-"""Normalization throughput: ``snapcat.imaging.normalize_image`` against a naive Pillow pipeline.
+"""Normalization throughput by upload size, against the JPEG decode alone measured in the same run.
 
-Generates a few realistic 12 MP (4000x3000) phone-like JPEGs (smooth lighting gradients, sensor
-noise, shapes; quality 92; some with an EXIF orientation) in a temporary folder, then times, in
-this one process (a single core), both ways of turning them into the canonical ``size`` px
-letterboxed JPEG:
+Most listing photos are not 12 MP: apps resize before uploading, so a typical upload is a ~1 MP
+JPEG of ~200 KB. For each upload size below the script generates a few realistic phone-like JPEGs
+(smooth lighting, blurred objects with edges, sensor noise; quality 90; every other one shot in
+portrait, i.e. with EXIF orientation 6) and times, in this one process (a single core):
 
-- snapcat: ``normalize_image`` (DCT-scaled "draft" JPEG decode, shrink first, then colour work);
-- naive (the baseline the target is against): what one writes with Pillow's defaults: full
-  decode ``Image.open(...).convert("RGB")``, ``ImageOps.exif_transpose`` of the full image,
-  ``Image.resize`` with its default filter (bicubic, no ``reducing_gap``), the same letterbox
-  canvas and the same JPEG encode;
-- full decode + tuned resize (for information: how much of the gain is the decode): the full
-  decode as above, then snapcat's own ``letterbox`` resize (which uses ``reducing_gap``).
+- decode alone (the floor): Pillow's DCT-scaled decode, ``draft("RGB", (size, size))`` +
+  ``load()``, which is what any normalization must at least do;
+- snapcat: ``normalize_image``, the whole path to the canonical ``size`` px letterboxed JPEG;
+- naive (for reference): a full decode, ``ImageOps.exif_transpose``, Pillow's default resize,
+  the same letterbox and encode.
 
-Each is run ``--repeats`` times over all images; the median and best passes are reported with the
-speed-up (target: at least 4x). As a sanity check it also reports how far apart the two outputs
-are (mean absolute pixel difference), which must stay small: the speed must not come from
-producing a different picture.
+Rounds interleave every method on every size, so all see the same machine; CPU time of this
+process is measured (the work is single-threaded; other processes on a shared machine inflate
+wall-clock time, not this), and medians over the rounds are reported. The ratio "normalize vs
+decode" is normalize throughput / decode-alone throughput, the median of the per-round ratios
+(targets: >= 0.8 on typical uploads, >= 0.9 on 12 MP). As a sanity check it also prints how far
+snapcat's output is from the naive one (mean absolute difference, 0-255 scale).
 
-    python benchmarks/normalize_bench.py [--images 6] [--repeats 3] [--size 299]
+    python benchmarks/normalize_bench.py [--photos 4] [--rounds 7] [--size 299]
 """
 
 from __future__ import annotations
@@ -27,61 +27,71 @@ import argparse
 import io
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
-from tqdm import tqdm
 
 from snapcat import imaging
 
-WIDTH, HEIGHT = 4000, 3000
-#: EXIF orientations given to the generated photos in turn (1: none; 6 and 8: shot in portrait).
-ORIENTATIONS = (1, 6, 1, 8, 3, 1)
+#: (label, width, height) of the uploads measured.
+UPLOADS = (
+    ("1 MP", 1280, 960),
+    ("1 MP square", 1080, 1080),
+    ("2.7 MP", 1920, 1440),
+    ("12 MP", 4000, 3000),
+)
+QUALITY = 90
+#: Targets for "normalize vs decode alone", by upload label (the others: the 1 MP target).
+TARGETS = {"12 MP": 0.9}
+TYPICAL_TARGET = 0.8
 
 
-def make_photo(seed: int) -> Image.Image:
-    """A 12 MP image with the statistics of a photo rather than of a test card: low-frequency
-    lighting, a few blurred objects with edges, and per-pixel sensor noise."""
+def make_photo(width: int, height: int, seed: int) -> Image.Image:
+    """An image with the statistics of a photo rather than of a test card: low-frequency
+    lighting, a few blurred objects with edges, and per-pixel sensor noise (sized so that the
+    JPEG is as big as a real upload of that size: ~200 KB at 1 MP, ~1.8 MB at 12 MP)."""
     rng = np.random.default_rng(seed)
-    # Smooth lighting: a tiny random image upsampled with bicubic interpolation.
+    k = width / 4000  # shapes, edges and blur scale with the picture
     lighting = Image.fromarray(rng.integers(40, 220, size=(6, 8, 3), dtype=np.uint8), "RGB")
-    image = lighting.resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
+    image = lighting.resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(image)
     for _ in range(14):
-        x, y = int(rng.integers(0, WIDTH)), int(rng.integers(0, HEIGHT))
-        w, h = int(rng.integers(200, 1600)), int(rng.integers(200, 1200))
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        w, h = int(rng.integers(200, 1600) * k), int(rng.integers(200, 1200) * k)
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         box = [x - w // 2, y - h // 2, x + w // 2, y + h // 2]
         kind = rng.integers(0, 3)
         if kind == 0:
             draw.ellipse(box, fill=colour)
         elif kind == 1:
-            draw.rectangle(box, fill=colour, outline=(20, 20, 20), width=12)
+            draw.rectangle(box, fill=colour, outline=(20, 20, 20), width=max(1, int(12 * k)))
         else:
-            points = [tuple(int(v) for v in rng.integers(0, (WIDTH, HEIGHT))) for _ in range(5)]
+            points = [tuple(int(v) for v in rng.integers(0, (width, height))) for _ in range(5)]
             draw.polygon(points, fill=colour)
-    image = image.filter(ImageFilter.GaussianBlur(3))  # optics: no perfectly hard edges
+    image = image.filter(ImageFilter.GaussianBlur(3 * k))  # optics: no perfectly hard edges
     pixels = np.asarray(image, dtype=np.int16)
-    noise = rng.normal(0, 5, size=(HEIGHT, WIDTH, 1)) + rng.normal(0, 3, size=(HEIGHT, WIDTH, 3))
+    noise = rng.normal(0, 3, size=(height, width, 1)) + rng.normal(0, 2, size=(height, width, 3))
     pixels = np.clip(pixels + noise.astype(np.int16), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
 
 
-def generate(folder: Path, count: int, quality: int, seed: int) -> list[Path]:
-    paths = []
-    for i in tqdm(range(count), desc="generating 12 MP JPEGs", unit="img", file=sys.stdout):
-        exif = Image.Exif()
-        orientation = ORIENTATIONS[i % len(ORIENTATIONS)]
-        if orientation != 1:
-            exif[0x0112] = orientation
-        path = folder / f"photo_{i:02d}.jpg"
-        make_photo(seed + i).save(path, "JPEG", quality=quality, exif=exif, subsampling=2)
-        paths.append(path)
-    return paths
+def photo_bytes(width: int, height: int, seed: int, portrait: bool) -> bytes:
+    exif = Image.Exif()
+    if portrait:
+        exif[0x0112] = 6  # shot in portrait: stored sideways, rotated on display
+    buffer = io.BytesIO()
+    make_photo(width, height, seed).save(buffer, "JPEG", quality=QUALITY, exif=exif)
+    return buffer.getvalue()
+
+
+def decode_alone(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
+    """The floor: Pillow's DCT-scaled decode to at least ``size`` x ``size``, nothing else."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (spec.size, spec.size))
+    image.load()
+    return image
 
 
 def naive_normalize(data: bytes, spec: imaging.ImageSpec) -> bytes:
@@ -95,36 +105,18 @@ def naive_normalize(data: bytes, spec: imaging.ImageSpec) -> bytes:
     return imaging.encode_canonical(canvas, spec)
 
 
-def full_decode_tuned_resize(data: bytes, spec: imaging.ImageSpec) -> bytes:
-    """The full decode, but snapcat's resize: isolates what DCT-scaled decoding buys."""
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)).convert("RGB"))
-    return imaging.encode_canonical(imaging.letterbox(image, spec.size), spec)
+METHODS: dict[str, Callable[[bytes, imaging.ImageSpec], object]] = {
+    "decode": decode_alone,
+    "normalize": imaging.normalize_image,
+    "naive": naive_normalize,
+}
 
 
-def time_passes(
-    name: str,
-    function: Callable[[bytes, imaging.ImageSpec], bytes],
-    photos: list[bytes],
-    spec: imaging.ImageSpec,
-    repeats: int,
-) -> tuple[list[float], list[float], list[bytes]]:
-    """Wall-clock and CPU seconds of each of ``repeats`` passes over all photos; the outputs.
-
-    CPU time of this process is reported too because on a shared machine other processes
-    inflate wall-clock time; the work here is single-threaded, so the two agree when idle."""
-    function(photos[0], spec)  # warm-up: plugin registration, first-call costs
-    wall, cpu, outputs = [], [], []
-    progress = tqdm(total=repeats * len(photos), desc=f"{name:>8}", unit="img", file=sys.stdout)
-    for _ in range(repeats):
-        outputs = []
-        started, started_cpu = time.perf_counter(), time.process_time()
-        for data in photos:
-            outputs.append(function(data, spec))
-            progress.update()
-        wall.append(time.perf_counter() - started)
-        cpu.append(time.process_time() - started_cpu)
-    progress.close()
-    return wall, cpu, outputs
+def cpu_seconds_per_photo(function, photos: list[bytes], spec: imaging.ImageSpec) -> float:
+    started = time.process_time()
+    for data in photos:
+        function(data, spec)
+    return (time.process_time() - started) / len(photos)
 
 
 def mean_abs_diff(a: bytes, b: bytes) -> float:
@@ -135,74 +127,70 @@ def mean_abs_diff(a: bytes, b: bytes) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=6, help="12 MP photos to generate")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes per method")
+    parser.add_argument("--photos", type=int, default=4, help="photos generated per upload size")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds")
     parser.add_argument("--size", type=int, default=299, help="canonical size in px")
-    parser.add_argument("--quality", type=int, default=92, help="JPEG quality of the photos")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.images < 1 or args.repeats < 1:
-        parser.error("--images and --repeats must be at least 1")
+    if args.photos < 1 or args.rounds < 1:
+        parser.error("--photos and --rounds must be at least 1")
     spec = imaging.ImageSpec(size=args.size)
 
-    with tempfile.TemporaryDirectory(prefix="snapcat-bench-") as tmp:
-        paths = generate(Path(tmp), args.images, args.quality, args.seed)
-        photos = [p.read_bytes() for p in paths]  # time decoding, not disk reads
-    mb = sum(len(p) for p in photos) / len(photos) / 1e6
+    photos = {
+        label: [
+            photo_bytes(width, height, args.seed + i, portrait=i % 2 == 1)
+            for i in range(args.photos)
+        ]
+        for label, width, height in UPLOADS
+    }
     print(
-        f"{len(photos)} photos, {WIDTH}x{HEIGHT} JPEG q{args.quality}, {mb:.1f} MB on average, "
-        f"orientations {[ORIENTATIONS[i % len(ORIENTATIONS)] for i in range(len(photos))]}"
+        f"{args.photos} generated JPEGs per size (q{QUALITY}, every other with EXIF orientation "
+        f"6), to {args.size} px; {args.rounds} interleaved rounds, CPU time of one process",
+        flush=True,
     )
+    for label in photos:  # warm-up: plugin registration, first-call costs
+        for function in METHODS.values():
+            function(photos[label][0], spec)
 
-    naive_wall, naive_cpu, naive_out = time_passes(
-        "naive", naive_normalize, photos, spec, args.repeats
-    )
-    tuned_wall, tuned_cpu, _ = time_passes(
-        "tuned", full_decode_tuned_resize, photos, spec, args.repeats
-    )
-    ours_wall, ours_cpu, ours_out = time_passes(
-        "snapcat", imaging.normalize_image, photos, spec, args.repeats
-    )
-    diffs = [mean_abs_diff(a, b) for a, b in zip(naive_out, ours_out, strict=True)]
+    seconds = {(label, m): [] for label in photos for m in METHODS}
+    for round_ in range(1, args.rounds + 1):
+        for label, batch in photos.items():
+            for method, function in METHODS.items():
+                seconds[label, method].append(cpu_seconds_per_photo(function, batch, spec))
+        print(f"  round {round_}/{args.rounds} done", flush=True)
 
-    n = len(photos)
-    rows = {
-        "naive Pillow (defaults)": (naive_wall, naive_cpu),
-        "full decode + tuned resize": (tuned_wall, tuned_cpu),
-        "snapcat normalize_image": (ours_wall, ours_cpu),
-    }
-    figures = {
-        name: (
-            n / statistics.median(wall),
-            n / min(wall),
-            n / statistics.median(cpu),
-        )
-        for name, (wall, cpu) in rows.items()
-    }
     print()
     print(
-        f"normalize {n} photos to {args.size} px in one process, {args.repeats} passes each; "
-        "images/s:"
+        "| upload | JPEG | decode alone | normalize | normalize vs decode | target | naive "
+        "| speed-up vs naive | differs from naive by |"
     )
-    print(f"  {'':28}{'median':>9}{'best':>9}{'CPU time':>10}{'ms/image':>10}")
-    for name, (median, best, cpu) in figures.items():
-        print(f"  {name:28}{median:9.2f}{best:9.2f}{cpu:10.2f}{1000 / median:10.1f}")
-    ours = figures["snapcat normalize_image"]
-    for label, baseline_name in (
-        ("speed-up vs naive", "naive Pillow (defaults)"),
-        ("vs full decode + tuned", "full decode + tuned resize"),
-    ):
-        baseline = figures[baseline_name]
-        speedups = [o / b for o, b in zip(ours, baseline, strict=True)]
-        verdict = (
-            f"   (target >= 4x: {'met' if speedups[0] >= 4 else 'NOT met'} by the median)"
-            if baseline_name.startswith("naive")
-            else "   (information)"
+    print("|---|---|---|---|---|---|---|---|---|")
+    failed = []
+    for label, width, height in UPLOADS:
+        batch = photos[label]
+        rate = {m: 1 / statistics.median(seconds[label, m]) for m in METHODS}
+        ratio = statistics.median(
+            d / n
+            for d, n in zip(seconds[label, "decode"], seconds[label, "normalize"], strict=True)
         )
-        print(f"  {label:28}{speedups[0]:8.1f}x{speedups[1]:8.1f}x{speedups[2]:9.1f}x{verdict}")
+        target = TARGETS.get(label, TYPICAL_TARGET)
+        if ratio < target:
+            failed.append(label)
+        kb = statistics.mean(map(len, batch)) / 1024
+        size_text = f"{kb / 1024:.1f} MB" if kb >= 1024 else f"{kb:.0f} KB"
+        diff = statistics.mean(
+            mean_abs_diff(imaging.normalize_image(d, spec), naive_normalize(d, spec)) for d in batch
+        )
+        print(
+            f"| {label} ({width}×{height}) | {size_text} | {rate['decode']:.0f}/s "
+            f"| {rate['normalize']:.0f}/s | **{ratio:.2f}** | ≥ {target} "
+            f"| {rate['naive']:.1f}/s | {rate['normalize'] / rate['naive']:.1f}x "
+            f"| {diff:.2f} grey levels |"
+        )
+    print()
     print(
-        f"  outputs differ by {statistics.mean(diffs):.2f} grey levels on average "
-        f"(max {max(diffs):.2f} for one photo; 0-255 scale)"
+        "targets " + ("met" if not failed else f"NOT met for {', '.join(failed)}") + " (median "
+        "of per-round ratios; throughputs are medians of CPU time per photo)"
     )
     return 0
 

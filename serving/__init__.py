@@ -1,7 +1,14 @@
 """The listing-category KServe transformer (``python -m serving``), laid out like KServe's
-``python/custom_transformer``: :mod:`serving.model` holds the ``kserve.Model`` subclass, and
-:mod:`serving.__main__` parses KServe's standard flags plus a few of its own and starts
-``kserve.ModelServer``. The logic it runs lives in :mod:`snapcat.inference`.
+``python/custom_transformer``:
+
+- :mod:`serving.transformer`: the ``kserve.Model`` subclass (preprocess, predict, postprocess,
+  health) around :class:`snapcat.transformer_core.TransformerCore`;
+- :mod:`serving.server`: ``kserve.ModelServer`` with the transformer's uvicorn settings, routes and
+  health semantics; :mod:`serving.http_layer` (request guard, error handlers) and
+  :mod:`serving.connection` (header limit and timeout) beneath it;
+- :mod:`serving.capacity`: in-flight limits sized from the container's CPU and memory;
+- :mod:`serving.metrics`: the transformer's Prometheus metrics, with bounded labels;
+- :mod:`serving.__main__`: the flags.
 
 This package never imports TensorFlow: the serving image does not install it.
 """

@@ -1,8 +1,8 @@
 """``python -m serving``: the transformer container's entrypoint.
 
-Takes KServe's standard model-server flags (``--model_name``, ``--predictor_host``,
-``--predictor_protocol``, ``--http_port``, ``--workers``, ...; KServe's controller injects the
-first, second and fourth) plus its own::
+Takes KServe's standard model-server flags that apply to it (``--model_name``,
+``--predictor_host``, ``--predictor_protocol``, ``--http_port``, ...; KServe's controller injects
+the first, second and fourth) plus its own::
 
     python -m serving --model_name listing-category --predictor_host 127.0.0.1:8501 \\
         --model_dir /mnt/models --http_port 8080 --top_k 3
@@ -10,6 +10,13 @@ first, second and fourth) plus its own::
 ``--model_dir`` is where the model's files are (KServe's storage initializer downloads the
 transformer's ``STORAGE_URI`` to ``/mnt/models``); the labels and the model version come from
 there. The predictor must be TF Serving's REST API (``--predictor_protocol v1``).
+
+KServe flags that would do nothing here are not offered (and are ignored with a warning if
+given): gRPC (``--enable_grpc``, ``--grpc_port``, ...: the transformer serves HTTP only),
+``--workers`` (one process per pod; scale with replicas), ``--enable_docs_url``, and the
+predictor client settings ``--predictor_request_timeout_seconds``,
+``--predictor_request_retries`` and ``--enable_predictor_health_check`` (this transformer calls
+TF Serving itself: ``--predictor_timeout``; readiness always follows the predictor).
 """
 
 from __future__ import annotations
@@ -22,11 +29,18 @@ from kserve import logging as kserve_logging
 from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
-from serving.model import ListingCategoryTransformer, TransformerServer, install_http_extensions
-from snapcat.inference import (
+from serving.capacity import plan_capacity
+from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+from serving.http_layer import DEFAULT_BODY_TIMEOUT
+from serving.server import DEFAULT_MAX_CONNECTIONS, HttpLimits, TransformerServer
+from serving.transformer import ListingCategoryTransformer
+from snapcat.container_limits import read_container_limits
+from snapcat.transformer_core import (
     DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_PHOTO_DEADLINE,
     DEFAULT_PREDICTOR_TIMEOUT,
     DEFAULT_TOP_K,
     TransformerConfig,
@@ -34,13 +48,38 @@ from snapcat.inference import (
 
 logger = logging.getLogger("snapcat.serving")
 
+#: KServe model-server flags this transformer does not offer (see the module docstring).
+UNSUPPORTED_KSERVE_FLAGS = frozenset(
+    {
+        "grpc_port",
+        "enable_grpc",
+        "max_threads",
+        "grpc_max_send_message_length",
+        "grpc_max_receive_message_length",
+        "workers",
+        "enable_docs_url",
+        "predictor_request_timeout_seconds",
+        "predictor_request_retries",
+        "enable_predictor_health_check",
+    }
+)
+
+
+def _kserve_flags() -> argparse.ArgumentParser:
+    """KServe's model-server parser without the flags in :data:`UNSUPPORTED_KSERVE_FLAGS`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for action in model_server.parser._actions:
+        if action.dest not in UNSUPPORTED_KSERVE_FLAGS and action.dest != "help":
+            parent._add_action(action)
+    return parent
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m serving",
         description="Listing-photo category transformer: photo in, top-k categories out; "
         "normalizes photos and calls TF Serving's REST API.",
-        parents=[model_server.parser],
+        parents=[_kserve_flags()],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     group = parser.add_argument_group("snapcat transformer")
@@ -52,28 +91,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--top_k", type=int, default=DEFAULT_TOP_K, help="categories per photo")
     group.add_argument(
+        "--predictor_timeout",
+        type=float,
+        default=DEFAULT_PREDICTOR_TIMEOUT,
+        help="seconds to wait for the predictor before answering HTTP 503",
+    )
+    limits = parser.add_argument_group("request limits")
+    limits.add_argument(
+        "--host", default="0.0.0.0", help="address to bind (127.0.0.1: this machine only)"
+    )
+    limits.add_argument(
         "--max_image_bytes",
         type=int,
         default=DEFAULT_MAX_IMAGE_BYTES,
         help="largest photo file accepted (HTTP 413 above)",
     )
-    group.add_argument(
+    limits.add_argument(
         "--max_request_bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request body accepted (HTTP 413 above)",
     )
-    group.add_argument(
+    limits.add_argument(
         "--max_batch",
         type=int,
         default=DEFAULT_MAX_BATCH,
         help="most photos in one request (HTTP 400 above)",
     )
-    group.add_argument(
-        "--predictor_timeout",
+    limits.add_argument(
+        "--max_decode_bytes",
+        type=int,
+        default=DEFAULT_MAX_DECODE_BYTES,
+        help="most memory decoding one photo may need, estimated from its header before "
+        "decoding (HTTP 413 above)",
+    )
+    limits.add_argument(
+        "--decode_budget_bytes",
+        type=int,
+        default=0,
+        help="decode memory of all photos at once (0: from the container's memory limit)",
+    )
+    limits.add_argument(
+        "--max_photos_in_flight",
+        type=int,
+        default=0,
+        help="photos admitted at once, more get HTTP 503 + Retry-After (0: from the "
+        "container's CPU limit)",
+    )
+    limits.add_argument(
+        "--photo_deadline",
         type=float,
-        default=DEFAULT_PREDICTOR_TIMEOUT,
-        help="seconds to wait for the predictor before answering HTTP 503",
+        default=DEFAULT_PHOTO_DEADLINE,
+        help="seconds a photo may wait for decoding to start (HTTP 503 after)",
+    )
+    limits.add_argument(
+        "--max_header_bytes",
+        type=int,
+        default=DEFAULT_MAX_HEADER_BYTES,
+        help="largest request head (HTTP 431 above)",
+    )
+    limits.add_argument(
+        "--header_timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send the request head (HTTP 408 after)",
+    )
+    limits.add_argument(
+        "--body_timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds a client has to send the request body (HTTP 408 after)",
+    )
+    limits.add_argument(
+        "--max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections held at once (HTTP 503 above)",
     )
     return parser
 
@@ -83,12 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if args.configure_logging:
         kserve_logging.configure_logging(args.log_config_file)
+        # Our lines (one per refused request, predictor state changes) in KServe's format.
+        ours = logging.getLogger("snapcat")
+        ours.handlers = list(logging.getLogger("kserve").handlers)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
     if unknown:
-        logger.warning("ignoring unknown arguments: %s", " ".join(unknown))
+        logger.warning("ignoring unknown or unsupported arguments: %s", " ".join(unknown))
     if not args.predictor_host:
         parser.error("--predictor_host is required (KServe injects it; locally: HOST:PORT)")
     if args.predictor_protocol != "v1" or args.protocol != "v1":
         parser.error("the predictor is TF Serving: only --predictor_protocol v1 is supported")
+    if (
+        min(args.max_header_bytes, args.max_connections) < 1
+        or min(args.decode_budget_bytes, args.max_photos_in_flight) < 0
+    ):
+        parser.error("--max_header_bytes and --max_connections must be at least 1")
+    if not (args.header_timeout > 0 and args.body_timeout > 0):
+        parser.error("--header_timeout and --body_timeout must be positive")
     try:
         config = TransformerConfig(
             top_k=args.top_k,
@@ -96,11 +201,20 @@ def main(argv: list[str] | None = None) -> int:
             max_request_bytes=args.max_request_bytes,
             max_batch=args.max_batch,
             predictor_timeout=args.predictor_timeout,
+            max_decode_bytes=args.max_decode_bytes,
+            photo_deadline=args.photo_deadline,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    capacity = plan_capacity(
+        read_container_limits(),
+        max_photos=args.max_photos_in_flight,
+        decode_budget_bytes=args.decode_budget_bytes,
+    )
 
-    model = ListingCategoryTransformer(args.model_name, model_dir=args.model_dir, config=config)
+    model = ListingCategoryTransformer(
+        args.model_name, model_dir=args.model_dir, config=config, capacity=capacity
+    )
     try:
         model.load()
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -114,20 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         predictor_host=args.predictor_host,
         predictor_protocol="v1",
         predictor_use_ssl=args.predictor_use_ssl,
-        predictor_request_timeout_seconds=args.predictor_request_timeout_seconds,
-        predictor_request_retries=args.predictor_request_retries,
-        predictor_health_check=args.enable_predictor_health_check,
     )
     model.use_predictor(predictor_config)
-    install_http_extensions(model_server.app, config.max_request_bytes)
     server = TransformerServer(
+        http_limits=HttpLimits(
+            host=args.host,
+            max_request_bytes=config.max_request_bytes,
+            max_header_bytes=args.max_header_bytes,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+            max_requests=capacity.max_requests,
+            body_bytes_in_flight=capacity.body_bytes_in_flight,
+        ),
         http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        workers=args.workers,
-        max_threads=args.max_threads,
         max_asyncio_workers=args.max_asyncio_workers,
-        enable_grpc=args.enable_grpc,
-        enable_docs_url=args.enable_docs_url,
         enable_latency_logging=args.enable_latency_logging,
         access_log_format=args.access_log_format,
         event_loop=args.event_loop,

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from snapcat.inference import DEFAULT_MODEL_NAME
+from snapcat.transformer_core import DEFAULT_MODEL_NAME
 
 Photo = str | os.PathLike | bytes | bytearray
 

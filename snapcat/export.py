@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from snapcat import storage
 from snapcat.calibration import Calibration
 from snapcat.model_info import (
     MODEL_CARD_FILE,
@@ -134,7 +136,8 @@ def export_model(
     )
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{version}"
+    storage.sweep_stale_staging(root, ".staging-")  # left by exports that were killed
+    staging = root / f".staging-{os.getpid()}-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     target = root / str(version)
     try:

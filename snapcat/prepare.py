@@ -15,6 +15,8 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -90,6 +92,23 @@ def _process(task: tuple[SourceItem, imaging.ImageSpec]) -> Processed:
         return Processed(item, raw_sha, None, "decoder-error", f"{type(exc).__name__}: {exc}")
 
 
+def _exit_with_parent(prepare_pid: int) -> None:  # pragma: no cover - runs in a worker
+    """Worker start-up: the worker ends when ``snapcat prepare`` does, however it ends (a killed
+    pool owner otherwise leaves its workers blocked on their task queue for good)."""
+    threading.Thread(target=_watch_parent, args=(prepare_pid,), daemon=True).start()
+
+
+def _watch_parent(prepare_pid: int) -> None:  # pragma: no cover - runs in a worker
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(prepare_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass
+
+
 def _normalize_all(items: list[SourceItem], config: PrepareConfig) -> list[Processed]:
     workers = config.workers or os.cpu_count() or 1
     tasks = [(item, config.spec) for item in items]
@@ -98,7 +117,12 @@ def _normalize_all(items: list[SourceItem], config: PrepareConfig) -> list[Proce
         return [_process(t) for t in tqdm(tasks, **bar)]
     # forkserver: safe even when the caller already imported TensorFlow (fork would not be).
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         return list(tqdm(pool.map(_process, tasks, chunksize=8), **bar))
 
 

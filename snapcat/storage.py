@@ -63,6 +63,37 @@ def ensure_can_publish(output: str, overwrite: bool) -> None:
             )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_staging(parent: Path, prefix: str) -> list[Path]:
+    """Removes ``parent/<prefix><pid>-...`` folders whose writing process is gone (a killed
+    ``prepare`` or ``export`` cannot clean up after itself); returns what it removed. Folders
+    of a process still running, or without a pid in their name, are left alone."""
+    removed = []
+    if not parent.is_dir():
+        return removed
+    for path in parent.glob(f"{prefix}*"):
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
+        if path.is_dir() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def publish_dir(output: str, overwrite: bool) -> Iterator[Path]:
     """Yields an empty local staging folder; on success makes it appear at ``output`` at once.
@@ -91,7 +122,14 @@ def publish_dir(output: str, overwrite: bool) -> Iterator[Path]:
 
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    sweep_stale_staging(target.parent, f".{target.name}.staging-")
+    sweep_stale_staging(target.parent, f".{target.name}.old-")
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.staging-{os.getpid()}-", dir=target.parent)
+    )
+    # mkdtemp makes the folder private (0700); the published dataset gets the umask's mode like
+    # any folder its user creates.
+    staging.chmod(0o777 & ~_umask())
     try:
         yield staging
         (staging / SUCCESS_MARKER).write_bytes(b"")

@@ -155,8 +155,8 @@ class ServeLockOnly(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
         return None
 sys.meta_path.insert(0, ServeLockOnly())
-import serving.__main__, serving.model
-from snapcat.inference import InferenceCore
+import serving.__main__, serving.transformer
+from snapcat.transformer_core import TransformerCore
 assert "tensorflow" not in sys.modules and "keras" not in sys.modules
 print(json.dumps(sorted(hidden)))
 """
@@ -191,7 +191,7 @@ def test_entrypoint_takes_kserves_flags():
         "--predictor_host",
         "--http_port",
         "--predictor_protocol",
-        "--workers",
+        "--host",
         "--model_dir",
         "--top_k",
         "--max_image_bytes",

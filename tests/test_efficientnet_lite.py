@@ -129,9 +129,11 @@ def test_conversion_is_cached_under_the_checkpoint_hash(tmp_path, monkeypatch):
 
     tampered = tmp_path / "tampered.pth"
     shutil.copyfile(efficientnet_lite.checkpoint_path(), tampered)
-    with open(tampered, "r+b") as handle:
-        handle.seek(-4, 2)
-        handle.write(b"\0\0\0\0")
+    with open(tampered, "r+b") as handle:  # one weight byte changed
+        handle.seek(1_000_000)
+        byte = handle.read(1)
+        handle.seek(1_000_000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
     monkeypatch.setattr(efficientnet_lite, "checkpoint_path", lambda: tampered)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "other"))
     with pytest.raises(efficientnet_lite.LiteWeightsError, match="SHA-256"):
@@ -157,10 +159,18 @@ TRANSFER_SIZE = 160
 
 @pytest.fixture(scope="module")
 def prepared_160(tmp_path_factory):
-    from snapcat.prepare import PrepareConfig, prepare
+    from snapcat.prepare import PrepareConfig, run_prepare
 
     out = tmp_path_factory.mktemp("lite") / "prepared"
-    prepare(PrepareConfig(input=str(SAMPLE_DIR), output=str(out), image_size=TRANSFER_SIZE))
+    run_prepare(
+        PrepareConfig(
+            input=str(SAMPLE_DIR),
+            output=str(out),
+            image_size=TRANSFER_SIZE,
+            workers=2,
+            progress=False,
+        )
+    )
     return out
 
 

@@ -3,6 +3,7 @@ with a typed error, cheaply."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import struct
 import time
@@ -102,6 +103,18 @@ def test_output_is_deterministic_and_small():
     assert len(first) < 60_000  # a few tens of KB at 299 px
 
 
+def test_threads_normalizing_at_once_get_the_same_bytes():
+    """The serving transformer normalizes on a thread pool; the decoder, resizer and colour
+    transforms release the GIL, so they really run at once."""
+    photos = [make_image_bytes("JPEG", size=(900, 600), seed=s) for s in range(3)]
+    photos.append(make_image_bytes("PNG", size=(300, 500), mode="RGBA", seed=3))
+    photos.append(make_image_bytes("JPEG", size=(500, 400), seed=4, icc_profile=_srgb_icc()))
+    expected = [normalize_image(p, SPEC) for p in photos]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda p: normalize_image(p, SPEC), photos * 6))
+    assert results == expected * 6
+
+
 def test_letterbox_keeps_aspect_ratio_and_centres():
     # 200x100 at 96 px: 96x48 content with 24 white rows above and below, nothing cropped.
     image = Image.new("RGB", (200, 100), (0, 0, 200))
@@ -133,16 +146,34 @@ def test_large_jpeg_uses_draft_and_stays_correct():
 @pytest.mark.parametrize(
     ("source", "decoded"),
     [
-        ((4000, 3000), (500, 375)),  # 1/8 scale still covers 299 px
-        ((2400, 1600), (600, 400)),  # 1/8 would be 200 px high: 1/4
-        ((700, 500), (700, 500)),  # any reduction would go below 299 px
+        ((4000, 3000), (500, 375)),  # 1/8 scale still covers the 299x224 content
+        ((1920, 1080), (480, 270)),  # 16:9: 299x168 content, so 1/4 although 1080/4 < 299
+        ((1080, 1080), (540, 540)),  # 1/4 would be 270 px: 1/2
+        ((1280, 960), (640, 480)),  # 1/4 (320x240) would leave too little for the resize
+        ((3000, 1000), (750, 250)),  # a panorama's 299x100 content
+        ((700, 500), (700, 500)),  # 1/2 (350x250) would leave too little for the resize
     ],
 )
-def test_jpeg_draft_decodes_small_but_never_below_target(source, decoded):
+def test_jpeg_decodes_at_the_smallest_scale_leaving_a_margin_over_the_content(source, decoded):
     data = encode(Image.new("RGB", source, RED), "JPEG", quality=80)
-    image = imaging.open_image(data, ImageSpec())
-    assert image.size == decoded
-    assert min(image.size) >= 299
+    spec = ImageSpec()
+    image = imaging.open_image(data, spec)
+    assert image.size == source  # opening reads the header only
+    plan = imaging.plan_decode(image, spec)
+    assert plan.size == decoded
+    content = imaging.content_size(*source, spec.size)
+    assert plan.content == content
+    assert decoded[0] * 3 >= content[0] * 4 and decoded[1] * 3 >= content[1] * 4
+    assert imaging.decode(image, data, plan).size == decoded
+
+
+def test_other_formats_are_decoded_at_full_size():
+    data = encode(Image.new("RGB", (1200, 900), RED), "PNG")
+    spec = ImageSpec()
+    image = imaging.open_image(data, spec)
+    plan = imaging.plan_decode(image, spec)
+    assert (plan.scale, plan.size) == (1, (1200, 900))
+    assert imaging.decode(image, data, plan).size == (1200, 900)
 
 
 # ------------------------------------------------------------------------- transparency
@@ -292,6 +323,29 @@ def test_gray_and_bilevel_become_rgb():
     ImageDraw.Draw(bilevel).rectangle([40, 0, 79, 79], fill=1)
     arr = pixels(encode(bilevel, "BMP"))
     assert close(arr[40, 10], (0, 0, 0)) and close(arr[40, 85], (255, 255, 255))
+
+
+def test_greyscale_jpeg_takes_the_fast_decoder():
+    data = make_image_bytes("JPEG", size=(800, 600), mode="L", color=90)
+    image = imaging.open_image(data, ImageSpec())
+    decoded = imaging.decode(image, data, imaging.plan_decode(image, ImageSpec()))
+    assert (decoded.mode, decoded.size) == ("L", (400, 300))
+    assert close(pixels(data)[48, 48], (90, 90, 90), 3)
+
+
+def test_jpeg_with_a_decoder_warning_is_still_accepted():
+    """libjpeg-turbo warns about junk between markers (some cameras write it); the strict fast
+    decoder gives up and Pillow, which accepts it as it always did, decodes the photo."""
+    clean = make_image_bytes("JPEG", size=(640, 480), seed=8)
+    tables = clean.index(b"\xff\xdb")
+    junk = clean[:tables] + b"\x00\x00\x00" + clean[tables:]
+    assert imaging._decode_jpeg_turbo(junk, *_opened_and_planned(junk)) is None
+    assert normalize_image(junk, SPEC) == normalize_image(clean, SPEC)
+
+
+def _opened_and_planned(data: bytes):
+    image = imaging.open_image(data, SPEC)
+    return image, imaging.plan_decode(image, SPEC)
 
 
 # ------------------------------------------------------------------------- ICC profiles

@@ -653,3 +653,72 @@ def test_object_store_input_and_output(tmp_path):
     run_prepare(dataclasses.replace(config, overwrite=True))
     assert storage.is_complete("memory://bucket/prepared")
     fs.rm("/bucket", recursive=True)
+
+
+# ------------------------------------------------------------------------- killed runs (finding 7)
+def test_killed_prepare_leaves_no_workers(tmp_path):
+    """Issue 10, finding 7: ``kill -9`` of ``snapcat prepare`` mid-run left its worker processes
+    alive for good."""
+    import signal
+    import time
+
+    import psutil
+
+    photo = make_image_bytes("PNG", size=(1200, 900), seed=3)  # decoded at full size: slow
+    for i in range(400):
+        folder = tmp_path / "in" / ("plants" if i % 2 else "home-appliances")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"p{i:04d}.png").write_bytes(photo + i.to_bytes(4, "big"))
+    command = [sys.executable, "-m", "snapcat.cli", "prepare", "--input", str(tmp_path / "in")]
+    command += ["--output", str(tmp_path / "out"), "--workers", "2", "--image-size", "80"]
+    process = subprocess.Popen(
+        command + ["--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        parent = psutil.Process(process.pid)
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = list(parent.children(recursive=True))
+            if len(workers) >= 3:  # the forkserver and two workers, mid-run
+                break
+            time.sleep(0.1)
+        assert process.poll() is None and len(workers) >= 3, (
+            f"prepare ended early: {process.poll()} {process.stderr.read() if process.poll() is not None else b''}"
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived prepare: {alive}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_staging_folders_of_killed_runs_are_swept_by_the_next(tmp_path):
+    """Issue 10, finding 7: a prepare killed while writing left ``.out.staging-*`` (and a retired
+    ``.out.old-*``) behind for good; the next run into the same parent removes them."""
+    (tmp_path / ".out.staging-999999999-x1y2").mkdir()  # a pid no process has
+    (tmp_path / ".out.old-999999999").mkdir()
+    make_tree(tmp_path / "in", {"plants": 6})
+    run_prepare(config(tmp_path / "in", tmp_path / "out"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_prepared_dataset_folder_is_not_private(tmp_path):
+    """Issue 10, finding 7: the dataset folder came out 0700 (mkdtemp's mode)."""
+    make_tree(tmp_path / "in", {"plants": 6})
+    run_prepare(config(tmp_path / "in", tmp_path / "out"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_a_running_writers_staging_folder_is_left_alone(tmp_path):
+    live = tmp_path / f".out.staging-{os.getpid()}-abc"
+    dead = tmp_path / ".out.staging-999999999-abc"
+    live.mkdir()
+    dead.mkdir()
+    assert storage.sweep_stale_staging(tmp_path, ".out.staging-") == [dead]
+    assert live.exists() and not dead.exists()

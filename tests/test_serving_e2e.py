@@ -55,6 +55,8 @@ MAX_IMAGE_BYTES = 1_000_000
 MAX_REQUEST_BYTES = 3_000_000
 MAX_BATCH = 8
 PREDICTOR_TIMEOUT = 3.0
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 2.0
 #: Scores come back rounded to 4 decimals, and batch composition may move float32 results a bit.
 TOLERANCE = 2e-3
 
@@ -201,13 +203,17 @@ class Stack:
                 f"--max_request_bytes={MAX_REQUEST_BYTES}",
                 f"--max_batch={MAX_BATCH}",
                 f"--predictor_timeout={PREDICTOR_TIMEOUT}",
+                f"--header_timeout={HEADER_TIMEOUT}",
+                f"--body_timeout={BODY_TIMEOUT}",
+                # not from this machine's cgroup: test_concurrent_clients sends 8 at once
+                "--max_photos_in_flight=16",
                 "--enable_latency_logging=false",
             ],
         )
         command[1:1] = ["-X", "importtime"]  # every module the process imports, in its log
         self.transformer = spawn(command, self.logs / "transformer.log")
 
-    def wait_ready(self, timeout: float = 180) -> None:
+    def wait_ready(self, timeout: float = 420) -> None:
         try:
             wait_http_ok(self.ready_url, timeout, [p for p in (self.predictor, self.transformer)])
         except (RuntimeError, TimeoutError) as exc:
@@ -636,7 +642,9 @@ def test_transformer_never_imports_tensorflow(stack):
         for line in log.splitlines()
         if line.startswith("import time:")
     ]
-    assert "kserve" in modules and "serving.model" in modules  # the log is what we think it is
+    assert (
+        "kserve" in modules and "serving.transformer" in modules
+    )  # the log is what we think it is
     heavy = [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
     assert not heavy, heavy
 
@@ -806,3 +814,210 @@ def test_serve_local_starts_both_and_stops_cleanly(model_dir, tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ------------------------------------------------------------- hostile traffic (issue 10 findings)
+BOMB_WEBP = REPO_ROOT / "tests" / "data" / "blank-16383x6100-lossless.webp"
+
+
+def _log_since(stack, offset: int) -> str:
+    return (stack.logs / "transformer.log").read_bytes()[offset:].decode(errors="replace")
+
+
+def _log_size(stack) -> int:
+    return (stack.logs / "transformer.log").stat().st_size
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def test_finding_1_management_routes_are_not_served_and_liveness_needs_the_model(stack, http):
+    for verb in ("unload", "load"):
+        response = http.post(f"{stack.url}/v2/repository/models/{MODEL_NAME}/{verb}")
+        assert response.status_code == 404, response.text
+    for path in ("/openapi.json", "/docs", "/v2/repository/index"):
+        assert http.get(f"{stack.url}{path}").status_code == 404
+    assert http.get(stack.ready_url).status_code == 200  # the model is still loaded
+    assert http.post(stack.predict_url, json=v1(GOOD)).status_code == 200
+    assert http.get(f"{stack.url}/v2/health/live").status_code == 200
+
+
+def test_finding_2_a_few_kb_that_decode_to_gbs_are_refused_before_decoding(stack, http):
+    bomb = BOMB_WEBP.read_bytes()
+    assert len(bomb) < 5000  # 16383 x 6100 lossless WebP: ~1.7 GB to decode
+    before = _rss_mb(stack.transformer.pid)
+    start = time.monotonic()
+    response = http.post(stack.predict_url, json=v1(*[bomb] * 4))
+    elapsed = time.monotonic() - start
+    assert response.status_code == 413, response.text
+    assert "over-decode-budget" in response.json()["error"]
+    assert "per-photo decode budget" in response.json()["error"]
+    assert elapsed < 5.0  # milliseconds of work; decoding would be seconds per photo
+    assert _rss_mb(stack.transformer.pid) - before < 100
+    assert http.post(stack.predict_url, json=v1(GOOD)).status_code == 200
+
+
+def test_finding_3_overload_is_shed_with_a_fast_503_and_retry_after(stack, model_dir, tmp_path):
+    """A second transformer that admits one photo at a time: concurrent requests beyond it get an
+    immediate 503 with Retry-After instead of queueing; every answer is 200 or 503."""
+    port = free_port()
+    command = transformer_command(
+        predictor_host=f"127.0.0.1:{stack.predictor_port}",
+        port=port,
+        model_name=MODEL_NAME,
+        model_dir=str(model_dir),
+        extra=["--max_photos_in_flight=1", "--enable_latency_logging=false"],
+    )
+    process = spawn(command, tmp_path / "shedding.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http_ok(f"{url}/v1/models/{MODEL_NAME}", 120, [process])
+        big = make_image_bytes("JPEG", size=(2000, 1500), seed=77)
+        results: list[tuple[int, float, str | None]] = []
+
+        def one(_):
+            with httpx.Client(timeout=60) as client:
+                start = time.monotonic()
+                response = client.post(f"{url}/v1/models/{MODEL_NAME}:predict", json=v1(big))
+                results.append(
+                    (
+                        response.status_code,
+                        time.monotonic() - start,
+                        response.headers.get("retry-after"),
+                    )
+                )
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, range(8)))
+        statuses = [r[0] for r in results]
+        assert set(statuses) <= {200, 503}, statuses
+        assert 200 in statuses and 503 in statuses, statuses
+        shed = [r for r in results if r[0] == 503]
+        assert all(r[2] == "1" for r in shed)
+        assert min(r[1] for r in shed) < 2.0  # refused at once, not after queueing
+    finally:
+        stop_process(process)
+
+
+def test_finding_4_unknown_model_names_do_not_create_metric_series(stack):
+    with httpx.Client(timeout=30) as http:
+        before = http.get(f"{stack.url}/metrics").text
+        for i in range(150):
+            http.post(f"{stack.url}/v1/models/random-{i}:predict", json=v1(GOOD))
+            http.post(f"{stack.url}/v2/models/random-{i}/infer", content=b"{bad")
+        after = http.get(f"{stack.url}/metrics").text
+    labels = set(re.findall(r'model_name="([^"]*)"', after))
+    assert labels <= {MODEL_NAME, "unknown", ""}, labels
+    assert len(after) - len(before) < 5000
+    assert re.search(r'snapcat_request_errors_total\{model_name="unknown".*status="404"\} ', after)
+
+
+def _raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_finding_5_header_limit_and_slow_clients(stack, http):
+    before = _rss_mb(stack.transformer.pid)
+    answer = _raw(stack.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 300_000)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    # Many unfinished huge headers at once cost nothing: each connection is cut at 64 KB.
+    sockets = []
+    try:
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 1_000_000)
+            sockets.append(sock)
+        assert _rss_mb(stack.transformer.pid) - before < 50
+        start = time.monotonic()
+        assert http.post(stack.predict_url, json=v1(GOOD)).status_code == 200
+        assert time.monotonic() - start < 2.0
+    finally:
+        for sock in sockets:
+            sock.close()
+    # A request head that never finishes: 408 after the header timeout.
+    start = time.monotonic()
+    answer = _raw(stack.port, b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert HEADER_TIMEOUT - 0.2 < time.monotonic() - start < HEADER_TIMEOUT + 2
+    # A body trickling in at a byte per 0.5 s: 408 after the body timeout.
+    head = (
+        f"POST /v1/models/{MODEL_NAME}:predict HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+    ).encode()
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        for _ in range(20):
+            with contextlib.suppress(OSError):
+                sock.sendall(b"{")
+            sock.settimeout(0.5)
+            try:
+                answer += sock.recv(4096)
+            except TimeoutError:
+                continue
+            if answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - start < BODY_TIMEOUT + 2
+
+
+def test_finding_6_small_ones(stack, http):
+    offset = _log_size(stack)
+    # any content type was accepted
+    response = http.post(stack.predict_url, content=b"a=b", headers={"content-type": "text/plain"})
+    assert response.status_code == 415, response.text
+    # V2 shape was not checked
+    infer = f"{stack.url}/v2/models/{MODEL_NAME}/infer"
+    element = {"name": "image_bytes", "datatype": "BYTES", "data": [b64(GOOD)]}
+    assert http.post(infer, json={"inputs": [{**element, "shape": [1]}]}).status_code == 200
+    for shape in ([3], [1, 2], [2, 1]):
+        response = http.post(infer, json={"inputs": [{**element, "shape": shape}]})
+        assert response.status_code == 400 and "shape" in response.json()["error"], shape
+    # GET on :predict, malformed requests: one log line each, no traceback
+    assert http.get(stack.predict_url).status_code in (404, 405)
+    bad = http.post(
+        stack.predict_url, content=b"{bad", headers={"content-type": "application/json"}
+    )
+    assert bad.status_code == 400
+    # a client that disconnects mid-body is not a server error
+    _raw(
+        stack.port,
+        (
+            f"POST /v1/models/{MODEL_NAME}:predict HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{partial"
+        ).encode(),
+        timeout=0.5,
+    )
+    time.sleep(0.5)
+    log = _log_since(stack, offset)
+    assert "Traceback" not in log, log[-3000:]
+    assert " 500" not in log and "HTTP 500" not in log, log[-3000:]
+    refusals = [line for line in log.splitlines() if "snapcat.serving" in line and "HTTP " in line]
+    assert len(refusals) == 1 + 3 + 2 + 1, "\n".join(refusals)
+    assert any("client-disconnected" in line for line in refusals)
+    # error counters saw the 400 KServe itself answered
+    metrics = http.get(f"{stack.url}/metrics").text
+    assert 'reason="invalid-input",status="400"' in metrics
+    assert 'reason="unsupported-media-type",status="415"' in metrics
+    # bound to loopback as asked, one port only (no gRPC)
+    full_log = (stack.logs / "transformer.log").read_text(errors="replace")
+    assert f"Uvicorn running on http://127.0.0.1:{stack.port}" in full_log
+    import psutil
+
+    listening = {
+        c.laddr.port
+        for c in psutil.Process(stack.transformer.pid).connections("inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert listening == {stack.port}

@@ -9,7 +9,7 @@ import unicodedata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.inference import DEFAULT_MODEL_NAME
+    from snapcat.transformer_core import DEFAULT_MODEL_NAME
 
     p = sub.add_parser(
         "classify",

@@ -21,7 +21,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.inference import (
+    from snapcat.predictor import DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_PORT
+    from snapcat.transformer_core import (
         DEFAULT_MAX_BATCH,
         DEFAULT_MAX_IMAGE_BYTES,
         DEFAULT_MAX_REQUEST_BYTES,
@@ -29,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         DEFAULT_PREDICTOR_TIMEOUT,
         DEFAULT_TOP_K,
     )
-    from snapcat.predictor import DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_MAX_BATCH_SIZE, DEFAULT_PORT
 
     p = sub.add_parser(
         "serve",
@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--predictor-host", required=True, help="the predictor's HOST:PORT")
     tr.add_argument("--port", type=int, default=8080)
+    tr.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     tr.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     tr.add_argument(
         "--model-dir",
@@ -129,9 +130,10 @@ def transformer_command(
     model_name: str,
     model_dir: str,
     top_k: int | None = None,
+    host: str = "127.0.0.1",
     extra: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
-    """``python -m serving ...`` with KServe's flags, HTTP only (no gRPC port)."""
+    """``python -m serving ...`` with KServe's flags, bound to ``host``."""
     command = [
         sys.executable,
         "-m",
@@ -139,8 +141,8 @@ def transformer_command(
         f"--model_name={model_name}",
         f"--predictor_host={predictor_host}",
         f"--http_port={port}",
+        f"--host={host}",
         f"--model_dir={model_dir}",
-        "--enable_grpc=false",
     ]
     if top_k is not None:
         command.append(f"--top_k={top_k}")
@@ -242,7 +244,7 @@ class LocalStack:
         log_dir: str | Path | None = None,
         transformer_args: tuple[str, ...] = (),
     ):
-        from snapcat.inference import DEFAULT_MODEL_NAME
+        from snapcat.transformer_core import DEFAULT_MODEL_NAME
 
         self.model_dir = str(model_dir)
         self.host = host
@@ -289,6 +291,7 @@ class LocalStack:
                 model_name=self.model_name,
                 model_dir=self.model_dir,
                 top_k=self.top_k,
+                host=self.host,
                 extra=self.transformer_args,
             ),
             self._log("transformer"),
@@ -349,6 +352,7 @@ def run_transformer(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         model_dir=args.model_dir,
         top_k=args.top_k,
+        host=args.host,
         extra=[
             f"--max_image_bytes={args.max_image_bytes}",
             f"--max_request_bytes={args.max_request_bytes}",

@@ -1,5 +1,5 @@
-"""The serving core without servers: request parsing, per-instance errors, the TF Serving request,
-top-k shaping (snapcat.inference), and the local predictor's TF Serving request parsing and
+"""The serving core without servers: request parsing, per-instance errors, the TF Serving request
+(snapcat.transformer_core), top-k shaping (snapcat.responses), and the local predictor's TF Serving request parsing and
 micro-batching (snapcat.predictor), all without KServe or TensorFlow."""
 
 from __future__ import annotations
@@ -11,25 +11,54 @@ import struct
 import subprocess
 import sys
 import zlib
-from dataclasses import replace
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, make_image_bytes
 
 from snapcat.imaging import ImageSpec, normalize_image
-from snapcat.inference import (
-    BadRequestError,
-    InferenceCore,
-    InstanceError,
-    PayloadTooLargeError,
-    PlainV2Input,
-    PredictorResponseError,
-    TransformerConfig,
-    decode_base64,
-)
 from snapcat.model_info import ModelInfo
 from snapcat.predictor import MicroBatcher, RestError, parse_predict_request
+from snapcat.responses import ResponseBuilder
+from snapcat.serving_errors import (
+    BadRequestError,
+    InstanceError,
+    PayloadTooLargeError,
+    PredictorResponseError,
+)
+from snapcat.transformer_core import (
+    PredictorAnswer,
+    TransformerConfig,
+    TransformerCore,
+    decode_base64,
+)
+
+
+@dataclass(frozen=True)
+class V2Input:
+    """One V2 input as ``kserve.InferInput`` carries it (without importing KServe)."""
+
+    name: str
+    datatype: str
+    shape: list
+    data: Any = None
+
+
+def normalize_all(core: TransformerCore, items) -> list[bytes]:
+    """What the transformer does per request: normalize every parsed photo, one error for all."""
+    return core.collect(
+        [
+            item if isinstance(item, InstanceError) else core.normalize(i, item)
+            for i, item in enumerate(items)
+        ]
+    )
+
+
+def answer_of(core: TransformerCore, rows) -> PredictorAnswer:
+    """Bare score rows as the predictor's answer for this model's classes."""
+    return core.read_predictions({"predictions": rows}, len(rows))
 
 
 def b64(data: bytes) -> str:
@@ -52,8 +81,11 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-@pytest.fixture(scope="module")
-def info(taxonomy) -> ModelInfo:
+def make_info() -> ModelInfo:
+    """A 5-class model's info at 96 px, with labels that are not the packaged ones."""
+    from snapcat.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load()
     classes = taxonomy.trainable_slugs[:5]
     return ModelInfo(
         classes=tuple(classes),
@@ -69,8 +101,13 @@ def info(taxonomy) -> ModelInfo:
 
 
 @pytest.fixture(scope="module")
-def core(info) -> InferenceCore:
-    return InferenceCore(info, TransformerConfig(max_batch=4, max_image_bytes=200_000))
+def info() -> ModelInfo:
+    return make_info()
+
+
+@pytest.fixture(scope="module")
+def core(info) -> TransformerCore:
+    return TransformerCore(info, TransformerConfig(max_batch=4, max_image_bytes=200_000))
 
 
 def v1(*photos: bytes) -> dict:
@@ -132,7 +169,7 @@ def test_v1_instance_errors_name_index_and_reason(core):
     ]
     assert str(errors[2]).startswith("instance 3: bad-base64: ")
     with pytest.raises(BadRequestError) as caught:
-        core.normalize_all(items)
+        normalize_all(core, items)
     message = caught.value.message
     assert "instance 1: missing-field" in message and "instance 3: bad-base64" in message
     assert caught.value.status == 400
@@ -145,18 +182,18 @@ def test_oversized_photo_is_413_before_and_after_decoding(core):
     assert isinstance(items[0], InstanceError)
     assert (items[0].reason, items[0].status) == ("too-large", 413)
     with pytest.raises(PayloadTooLargeError) as caught:
-        core.normalize_all(items)
+        normalize_all(core, items)
     assert caught.value.status == 413
     assert caught.value.message.startswith("instance 0: too-large: the file is 293 KB")
     # Raw bytes (V2 over gRPC) are checked by their length.
-    raw = core.parse_v2([PlainV2Input("image_bytes", "BYTES", [1], [big])])
+    raw = core.parse_v2([V2Input("image_bytes", "BYTES", [1], [big])])
     assert raw[0].status == 413
 
 
 def test_mixed_errors_are_400(core):
     items = core.parse_v1(v1(b"\xff\xd8" + bytes(300_000), b"not an image at all"))
     with pytest.raises(BadRequestError) as caught:
-        core.normalize_all(items)
+        normalize_all(core, items)
     assert caught.value.status == 400
     assert "instance 0: too-large" in caught.value.message
     assert "instance 1: unsupported-format" in caught.value.message
@@ -188,8 +225,8 @@ def test_normalization_is_the_shared_module(core, info):
         make_image_bytes("HEIF", size=(256, 192), seed=6),
         make_image_bytes("JPEG", size=(320, 240), seed=7, orientation=6),
     ]
-    canonical = core.normalize_all(core.parse_v1(v1(*photos[:4]))) + core.normalize_all(
-        core.parse_v1(v1(photos[4]))
+    canonical = normalize_all(core, core.parse_v1(v1(*photos[:4]))) + normalize_all(
+        core, core.parse_v1(v1(photos[4]))
     )
     spec = ImageSpec(size=info.image_size, jpeg_quality=info.jpeg_quality)
     assert canonical == [normalize_image(p, spec) for p in photos]
@@ -203,20 +240,20 @@ def test_self_test_passes(core):
 def test_v2_forms(core):
     photo = make_image_bytes("PNG", seed=8)
     forms = [
-        PlainV2Input("image_bytes", "BYTES", [2], [b64(photo), {"b64": b64(photo)}]),
-        PlainV2Input("image_bytes", "BYTES", [2, 1], [[b64(photo)], [b64(photo)]]),
-        PlainV2Input("image_bytes", "BYTES", [2], [photo, photo]),  # gRPC raw contents
+        V2Input("image_bytes", "BYTES", [2], [b64(photo), {"b64": b64(photo)}]),
+        V2Input("image_bytes", "BYTES", [2, 1], [[b64(photo)], [b64(photo)]]),
+        V2Input("image_bytes", "BYTES", [2], [photo, photo]),  # gRPC raw contents
     ]
     for form in forms:
-        assert core.parse_v2([PlainV2Input("other", "FP32", [1], [0.0]), form]) == [photo] * 2
+        assert core.parse_v2([V2Input("other", "FP32", [1], [0.0]), form]) == [photo] * 2
 
 
 @pytest.mark.parametrize(
     ("inputs", "fragment"),
     [
-        ([PlainV2Input("image", "BYTES", [1], ["x"])], "no input named 'image_bytes'"),
-        ([PlainV2Input("image_bytes", "FP32", [1], [1.0])], "datatype BYTES"),
-        ([PlainV2Input("image_bytes", "BYTES", [0], [])], "no images"),
+        ([V2Input("image", "BYTES", [1], ["x"])], "no input named 'image_bytes'"),
+        ([V2Input("image_bytes", "FP32", [1], [1.0])], "datatype BYTES"),
+        ([V2Input("image_bytes", "BYTES", [0], [])], "no images"),
     ],
 )
 def test_v2_request_errors(core, inputs, fragment):
@@ -225,13 +262,13 @@ def test_v2_request_errors(core, inputs, fragment):
 
 
 def test_v2_bad_element_is_an_instance_error(core):
-    items = core.parse_v2([PlainV2Input("image_bytes", "BYTES", [2], ["!!", 5])])
+    items = core.parse_v2([V2Input("image_bytes", "BYTES", [2], ["!!", 5])])
     assert [(e.index, e.reason) for e in items] == [(0, "bad-base64"), (1, "bad-field")]
 
 
 # ------------------------------------------------------------------------------- predictor I/O
 def test_predictor_body_is_tf_serving_row_format_with_b64(core):
-    canonical = core.normalize_all(core.parse_v1(v1(make_image_bytes("JPEG", seed=9))))
+    canonical = normalize_all(core, core.parse_v1(v1(make_image_bytes("JPEG", seed=9))))
     body = core.predictor_body(canonical)
     parsed = json.loads(body)
     assert parsed["signature_name"] == "serving_default"
@@ -254,24 +291,46 @@ def test_read_predictions_checks_count_and_width(core):
     assert "2 scores per image" in caught.value.message and "5 classes" in caught.value.message
     with pytest.raises(PredictorResponseError, match="1 predictions for 2 images"):
         core.read_predictions({"predictions": rows[:1]}, 2)
-    with pytest.raises(PredictorResponseError, match="boom"):
-        core.read_predictions({"error": "boom"}, 1)
+    # Finding 6: the predictor's own error text is logged, never passed to the client.
+    with pytest.raises(PredictorResponseError, match="no 'predictions'") as caught:
+        core.read_predictions({"error": "boom at /srv/model/variables"}, 1)
+    assert "boom" not in caught.value.message
     with pytest.raises(PredictorResponseError, match="not lists of numbers"):
         core.read_predictions({"predictions": [["a"] * 5]}, 1)
 
 
 def test_responses_use_the_models_labels_and_top_k(core, info):
     rows = [[0.05, 0.6, 0.1, 0.2, 0.05]]
-    response = core.v1_response(rows)
+    responses = ResponseBuilder(info.labels, core.top_k)
+    response = responses.v1_response(answer_of(core, rows))
     assert response["model_version"] == "1234567890"
     categories = response["predictions"][0]["categories"]
     assert [c["slug"] for c in categories] == [info.classes[1], info.classes[3], info.classes[2]]
     assert [c["label"] for c in categories] == ["라벨-1", "라벨-3", "라벨-2"]
     assert [c["score"] for c in categories] == [0.6, 0.2, 0.1]
-    outputs = {o["name"]: o for o in core.v2_outputs(rows)}
+    outputs = {o["name"]: o for o in responses.v2_outputs(answer_of(core, rows))}
     assert outputs["slug"]["shape"] == [1, 3] and outputs["slug"]["datatype"] == "BYTES"
     assert outputs["label"]["data"] == ["라벨-1", "라벨-3", "라벨-2"]
     assert outputs["score"]["data"] == [0.6, 0.2, 0.1]
+
+
+def test_every_answer_says_whether_it_is_confident(core, info):
+    """The threshold on the top-3 score sum comes from model.json; a model without one (not
+    calibrated) is never confident."""
+    sure, unsure = [0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]  # top-3: 0.9, 0.6
+    calibrated = ResponseBuilder(info.labels, core.top_k, confidence_threshold=0.85)
+    response = calibrated.v1_response(answer_of(core, [sure, unsure]))
+    assert [p["confident"] for p in response["predictions"]] == [True, False]
+    outputs = {o["name"]: o for o in calibrated.v2_outputs(answer_of(core, [sure, unsure]))}
+    assert outputs["confident"] == {
+        "name": "confident",
+        "datatype": "BOOL",
+        "shape": [2],
+        "data": [True, False],
+    }
+    assert info.confidence_threshold is None
+    uncalibrated = ResponseBuilder(info.labels, core.top_k, info.confidence_threshold)
+    assert uncalibrated.v1_response(answer_of(core, [sure]))["predictions"][0]["confident"] is False
 
 
 def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core, info):
@@ -289,7 +348,8 @@ def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core
     }
     answer = core.read_predictions(response, 1)
     assert answer.version == "42" and answer.classes == [tuple(other_order)]
-    body = core.v1_response(answer)
+    responses = ResponseBuilder(info.labels, core.top_k)
+    body = responses.v1_response(answer)
     assert body["model_version"] == "42"
     top = body["predictions"][0]["categories"][0]
     assert top["slug"] == other_order[0] and top["label"] == info.labels[other_order[0]]
@@ -303,7 +363,9 @@ def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core
             }
         ]
     }
-    (top,) = core.v1_response(core.read_predictions(newer, 1))["predictions"][0]["categories"][:1]
+    (top,) = responses.v1_response(core.read_predictions(newer, 1))["predictions"][0]["categories"][
+        :1
+    ]
     assert top == {"slug": "brand-new", "label": "brand-new", "score": 0.5}
     # classes and scores that disagree in length are refused, not guessed at
     with pytest.raises(PredictorResponseError) as caught:
@@ -313,29 +375,13 @@ def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core
     assert caught.value.reason == "model-mismatch"
 
 
-def test_every_answer_says_whether_it_is_confident(core, info):
-    """The threshold on the top-3 score sum comes from model.json; a model without one (not
-    calibrated) is never confident."""
-    sure, unsure = [0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]  # top-3: 0.9, 0.6
-    calibrated = InferenceCore(replace(info, confidence_threshold=0.85))
-    response = calibrated.v1_response([sure, unsure])
-    assert [p["confident"] for p in response["predictions"]] == [True, False]
-    outputs = {o["name"]: o for o in calibrated.v2_outputs([sure, unsure])}
-    assert outputs["confident"] == {
-        "name": "confident",
-        "datatype": "BOOL",
-        "shape": [2],
-        "data": [True, False],
-    }
-    answer = calibrated.read_predictions({"predictions": [sure]}, 1)
-    assert calibrated.v1_response(answer)["predictions"][0]["confident"] is True
-    assert info.confidence_threshold is None
-    assert core.v1_response([sure])["predictions"][0]["confident"] is False
-
-
 def test_top_k_is_capped_by_the_number_of_classes(info):
-    core = InferenceCore(info, TransformerConfig(top_k=10))
-    assert len(core.v1_response([[0.2] * 5])["predictions"][0]["categories"]) == 5
+    core = TransformerCore(info, TransformerConfig(top_k=10))
+    responses = ResponseBuilder(info.labels, core.top_k)
+    assert (
+        len(responses.v1_response(answer_of(core, [[0.2] * 5]))["predictions"][0]["categories"])
+        == 5
+    )
 
 
 def test_config_validation():
@@ -359,7 +405,7 @@ def test_decode_base64_tolerances_and_errors():
 
 def test_core_imports_neither_kserve_nor_tensorflow():
     code = (
-        "import sys, snapcat.inference, snapcat.client, snapcat.predictor; "
+        "import sys, snapcat.transformer_core, snapcat.responses, snapcat.client, snapcat.predictor; "
         "bad = [m for m in ('tensorflow', 'keras', 'kserve') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -1,21 +1,22 @@
-"""The serving transformer's logic, importable without KServe and without TensorFlow.
+"""The serving transformer's logic between a client's request and TF Serving, importable without
+KServe and without TensorFlow (it runs no model: the predictor does).
 
-``serving/model.py`` (the KServe ``Model`` subclass) is a thin shell around :class:`InferenceCore`:
+``serving/transformer.py`` (the KServe ``Model`` subclass) is a thin shell around
+:class:`TransformerCore`:
 
-1. :meth:`InferenceCore.parse_v1` / :meth:`InferenceCore.parse_v2` turn a KServe V1 body
+1. :meth:`TransformerCore.parse_v1` / :meth:`TransformerCore.parse_v2` turn a KServe V1 body
    (``{"instances": [{"image_bytes": {"b64": ...}}]}``) or the Open Inference Protocol (V2) inputs
    (a ``BYTES`` input named ``image_bytes``) into photo bytes, enforcing the per-request caps.
-2. :meth:`InferenceCore.normalize` runs the shared normalization (:func:`snapcat.imaging.
-   normalize_image`) per instance: the exact canonical JPEG bytes the model was trained on.
-3. :meth:`InferenceCore.predictor_body` builds TF Serving's REST predict request with those bytes
-   as ``{"b64": ...}``: a few tens of KB per image instead of a megabyte of JSON floats.
-4. :meth:`InferenceCore.read_predictions` checks the predictor's answer against the model's
-   classes and :meth:`InferenceCore.v1_response` / :meth:`InferenceCore.v2_outputs` shape the
-   top-k categories with the labels saved beside the model (never from code).
+2. :meth:`TransformerCore.normalize` runs the shared normalization (:func:`snapcat.imaging.
+   normalize_image`) per instance, within the process's :class:`~snapcat.decode_budget.
+   DecodeBudget`: the exact canonical JPEG bytes the model was trained on.
+3. :meth:`TransformerCore.predictor_body` builds TF Serving's REST predict request with those
+   bytes as ``{"b64": ...}``: a few tens of KB per image instead of a megabyte of JSON floats.
+4. :meth:`TransformerCore.read_predictions` checks the predictor's answer against the model's
+   classes; :mod:`snapcat.responses` shapes the top-k categories with the labels saved beside
+   the model (never from code).
 
-Every refusal is a :class:`ServingError` carrying its HTTP status; errors about one instance name
-its index and the stable ``reason`` code of the image error, e.g. ``instance 2: corrupt: the JPEG
-file is truncated or damaged``.
+Every refusal is a :class:`~snapcat.serving_errors.ServingError` carrying its HTTP status.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ import io
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from snapcat.calibration import is_confident
+from snapcat.decode_budget import DecodeBudget
 from snapcat.export import (
     CLASSES_OUTPUT,
     INPUT_NAME,
@@ -40,6 +41,13 @@ from snapcat.export import (
 )
 from snapcat.imaging import ImageError, ImageSpec, ImageTooLargeError, normalize_image
 from snapcat.model_info import ModelInfo
+from snapcat.serving_errors import (
+    BadRequestError,
+    InstanceError,
+    PredictorResponseError,
+    human_bytes,
+    instance_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,93 +58,10 @@ DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_IMAGE_BYTES = ImageSpec.max_bytes
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_PREDICTOR_TIMEOUT = 10.0
-#: How many instance errors one message lists (the ``errors`` list carries all of them).
-_MAX_LISTED_ERRORS = 5
-
-
-# ----------------------------------------------------------------------------------- errors
-class ServingError(Exception):
-    """A request the transformer refuses or cannot serve; ``status`` is the HTTP status."""
-
-    status = 500
-    reason = "internal"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        reason: str | None = None,
-        errors: Sequence[InstanceError] = (),
-    ):
-        super().__init__(message)
-        self.message = message
-        if status is not None:
-            self.status = status
-        if reason is not None:
-            self.reason = reason
-        self.errors = list(errors)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The response body: KServe's and TF Serving's ``{"error": ...}`` plus, for per-instance
-        problems, ``errors`` with one ``{"instance", "reason", "message"}`` entry each."""
-        body: dict[str, Any] = {"error": self.message}
-        if self.errors:
-            body["errors"] = [e.to_dict() for e in self.errors]
-        return body
-
-
-class BadRequestError(ServingError):
-    """HTTP 400: malformed request, bad base64, unusable image, too many instances."""
-
-    status = 400
-    reason = "bad-request"
-
-
-class PayloadTooLargeError(BadRequestError):
-    """HTTP 413: an image over ``--max_image_bytes`` or a body over ``--max_request_bytes``."""
-
-    status = 413
-    reason = "too-large"
-
-
-class PredictorUnavailableError(ServingError):
-    """HTTP 503: the predictor refused the connection, timed out or does not serve the model."""
-
-    status = 503
-    reason = "predictor-unavailable"
-
-
-class PredictorResponseError(ServingError):
-    """HTTP 502 (or 500): the predictor answered with an error or with something unusable."""
-
-    status = 502
-    reason = "predictor-error"
-
-
-@dataclass(frozen=True)
-class InstanceError:
-    index: int
-    reason: str
-    message: str
-    status: int = 400
-
-    def __str__(self) -> str:
-        return f"instance {self.index}: {self.reason}: {self.message}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"instance": self.index, "reason": self.reason, "message": self.message}
-
-
-def instance_errors(errors: Sequence[InstanceError]) -> BadRequestError:
-    """One exception for all the bad instances of a request: 413 when every one of them is over
-    a size cap, 400 otherwise."""
-    listed = "; ".join(str(e) for e in errors[:_MAX_LISTED_ERRORS])
-    if len(errors) > _MAX_LISTED_ERRORS:
-        listed += f"; and {len(errors) - _MAX_LISTED_ERRORS} more"
-    if all(e.status == 413 for e in errors):
-        return PayloadTooLargeError(listed, reason=errors[0].reason, errors=errors)
-    return BadRequestError(listed, reason=errors[0].reason, errors=errors)
+#: Decode memory one photo may need (a 12 MP PNG needs ~100 MB; a JPEG of any size far less).
+DEFAULT_MAX_DECODE_BYTES = 256 * 1024 * 1024
+#: Seconds a photo may wait for decode memory before it is refused with 503.
+DEFAULT_PHOTO_DEADLINE = 5.0
 
 
 # ----------------------------------------------------------------------------------- config
@@ -149,17 +74,22 @@ class TransformerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     predictor_timeout: float = DEFAULT_PREDICTOR_TIMEOUT
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES
+    photo_deadline: float = DEFAULT_PHOTO_DEADLINE
 
     def __post_init__(self) -> None:
         for name in ("top_k", "max_image_bytes", "max_request_bytes", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if not self.predictor_timeout > 0:
-            raise ValueError("predictor_timeout must be positive")
+        if self.max_decode_bytes < 1:
+            raise ValueError("max_decode_bytes must be at least 1")
+        for name in ("predictor_timeout", "photo_deadline"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
 
 
 class V2Input(Protocol):
-    """What :meth:`InferenceCore.parse_v2` reads of one V2 input (``kserve.InferInput`` fits)."""
+    """What :meth:`TransformerCore.parse_v2` reads of one V2 input (``kserve.InferInput`` fits)."""
 
     name: str
     datatype: str
@@ -167,19 +97,7 @@ class V2Input(Protocol):
     data: Any
 
 
-@dataclass(frozen=True)
-class PlainV2Input:
-    name: str
-    datatype: str
-    shape: Sequence[int]
-    data: Any = field(default=None)
-
-
 # ----------------------------------------------------------------------------------- base64
-def human_bytes(n: float) -> str:
-    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
-
-
 def decode_base64(text: Any) -> bytes:
     """Standard base64 as TF Serving's ``{"b64": ...}`` carries it; also tolerated: line breaks
     (MIME encoders), missing padding, the URL-safe alphabet and a ``data:...;base64,`` prefix."""
@@ -224,12 +142,22 @@ class PredictorAnswer:
 
 
 # ----------------------------------------------------------------------------------- core
-class InferenceCore:
+class TransformerCore:
     """Everything between a client's request and TF Serving, for one model's ``ModelInfo``."""
 
-    def __init__(self, info: ModelInfo, config: TransformerConfig | None = None):
+    def __init__(
+        self,
+        info: ModelInfo,
+        config: TransformerConfig | None = None,
+        decode_budget: DecodeBudget | None = None,
+    ):
         self.info = info
         self.config = config or TransformerConfig()
+        self.decode_budget = decode_budget or DecodeBudget(
+            total_bytes=4 * self.config.max_decode_bytes,
+            per_photo_bytes=self.config.max_decode_bytes,
+            deadline_seconds=self.config.photo_deadline,
+        )
         self.spec = replace(info.spec, max_bytes=self.config.max_image_bytes)
         self.top_k = min(self.config.top_k, len(info.classes))
         self.num_classes = len(info.classes)
@@ -310,6 +238,7 @@ class InferenceCore:
         # Shape [N, 1] arrives nested one level deeper.
         if data and all(isinstance(d, list) and len(d) == 1 for d in data):
             data = [d[0] for d in data]
+        self._check_shape(tensor.shape, len(data))
         self._check_count(len(data))
         return [self._v2_element(index, element) for index, element in enumerate(data)]
 
@@ -323,6 +252,23 @@ class InferenceCore:
         return InstanceError(
             index, "bad-field", f"expected a base64 string, got {_json_type(element)}"
         )
+
+    @staticmethod
+    def _check_shape(shape: Any, count: int) -> None:
+        """The V2 ``shape`` must describe the data: ``[N]`` or ``[N, 1]`` for N photos."""
+        valid = (
+            isinstance(shape, list | tuple)
+            and len(shape) in (1, 2)
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and shape[0] == count
+            and (len(shape) == 1 or shape[1] == 1)
+        )
+        if not valid:
+            raise BadRequestError(
+                f"input '{INPUT_NAME}' has shape {list(shape) if isinstance(shape, list | tuple) else shape}"
+                f" but holds {count} photos: the shape must be [{count}] (or [{count}, 1])",
+                reason="bad-shape",
+            )
 
     def _check_count(self, count: int) -> None:
         if count == 0:
@@ -358,14 +304,18 @@ class InferenceCore:
         return self._check_size(index, len(data)) or data
 
     # ---------------------------------------------------------------- normalization
-    def normalize(self, index: int, photo: bytes) -> bytes | InstanceError:
-        """The canonical model input for one photo, or the reason it cannot be used."""
+    def normalize(
+        self, index: int, photo: bytes, deadline: float | None = None
+    ) -> bytes | InstanceError:
+        """The canonical model input for one photo, or the reason it cannot be used. Decoding
+        starts only once the decode budget admits the photo (``deadline``: a monotonic instant)."""
         try:
-            return normalize_image(photo, self.spec)
+            with self.decode_budget.photo(deadline) as reservation:
+                return normalize_image(photo, self.spec, before_decode=reservation.admit)
         except ImageTooLargeError as exc:
             return InstanceError(index, exc.reason, str(exc), 413)
         except ImageError as exc:
-            return InstanceError(index, exc.reason, str(exc))
+            return InstanceError(index, exc.reason, str(exc), getattr(exc, "status", 400))
         except Exception as exc:  # a decoder failing in a way imaging does not know yet
             logger.exception("instance %d: unexpected error while decoding", index)
             return InstanceError(
@@ -373,21 +323,6 @@ class InferenceCore:
                 "invalid-image",
                 f"the image could not be decoded ({type(exc).__name__}: {exc})",
             )
-
-    def normalize_all(
-        self,
-        items: Sequence[bytes | InstanceError],
-        map_fn: Callable[..., Iterable[bytes | InstanceError]] = map,
-    ) -> list[bytes]:
-        """Normalizes every parsed photo (``map_fn`` may be an executor's ``map``); raises one
-        :class:`BadRequestError` naming every bad instance, whether it failed parsing or
-        normalization."""
-        todo = [(i, item) for i, item in enumerate(items) if not isinstance(item, InstanceError)]
-        results: list[bytes | InstanceError] = list(items)
-        done = map_fn(self.normalize, [i for i, _ in todo], [item for _, item in todo])
-        for (i, _), result in zip(todo, done, strict=True):
-            results[i] = result
-        return self.collect(results)
 
     @staticmethod
     def collect(results: Sequence[bytes | InstanceError]) -> list[bytes]:
@@ -429,10 +364,9 @@ class InferenceCore:
         """
         if not isinstance(response, dict) or "predictions" not in response:
             detail = response.get("error") if isinstance(response, dict) else None
-            raise PredictorResponseError(
-                "the predictor's answer has no 'predictions'" + (f": {detail}" if detail else ""),
-                status=502,
-            )
+            if detail:  # the predictor's own words are for the log, not for clients
+                logger.warning("the predictor's answer has no 'predictions': %s", str(detail)[:500])
+            raise PredictorResponseError("the predictor's answer has no 'predictions'", status=502)
         rows = response["predictions"]
         if not isinstance(rows, list) or len(rows) != count:
             got = len(rows) if isinstance(rows, list) else _json_type(rows)
@@ -466,74 +400,3 @@ class InferenceCore:
             answer.probabilities.append([float(p) for p in row])
             answer.classes.append(tuple(str(c) for c in classes))
         return answer
-
-    # ---------------------------------------------------------------- responses
-    def label(self, slug: str) -> str:
-        """The Korean label from the model's saved taxonomy; a slug this model's taxonomy does not
-        know (a newer model's new category, mid-canary) is shown as itself."""
-        return self.info.labels.get(slug, slug)
-
-    def categories(
-        self, probabilities: Sequence[float], classes: Sequence[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The top-k ``{"slug", "label", "score"}`` of one image, best first."""
-        classes = self.info.classes if classes is None else classes
-        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
-        return [
-            {
-                "slug": classes[i],
-                "label": self.label(classes[i]),
-                "score": round(float(probabilities[i]), 4),
-            }
-            for i in order[: self.top_k]
-        ]
-
-    def confident(self, probabilities: Sequence[float]) -> bool:
-        """Whether the app may show just the top 3: their summed (calibrated) score reaches the
-        threshold stored with the model (:mod:`snapcat.calibration`). A model without one (no
-        validation split, or exported before calibration) is never confident. Mid-canary the
-        threshold is this transformer's model's, applied to whichever version answered."""
-        return bool(is_confident([probabilities], self.info.confidence_threshold)[0])
-
-    def _confidence(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[bool]:
-        rows = answer.probabilities if isinstance(answer, PredictorAnswer) else answer
-        return [self.confident(row) for row in rows]
-
-    def _tops(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[list[dict]]:
-        if isinstance(answer, PredictorAnswer):
-            return [
-                self.categories(row, classes)
-                for row, classes in zip(answer.probabilities, answer.classes, strict=True)
-            ]
-        return [self.categories(row) for row in answer]
-
-    def v1_response(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> dict[str, Any]:
-        version = answer.version if isinstance(answer, PredictorAnswer) else self.model_version
-        return {
-            "predictions": [
-                {"categories": top, "confident": confident}
-                for top, confident in zip(self._tops(answer), self._confidence(answer), strict=True)
-            ],
-            "model_version": version,
-        }
-
-    def v2_outputs(self, answer: PredictorAnswer | Sequence[Sequence[float]]) -> list[dict]:
-        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``, and
-        ``confident`` (BOOL, ``[N]``)."""
-        tops = self._tops(answer)
-        shape = [len(tops), self.top_k]
-        confident = {
-            "name": "confident",
-            "datatype": "BOOL",
-            "shape": [len(tops)],
-            "data": self._confidence(answer),
-        }
-        return [
-            {
-                "name": key,
-                "datatype": datatype,
-                "shape": shape,
-                "data": [c[key] for top in tops for c in top],
-            }
-            for key, datatype in (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
-        ] + [confident]

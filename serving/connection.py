@@ -1,0 +1,135 @@
+"""The HTTP/1.1 connection handling under the transformer: uvicorn's h11 protocol plus the two
+limits uvicorn does not have.
+
+- **Header size**: h11 buffers at most ``max_header_bytes`` of an unfinished request head; past
+  that the client gets ``431 Request Header Fields Too Large`` and the connection is closed (uvicorn
+  answers every h11 error with 400; its default ``httptools`` parser buffers headers without
+  limit: 30 clients each sending an endless header cost 640 MB).
+- **Header read timeout**: a request head must arrive within ``header_timeout`` seconds of its
+  first byte (or of the connection opening); a slow client gets ``408 Request Timeout`` and is
+  disconnected, instead of holding a connection for ever. The body's own deadline is
+  :class:`serving.http_layer.RequestGuard`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+logger = logging.getLogger("snapcat.serving")
+
+#: Largest request head (request line plus headers) accepted.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+#: Seconds a client has to send a complete request head.
+DEFAULT_HEADER_TIMEOUT = 10.0
+
+_QUIET_UVICORN = logging.getLogger("uvicorn.error.h11")
+_QUIET_UVICORN.addFilter(lambda record: record.getMessage() != "Invalid HTTP request received.")
+
+_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _Connection(h11.Connection):
+    """Remembers the status h11 suggests for the last protocol error (431 for a head too long)."""
+
+    error_status = 400
+
+    def next_event(self):
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.error_status = exc.error_status_hint
+            raise
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and a 431 for oversized heads. uvicorn takes
+    the protocol class as ``Config(http=...)``; ``header_timeout`` is set on the subclass
+    :func:`protocol_class` builds."""
+
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+
+    def __init__(self, config, server_state, app_state, _loop=None):
+        super().__init__(config, server_state, app_state, _loop)
+        self.conn = _Connection(h11.SERVER, config.h11_max_incomplete_event_size)
+        # uvicorn logs a warning per bad request head before answering; ours is the one line.
+        self.logger = _QUIET_UVICORN
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:
+            self._arm_header_timer()  # (part of) a new request head: it has to finish in time
+        else:
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Idle keep-alive connections are the keep-alive timeout's; the header timer starts again
+        # with the next request's first byte.
+        self._cancel_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being answered; its head was complete
+        logger.info(
+            "%s: HTTP 408: the request head did not arrive within %g s",
+            self._peer(),
+            self.header_timeout,
+        )
+        self._send_error(408, f"the request head did not arrive within {self.header_timeout:g} s")
+
+    def send_400_response(self, msg: str) -> None:
+        status = self.conn.error_status
+        if status == 431:
+            msg = (
+                "the request head (request line and headers) is over "
+                f"{self.config.h11_max_incomplete_event_size} bytes"
+            )
+        logger.info("%s: HTTP %d: %s", self._peer(), status, msg)
+        self._send_error(status if status in _PHRASES else 400, msg)
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+
+    def _send_error(self, status: int, message: str) -> None:
+        self._cancel_header_timer()
+        body = json.dumps({"error": message}).encode("utf-8")
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % (status, _PHRASES[status], len(body))
+        )
+        # Written raw: h11 refuses to send a response while the client's head is unfinished.
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def protocol_class(header_timeout: float) -> type[GuardedH11Protocol]:
+    """A :class:`GuardedH11Protocol` subclass with this ``header_timeout``."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout": header_timeout})

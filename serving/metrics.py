@@ -1,0 +1,58 @@
+"""The transformer's own Prometheus metrics (KServe already exports
+``request_{preprocess,predict,postprocess}_seconds`` per model).
+
+Label values are bounded: ``model_name`` is always the served model's name (or ``unknown`` for a
+request naming any other model: 20,000 requests to random names must not create 20,000 series),
+``status`` an HTTP status and ``reason`` one of the transformer's fixed reason codes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client import Counter, Gauge, Histogram
+
+NORMALIZE_SECONDS = Histogram(
+    "snapcat_normalize_seconds",
+    "Per-image normalization latency (decode, EXIF, colour, resize, JPEG encode)",
+    ["model_name"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PREDICTOR_SECONDS = Histogram(
+    "snapcat_predictor_call_seconds",
+    "Latency of the HTTP call to the predictor",
+    ["model_name"],
+)
+PREDICTOR_BYTES = Counter(
+    "snapcat_predictor_request_bytes",
+    "Bytes of predict request bodies sent to the predictor",
+    ["model_name"],
+)
+PREDICTOR_IMAGES = Counter(
+    "snapcat_predictor_images", "Images sent to the predictor", ["model_name"]
+)
+REQUEST_ERRORS = Counter(
+    "snapcat_request_errors",
+    "Requests refused or failed, by HTTP status and reason (every error response counts)",
+    ["model_name", "status", "reason"],
+)
+PHOTOS_IN_FLIGHT = Gauge("snapcat_photos_in_flight", "Photos being normalized or predicted")
+DECODE_BYTES_RESERVED = Gauge(
+    "snapcat_decode_bytes_reserved", "Decode memory reserved by photos being normalized"
+)
+
+UNKNOWN_MODEL = "unknown"
+_MODEL_IN_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
+
+
+class ModelLabel:
+    """Maps a request path to a bounded ``model_name`` label value."""
+
+    def __init__(self, served: set[str] | frozenset[str] = frozenset()):
+        self.served = set(served)
+
+    def __call__(self, path: str) -> str:
+        match = _MODEL_IN_PATH.match(path or "")
+        if not match:
+            return ""
+        return match.group(1) if match.group(1) in self.served else UNKNOWN_MODEL

@@ -1,0 +1,164 @@
+"""``kserve.ModelServer`` as the transformer runs it: one HTTP server process, no gRPC port, bound to
+``--host``, with the guards of :mod:`serving.http_layer` and :mod:`serving.connection`.
+
+KServe 0.21's ``RESTServer`` builds its uvicorn ``Config`` with ``host="0.0.0.0"`` and uvicorn's
+defaults (``httptools`` parser: no header size limit; no header or body read timeout), and
+registers the model repository's load/unload routes on the serving port. ``TransformerRESTServer``
+replaces that config and installs our middleware (which refuses those routes) and exception
+handlers after KServe's (Starlette keeps the last handler registered per class).
+
+Health: liveness (``/``, ``/v2/health/live``) fails with 503 when no model is loaded, so
+Kubernetes restarts a pod whose model is gone; readiness also asks the predictor
+(:class:`PredictorAwareDataPlane`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import orjson
+from fastapi import FastAPI
+from kserve import ModelServer
+from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve.errors import ModelNotFound, ServerNotLive
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest.server import RESTServer
+
+from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, protocol_class
+from serving.http_layer import (
+    DEFAULT_BODY_TIMEOUT,
+    RequestGuard,
+    install_exception_handlers,
+)
+from serving.metrics import ModelLabel
+from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
+
+#: Connections (open or idle keep-alive) one process holds; past it uvicorn answers 503.
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    host: str = "0.0.0.0"
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_requests: int = 16
+    body_bytes_in_flight: int = 128 * 1024 * 1024
+
+
+class PredictorAwareDataPlane(DataPlane):
+    """Liveness that requires a loaded model; readiness that asks each model (our ``healthy``
+    checks the predictor); the predict path only checks that the model is loaded, so no request
+    pays for a health probe."""
+
+    async def live(self) -> dict[str, str]:
+        models = list(self.model_registry.get_models().values())
+        if not models or not all(getattr(m, "ready", False) for m in models):
+            raise ServerNotLive("no model is loaded")
+        return {"status": "alive"}
+
+    async def ready(self) -> bool:
+        models = list(self.model_registry.get_models().values())
+        for model in models:
+            await self._check(model)
+        return bool(models)
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False):
+        model = self.model_registry.get_model(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        if disable_predictor_health_check:
+            return bool(model.ready)
+        return await self._check(model)
+
+    @staticmethod
+    async def _check(model) -> bool:
+        """True, or HTTP 503 saying why (KServe's own answer names no reason)."""
+        if await model.healthy():
+            return True
+        detail = getattr(model, "predictor_detail", "") or "not loaded"
+        raise PredictorUnavailableError(f"model {model.name} is not ready: {detail}")
+
+    def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
+        # A V2 body that is not JSON reaches KServe as bytes, which it then wants as the binary
+        # extension ("inference-header-content-length ... missing"): say what is wrong instead.
+        if (
+            protocol_version == "v2"
+            and isinstance(body, bytes)
+            and INFERENCE_CONTENT_LENGTH_HEADER not in (headers or {})
+        ):
+            try:
+                orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequestError(f"invalid JSON: {exc}", reason="invalid-json") from None
+        return super().decode(body, headers, protocol_version, model_name)
+
+
+class TransformerRESTServer(RESTServer):
+    def __init__(
+        self, *args, http_limits: HttpLimits, model_label: ModelLabel, saturated, **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.http_limits = http_limits
+        self.model_label = model_label
+        self.saturated = saturated
+        config = self.config
+        config.host = http_limits.host
+        config.http = protocol_class(http_limits.header_timeout)
+        config.h11_max_incomplete_event_size = http_limits.max_header_bytes
+        config.limit_concurrency = http_limits.max_connections
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        super()._add_middlewares(app)
+        limits = self.http_limits
+        app.add_middleware(
+            RequestGuard,
+            max_request_bytes=limits.max_request_bytes,
+            max_requests=limits.max_requests,
+            max_body_bytes_in_flight=limits.body_bytes_in_flight,
+            body_timeout=limits.body_timeout,
+            model_label=self.model_label,
+            saturated=self.saturated,
+        )
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        install_exception_handlers(app)
+
+
+class TransformerServer(ModelServer):
+    """``ModelServer`` with one REST server process (scale with replicas: the capacity planning
+    in :mod:`serving.capacity` is per process) and no gRPC server."""
+
+    def __init__(self, *, http_limits: HttpLimits, **kwargs):
+        super().__init__(enable_grpc=False, workers=1, **kwargs)
+        self.http_limits = http_limits
+        self.dataplane = PredictorAwareDataPlane(model_registry=self.registered_models)
+
+    def start(self, models) -> None:
+        self._register_and_check_atleast_one_model_is_ready(models)
+        label = ModelLabel({m.name for m in models})
+        self._rest_server = TransformerRESTServer(
+            "kserve.model_server:app",
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=self.grace_period,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+            ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile,
+            http_limits=self.http_limits,
+            model_label=label,
+            saturated=lambda: any(getattr(m, "saturated", False) for m in models),
+        )
+        self.servers.append(self._rest_server.start())
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
