@@ -94,7 +94,7 @@ def _current(args: argparse.Namespace) -> dict | None:
         return None
     import yaml
 
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
 
     try:
         with open(args.current, encoding="utf-8") as handle:
@@ -117,7 +117,7 @@ def _connection(args: argparse.Namespace) -> dict:
 
 def _waiting(args: argparse.Namespace) -> dict:
     if args.timeout <= 0 or args.poll <= 0:
-        from snapcat.cli import UserError
+        from snapcat.errors import UserError
 
         raise UserError("--timeout and --poll must be positive")
     return {"timeout": args.timeout, "poll": args.poll, "wait": not args.no_wait}
