@@ -23,7 +23,9 @@ result's ``yaml`` is the exact body that would be sent. Nothing here parses comm
 """
 
 from snapcat.rollout.actions import canary, promote, rollback, status
+from snapcat.rollout.analysis import Decision, Thresholds, analyze, decide
 from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Plan, RolloutResult
+from snapcat.rollout.auto import AutoAnalysis, AutoResult, auto_canary
 from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch, to_yaml
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.isvc import (
@@ -43,6 +45,7 @@ from snapcat.rollout.isvc import (
     transformer_storage_uri,
 )
 from snapcat.rollout.pipeline import deploy_canary, kserve_storage_uri
+from snapcat.rollout.prometheus import Prometheus
 from snapcat.rollout.render import (
     SERVE_IMAGE_REPOSITORY,
     TF_SERVING_VERSION,
@@ -58,8 +61,8 @@ from snapcat.rollout.waiting import (
 )
 
 __all__ = [
-    "API_VERSION", "COMPONENTS", "DEFAULT_NAME", "DEFAULT_POLL", "DEFAULT_TIMEOUT", "GROUP", "KIND",
-    "PLURAL", "SERVE_IMAGE_REPOSITORY", "TF_SERVING_VERSION", "VERSION", "Cluster", "Plan",
+    "API_VERSION", "AutoAnalysis", "AutoResult", "Decision", "Thresholds", "analyze", "auto_canary", "decide", "COMPONENTS", "DEFAULT_NAME", "DEFAULT_POLL", "DEFAULT_TIMEOUT", "GROUP", "KIND",
+    "PLURAL", "Prometheus", "SERVE_IMAGE_REPOSITORY", "TF_SERVING_VERSION", "VERSION", "Cluster", "Plan",
     "Request", "RolloutError", "RolloutResult", "RolloutTimeout", "all_traffic_to_latest",
     "canary", "canary_patch", "canary_percent_of", "canary_ready", "check_model_uri",
     "deploy_canary", "format_status", "is_ready", "isvc_path", "kserve_storage_uri",

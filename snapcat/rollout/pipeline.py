@@ -6,6 +6,7 @@ from typing import Any
 
 from snapcat.rollout.actions import canary
 from snapcat.rollout.apply import DEFAULT_TIMEOUT
+from snapcat.rollout.auto import AutoAnalysis, auto_canary
 from snapcat.rollout.isvc import KFP_MINIO_SCHEME
 from snapcat.rollout.status import format_status
 
@@ -37,21 +38,28 @@ def deploy_canary(
     dry_run: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
     check_classes: bool = False,
+    auto: AutoAnalysis | None = None,
     **connection: Any,
 ) -> str:
-    """The pipeline's deploy step: :func:`canary`, returning the request as YAML (what was sent,
-    or would be on a dry run), followed by the resulting status as YAML comments."""
-    result = canary(
-        name,
-        namespace,
-        model_uri,
-        percent,
-        dry_run=dry_run,
-        timeout=timeout,
-        check_classes=check_classes,
-        **connection,
-    )
+    """The pipeline's deploy step: :func:`canary` (with ``auto``, judged on live traffic and then
+    promoted or rolled back), returning the request as YAML (what was sent, or would be on a dry
+    run), followed by the resulting status and the analysis as YAML comments."""
+    if auto is not None and not dry_run:
+        outcome = auto_canary(
+            name, namespace, model_uri, percent, auto,
+            timeout=timeout, check_classes=check_classes, **connection,
+        )  # fmt: skip
+        result, decision = outcome.final or outcome.canary, outcome.decision
+    else:
+        result = canary(
+            name, namespace, model_uri, percent,
+            dry_run=dry_run, timeout=timeout, check_classes=check_classes, **connection,
+        )  # fmt: skip
+        decision = None
     text = result.yaml
+    comments = []
     if result.status is not None:
-        text += "".join(f"# {line}\n" for line in format_status(result.status).splitlines())
-    return text
+        comments += format_status(result.status).splitlines()
+    if decision is not None:
+        comments += decision.explain().splitlines()
+    return text + "".join(f"# {line}\n" for line in comments)
