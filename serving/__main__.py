@@ -22,6 +22,7 @@ from kserve import logging as kserve_logging
 from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
+from serving import version_metrics
 from serving.model import ListingCategoryTransformer, TransformerServer, install_http_extensions
 from snapcat.inference import (
     DEFAULT_MAX_BATCH,
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     model.use_predictor(predictor_config)
     install_http_extensions(model_server.app, config.max_request_bytes)
+    version_metrics.install(model_server.app, model)
     server = TransformerServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

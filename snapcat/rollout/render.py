@@ -25,6 +25,8 @@ SERVICE_ACCOUNT = "snapcat-model-reader"
 #: Where KServe's storage initializer puts the STORAGE_URI model in a custom (transformer) container.
 MODEL_MOUNT = "/mnt/models"
 TOP_K = 3
+#: Where KServe's payload logger sends requests and responses: the sink of manifests/feedback.
+FEEDBACK_SINK_URL = "http://snapcat-feedback/"
 TAG_ROUTING_ANNOTATION = f"{GROUP}/enable-tag-routing"
 
 
@@ -94,6 +96,7 @@ def render_inferenceservice(
                 "serviceAccountName": service_account,
                 "minReplicas": 1,
                 "maxReplicas": 1,
+                "logger": {"mode": "all", "url": FEEDBACK_SINK_URL},
                 "containers": [
                     {
                         "name": TRANSFORMER_CONTAINER,
