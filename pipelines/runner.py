@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from pipelines.training_pipeline import PIPELINE_NAME, ClusterSettings, build_pipeline
+from snapcat.comparison import CandidateError, parse_candidates
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ def parse_params(pairs: list[str], settings: ClusterSettings | None = None) -> d
         kind = known[key].annotation
         kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
         try:
-            if kind is bool:
+            if getattr(kind, "__origin__", kind) is list:
+                values[key] = _parse_list(raw)
+            elif kind is bool:
                 if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(raw)
                 values[key] = raw.lower() in ("true", "1", "yes")
@@ -56,7 +59,22 @@ def parse_params(pairs: list[str], settings: ClusterSettings | None = None) -> d
             raise PipelineParameterError(
                 f"--param {key}={raw}: not a valid {kind.__name__}"
             ) from exc
+    if "candidates" in values:
+        try:
+            parse_candidates(values["candidates"])
+        except CandidateError as exc:
+            raise PipelineParameterError(f"--param candidates: {exc}") from exc
     return values
+
+
+def _parse_list(raw: str) -> list[str]:
+    """A JSON list (``["a:b", "c:d"]``) or comma-separated items (``a:b,c:d``)."""
+    if raw.strip().startswith("["):
+        parsed = json.loads(raw)
+        if not isinstance(parsed, list):
+            raise ValueError(raw)
+        return [str(item) for item in parsed]
+    return [item.strip() for item in raw.split(",") if item.strip()]
 
 
 def compile_pipeline(output: str | Path, settings: ClusterSettings | None = None) -> Path:
@@ -149,22 +167,20 @@ def run_local(
 
 def locate_artifacts(run_dir: Path) -> dict[str, str]:
     """The interesting outputs of a local run, by name (task folders are named by KFP)."""
-    wanted = {
-        "dataset": ("prepare", "dataset"),
-        "data summary": ("prepare", "summary"),
-        "model": ("train", "model"),
-        "metrics": ("evaluate", "evaluation"),
-        "report": ("evaluate", "report"),
-        "deploy manifest": ("deploy", "manifest"),
+    wanted = {  # label: (task, output, file inside the output or "")
+        "dataset": ("prepare", "dataset", ""),
+        "data summary": ("prepare", "summary", ""),
+        "comparison": ("select", "comparison", ""),
+        "model": ("select", "best_model", ""),
+        "metrics": ("select", "best_evaluation", "metrics.json"),
+        "report": ("select", "best_evaluation", "report.html"),
+        "deploy manifest": ("deploy", "manifest", ""),
     }
     found = {"run": str(run_dir)}
-    for label, (task, output) in wanted.items():
+    for label, (task, output, inside) in wanted.items():
         matches = sorted(run_dir.glob(f"{task}*/{output}"))
         if matches:
-            path = matches[0]
-            if label == "metrics":
-                path = path / "metrics.json"
-            found[label] = str(path)
+            found[label] = str(matches[0] / inside) if inside else str(matches[0])
     return found
 
 

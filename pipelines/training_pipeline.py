@@ -1,4 +1,5 @@
-"""The training pipeline: prepare -> train -> evaluate -> (if blessed) deploy as a canary.
+"""The training pipeline: prepare -> train and evaluate each candidate -> select the best ->
+(if the gate blessed it) deploy as a canary.
 
 No ``from __future__ import annotations`` here: KFP reads the pipeline signature's real types.
 
@@ -11,10 +12,12 @@ from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from components import deploy, evaluate, prepare, train
+from components import deploy, evaluate, prepare, select, train
 from components.images import default_train_image
 
 PIPELINE_NAME = "snapcat-training"
+#: One candidate by default: the seed's best (Xception fine-tuned after a frozen-head phase).
+DEFAULT_CANDIDATES = ["xception:two-phase"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
     train_op = train.build(settings.image)
     evaluate_op = evaluate.build(settings.image)
     deploy_op = deploy.build(settings.image)
+    select_op = select.build(settings.image)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Listing-photo category classifier: prepare, train, evaluate, gate, canary.",
+        description="Listing-photo category classifier: prepare, train and evaluate candidates, "
+        "select the best, gate, canary.",
     )
     def training_pipeline(
         input_uri: str,
@@ -107,8 +112,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         test_fraction: float = 0.2,
         validation_fraction: float = 0.1,
         min_images_per_class: int = 10,
-        backbone: str = "xception",
-        mode: str = "two-phase",
+        candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = "imagenet",
         epochs: int = 12,
         batch_size: int = 32,
@@ -141,47 +145,55 @@ def build_pipeline(settings: ClusterSettings | None = None):
         prepared.set_display_name("prepare").set_caching_options(True)
         _resources(prepared, settings.prepare_cpu, settings.prepare_memory)
 
-        trained = train_op(
-            dataset=prepared.outputs["dataset"],
-            backbone=backbone,
-            mode=mode,
-            weights=weights,
-            image_size=image_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            fine_tune_learning_rate=fine_tune_learning_rate,
-            seed=seed,
-            early_stopping_patience=early_stopping_patience,
-        )
-        # Preemptible GPU nodes: a retried attempt resumes from its last finished epoch.
-        trained.set_display_name("train").set_caching_options(False)
-        trained.set_retry(
-            num_retries=settings.train_retries,
-            backoff_duration="60s",
-            backoff_factor=2,
-            backoff_max_duration="3600s",
-        )
-        _resources(trained, settings.train_cpu, settings.train_memory)
-        _on_gpu(trained, settings)
+        # The seed's experiment as a run: every backbone:mode candidate is trained and evaluated
+        # on the same test split, side by side; only the best goes on.
+        with dsl.ParallelFor(candidates, name="candidates") as candidate:
+            trained = train_op(
+                dataset=prepared.outputs["dataset"],
+                candidate=candidate,
+                weights=weights,
+                image_size=image_size,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                fine_tune_learning_rate=fine_tune_learning_rate,
+                seed=seed,
+                early_stopping_patience=early_stopping_patience,
+            )
+            # Preemptible GPU nodes: a retried attempt resumes from its last finished epoch.
+            trained.set_display_name("train").set_caching_options(False)
+            trained.set_retry(
+                num_retries=settings.train_retries,
+                backoff_duration="60s",
+                backoff_factor=2,
+                backoff_max_duration="3600s",
+            )
+            _resources(trained, settings.train_cpu, settings.train_memory)
+            _on_gpu(trained, settings)
 
-        evaluated = evaluate_op(
-            dataset=prepared.outputs["dataset"],
-            model=trained.outputs["model"],
-            baseline_metrics_uri=baseline_metrics_uri,
-            max_top1_drop=max_top1_drop,
-            max_top3_drop=max_top3_drop,
-            max_class_recall_drop=max_class_recall_drop,
-            min_top1=min_top1,
-            min_top3=min_top3,
-        )
-        evaluated.set_display_name("evaluate and gate").set_caching_options(False)
-        _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)
-        _on_gpu(evaluated, settings)
-
-        with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712
-            deployed = deploy_op(
+            evaluated = evaluate_op(
+                dataset=prepared.outputs["dataset"],
                 model=trained.outputs["model"],
+                baseline_metrics_uri=baseline_metrics_uri,
+                max_top1_drop=max_top1_drop,
+                max_top3_drop=max_top3_drop,
+                max_class_recall_drop=max_class_recall_drop,
+                min_top1=min_top1,
+                min_top3=min_top3,
+            )
+            evaluated.set_display_name("evaluate and gate").set_caching_options(False)
+            _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)
+            _on_gpu(evaluated, settings)
+
+        selected = select_op(
+            models=dsl.Collected(trained.outputs["model"]),
+            evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
+        )
+        selected.set_display_name("select the best candidate").set_caching_options(False)
+
+        with dsl.If(selected.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+            deployed = deploy_op(
+                model=selected.outputs["best_model"],
                 isvc_name=isvc_name,
                 isvc_namespace=isvc_namespace,
                 canary_percent=canary_percent,
@@ -193,7 +205,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             )
             deployed.set_display_name("deploy canary").set_caching_options(False)
 
-        for task in (prepared, trained, evaluated, deployed):
+        for task in (prepared, trained, evaluated, selected, deployed):
             _storage_credentials(task, settings)
 
     return training_pipeline

@@ -1,32 +1,69 @@
 """The classifier: an ImageNet backbone without its 1000-way head, plus our softmax head.
 
-Preprocessing (Xception's and InceptionV3's scaling of 0..255 pixels to [-1, 1]) is the model's
-first layer, so no caller can forget it or apply another one: the training pipeline and the
-serving signature both feed raw decoded pixels.
+Preprocessing (each backbone's own scaling of 0..255 pixels) is the model's first layer, so no
+caller can forget it or apply another one: the training pipeline and the serving signature both
+feed raw decoded pixels, whatever the backbone.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-#: Keras application constructors and the file names their ImageNet "notop" weights use in the
-#: Keras cache (what Dockerfile.train downloads at build time).
-BACKBONES = {
-    "xception": (
-        keras.applications.Xception,
-        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-    "inceptionv3": (
-        keras.applications.InceptionV3,
-        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    ),
-}
-MIN_SIZE = {"xception": 71, "inceptionv3": 75}
+from snapcat import efficientnet_lite
+
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What the classifier needs to know about a backbone network."""
+
+    name: str
+    #: ``(include_top=..., weights=..., input_shape=...)`` -> keras.Model, as keras.applications
+    constructor: Callable[..., keras.Model]
+    min_size: int
+    default_size: int
+    #: (scale, offset): the model's first layer computes ``pixel * scale + offset``
+    preprocessing: tuple[float, float]
+    #: Keras-cache file name of downloadable ImageNet "notop" weights; None when the weights come
+    #: with an installed package (nothing to download)
+    weights_file: str | None = None
+
+
+_UNIT_RANGE = (1 / 127.5, -1.0)  # Xception and InceptionV3: [-1, 1]
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            "xception",
+            keras.applications.Xception,
+            min_size=71,
+            default_size=299,
+            preprocessing=_UNIT_RANGE,
+            weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            "inceptionv3",
+            keras.applications.InceptionV3,
+            min_size=75,
+            default_size=299,
+            preprocessing=_UNIT_RANGE,
+            weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            efficientnet_lite.NAME,
+            efficientnet_lite.build,
+            min_size=32,
+            default_size=efficientnet_lite.DEFAULT_SIZE,
+            preprocessing=efficientnet_lite.PREPROCESSING,
+        ),
+    )
+}
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -46,14 +83,17 @@ class ModelSpec:
         return self.weights.lower() != "none"
 
 
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
 def check_input_size(backbone: str, image_size: int) -> None:
     """Raises ValueError for an unknown backbone or an input smaller than it accepts."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
-    if image_size < MIN_SIZE[backbone]:
-        raise ValueError(
-            f"{backbone} needs images of at least {MIN_SIZE[backbone]} px, not {image_size}"
-        )
+    minimum = get_backbone(backbone).min_size
+    if image_size < minimum:
+        raise ValueError(f"{backbone} needs images of at least {minimum} px, not {image_size}")
 
 
 def keras_cache_dir() -> Path:
@@ -63,10 +103,12 @@ def keras_cache_dir() -> Path:
 
 
 def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -> str | None:
-    """Turns the ``--weights`` value into what Keras takes, failing fast instead of hanging.
+    """Turns the ``--weights`` value into what the backbone constructor takes, failing fast
+    instead of hanging.
 
     ``imagenet`` is used from the Keras cache when present (the training image bakes it in);
-    otherwise a short connection test decides between downloading and a clear error.
+    otherwise a short connection test decides between downloading and a clear error. Backbones
+    whose weights ship in an installed package need neither.
     """
     if weights.lower() == "none":
         return None
@@ -74,7 +116,10 @@ def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -
         if not Path(weights).is_file():
             raise WeightsUnavailableError(f"--weights {weights}: no such weights file")
         return weights
-    cached = keras_cache_dir() / BACKBONES[backbone][1]
+    weights_file = get_backbone(backbone).weights_file
+    if weights_file is None:
+        return "imagenet"
+    cached = keras_cache_dir() / weights_file
     if cached.is_file():
         return "imagenet"
     try:
@@ -83,23 +128,33 @@ def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -
         raise WeightsUnavailableError(
             f"ImageNet weights for {backbone} are not in the Keras cache ({cached}) and "
             f"{WEIGHTS_HOST[0]} cannot be reached ({exc}). The training image downloads them at "
-            "build time; elsewhere pass --weights none or --weights PATH to a weights file."
+            "build time; elsewhere pass --weights none or --weights PATH to a weights file, or "
+            f"use --backbone {efficientnet_lite.NAME}, whose weights are installed with snapcat."
         ) from exc
     return "imagenet"
+
+
+def bake_imagenet_weights(names=None) -> None:
+    """Puts every backbone's ImageNet weights into the Keras cache (image build time), so that
+    training pods need no network."""
+    for name in names or BACKBONES:
+        backbone = BACKBONES[name]
+        size = (backbone.default_size, backbone.default_size, 3)
+        backbone.constructor(include_top=False, weights="imagenet", input_shape=size)
 
 
 def build_model(spec: ModelSpec) -> tuple[keras.Model, keras.Model]:
     """Returns (classifier, backbone). Unfreeze the backbone with :func:`set_backbone_trainable`,
     never with ``backbone.trainable = True``: that keeps its batch-norm layers in inference mode."""
     check_input_size(spec.backbone, spec.image_size)
-    constructor, _ = BACKBONES[spec.backbone]
-    backbone = constructor(
+    scale, offset = get_backbone(spec.backbone).preprocessing
+    backbone = get_backbone(spec.backbone).constructor(
         include_top=False,
         weights=resolve_weights(spec.backbone, spec.weights),
         input_shape=(spec.image_size, spec.image_size, 3),
     )
     inputs = keras.Input((spec.image_size, spec.image_size, 3), name="pixels")
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale_to_unit_range")(inputs)
+    x = keras.layers.Rescaling(scale, offset=offset, name="backbone_preprocessing")(inputs)
     x = backbone(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(spec.dropout, name="head_dropout")(x)

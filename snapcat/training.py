@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import shutil
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from snapcat import storage
 log = logging.getLogger(__name__)
 
 MODES = ("two-phase", "feature-extraction", "fine-tuning")
+#: The names of :data:`snapcat.modeling.BACKBONES`, importable without Keras (CLI choices).
+BACKBONE_NAMES = ("xception", "inceptionv3", "efficientnet-lite0")
 TRAINING_SUBDIR = "training"
 
 
@@ -120,6 +123,12 @@ def make_dataset(
     if augmenting:
         ds = ds.map(lambda x, y: (augment_batch(x, image_size), y), num_parallel_calls=autotune)
     return ds.prefetch(autotune)
+
+
+def keras_verbosity() -> int:
+    """A progress bar on a terminal; one line per epoch in log files and pipeline pods, where a
+    progress bar is a stream of carriage returns and ANSI codes."""
+    return 1 if sys.stdout.isatty() else 2
 
 
 # ------------------------------------------------------------------------------ devices
@@ -398,7 +407,7 @@ def train(config: TrainConfig) -> dict:
                 initial_epoch=phase["start"],
                 class_weight=class_weight,
                 callbacks=callbacks,
-                verbose="auto",
+                verbose=keras_verbosity(),
             )
         model.save_weights(str(workdir / "last_phase.weights.h5"))
         state.data.setdefault("phases_done", []).append(phase["name"])
@@ -418,6 +427,7 @@ def train(config: TrainConfig) -> dict:
         "epochs_run": len(history),
         "mixed_precision": mixed,
         "gpus": len(gpus),
+        "parameters": int(model.count_params()),
     }
     version_dir = export_model(
         model,

@@ -147,8 +147,10 @@ def make_backbone_weights(
     from snapcat.modeling import BACKBONES
 
     keras.utils.set_random_seed(seed)
-    constructor, _ = BACKBONES[backbone]
-    model = constructor(include_top=False, weights=None, input_shape=(size, size, 3))
+    model = BACKBONES[backbone].constructor(
+        include_top=False, weights=None, input_shape=(size, size, 3)
+    )
+    scale, offset = BACKBONES[backbone].preprocessing
     spec = ImageSpec(size=size)
     photos = sorted(SAMPLE_DIR.glob("*/*.jpg"))[::5][:64]
     pixels = np.stack(
@@ -160,7 +162,7 @@ def make_backbone_weights(
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0
-    model(pixels / 127.5 - 1.0, training=True)  # the model's own input scaling
+    model(pixels * scale + offset, training=True)  # the model's own input scaling
     model.save_weights(str(path))
     return [np.array(w.numpy()) for w in model.weights]
 

@@ -190,8 +190,11 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
     other.mkdir()
     better = copy.deepcopy(evaluated.metrics)
     assert evaluated.metrics["top3"] < 0.99
-    better.update(top1=0.5, top3=0.99, macro_f1=0.42, blessed=True)
-    better["model"].update(backbone="inceptionv3", mode="feature-extraction", image_size=75)
+    assert evaluated.metrics["top1"] < 0.5
+    better.update(top1=0.5, top3=0.99, macro_f1=0.42, blessed=True, ms_per_image=12.34)
+    better["model"].update(
+        backbone="inceptionv3", mode="feature-extraction", image_size=75, parameters=21_800_000
+    )
     (other / "metrics.json").write_text(json.dumps(better))
 
     assert _cli("compare", str(evaluated.output), str(other)) == 0
@@ -205,11 +208,13 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
         "top1",
         "top3",
         "macro_f1",
+        "params",
+        "ms/img",
         "gate",
     ]
     assert set(lines[1]) <= {"-", " "}
     assert len(lines) == 4
-    first, second = lines[2].split(), lines[3].split()  # sorted by top-3, best first
+    first, second = lines[2].split(), lines[3].split()  # sorted by top-1, best first
     assert first == [
         "inceptionv3-fe",
         "inceptionv3",
@@ -219,6 +224,8 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
         "0.5000",
         "0.9900",
         "0.4200",
+        "21.8M",
+        "12.3",
         "blessed",
     ]
     m = evaluated.metrics

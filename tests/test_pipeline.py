@@ -16,7 +16,7 @@ from pipelines.training_pipeline import ClusterSettings, Toleration
 from snapcat.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("prepare", "train", "evaluate", "deploy")
+STEPS = ("prepare", "train", "evaluate", "select", "deploy")
 
 
 def _compile(tmp_path: Path, settings: ClusterSettings | None = None) -> tuple[dict, dict]:
@@ -30,21 +30,40 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
     return _compile(tmp_path_factory.mktemp("compiled"))
 
 
-def test_dag_runs_prepare_train_evaluate_then_deploy_only_if_blessed(compiled):
+def _tasks(spec: dict) -> dict:
+    """Every task of the pipeline by name, wherever it is nested (loop, condition)."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        found.update(component.get("dag", {}).get("tasks", {}))
+    return found
+
+
+def test_dag_trains_every_candidate_then_deploys_the_best_only_if_blessed(compiled):
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"prepare", "train", "evaluate", "condition-1"}
-    assert tasks["train"]["dependentTasks"] == ["prepare"]
-    assert set(tasks["evaluate"]["dependentTasks"]) == {"prepare", "train"}
-    condition = tasks["condition-1"]
+    assert set(tasks) == {"prepare", "for-loop-1", "select", "condition-2"}
+    loop = tasks["for-loop-1"]
+    assert loop["dependentTasks"] == ["prepare"]
+    assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--candidates"}
+    inner_loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert set(inner_loop) == {"train", "evaluate"}
+    assert inner_loop["evaluate"]["dependentTasks"] == ["train"]
+    assert inner_loop["train"]["inputs"]["parameters"]["candidate"] == {
+        "componentInputParameter": "pipelinechannel--candidates-loop-item"
+    }
+    # select sees every candidate's model and evaluation (dsl.Collected)
+    collected = tasks["select"]["inputs"]["artifacts"]
+    assert collected["models"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    assert collected["evaluations"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    condition = tasks["condition-2"]
     assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--evaluate-Output'] == true"
+        "inputs.parameter_values['pipelinechannel--select-blessed'] == true"
     )
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    inner = spec["components"]["comp-condition-2"]["dag"]["tasks"]
     assert list(inner) == ["deploy"]
-    # the deployed model is the trained one; its URI becomes KServe's storageUri
+    # the deployed model is the selected one; its URI becomes KServe's storageUri
     model_in = inner["deploy"]["inputs"]["artifacts"]["model"]
-    assert model_in == {"componentInputArtifact": "pipelinechannel--train-model"}
+    assert model_in == {"componentInputArtifact": "pipelinechannel--select-best_model"}
 
 
 def test_gpu_resources_retry_and_caching(compiled):
@@ -56,7 +75,7 @@ def test_gpu_resources_retry_and_caching(compiled):
         assert resources["accelerator"]["resourceCount"] == "1"
         assert resources["resourceCpuRequest"] and resources["resourceMemoryLimit"]
     assert "accelerator" not in executors["exec-prepare"]["container"].get("resources", {})
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     retry = tasks["train"]["retryPolicy"]
     assert retry["maxRetryCount"] == 3 and retry["backoffDuration"] == "60s"
     assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
@@ -129,8 +148,7 @@ def test_pipeline_parameters_cover_the_run_time_choices():
     names = set(runner.pipeline_parameters())
     assert {
         "input_uri",
-        "backbone",
-        "mode",
+        "candidates",
         "weights",
         "image_size",
         "epochs",
@@ -145,6 +163,21 @@ def test_pipeline_parameters_cover_the_run_time_choices():
         "isvc_namespace",
         "canary_percent",
     } <= names
+
+
+def test_candidates_parameter_takes_a_list_and_checks_each_candidate():
+    want = ["xception:two-phase", "efficientnet-lite0:feature-extraction"]
+    assert runner.parse_params(["candidates=" + ",".join(want)]) == {"candidates": want}
+    assert runner.parse_params(["candidates=" + json.dumps(want)]) == {"candidates": want}
+    for bad, message in (
+        ("resnet:two-phase", "unknown backbone"),
+        ("xception:frozen", "unknown mode"),
+        ("xception", "BACKBONE:MODE"),
+        ("xception:two-phase,xception:two-phase", "listed twice"),
+        ("", "at least one"),
+    ):
+        with pytest.raises(runner.PipelineParameterError, match=message):
+            runner.parse_params([f"candidates={bad}"])
 
 
 def test_param_parsing_is_typed_and_strict():
@@ -311,7 +344,7 @@ def test_local_run_end_to_end(tmp_path, capsys):
         "image_size=71",
         "epochs=1",
         "weights=none",
-        "mode=feature-extraction",
+        "candidates=xception:feature-extraction,efficientnet-lite0:feature-extraction",
         "batch_size=32",
         "min_top1=0",
         "min_top3=0",
@@ -346,6 +379,17 @@ def test_local_run_end_to_end(tmp_path, capsys):
     metrics = json.loads(Path(artifacts["metrics"]).read_text())
     assert 0 <= metrics["top1"] <= metrics["top3"] <= 1 and metrics["blessed"] is True
     assert "<img" in Path(artifacts["report"]).read_text()
+    # both candidates were trained and compared on the same test split; the best one went on
+    comparison = Path(artifacts["comparison"]).read_text()
+    ranked = [
+        line.split("|")[1].strip() for line in comparison.splitlines() if line.startswith("| ")
+    ][1:]
+    assert sorted(ranked) == [
+        "efficientnet-lite0:feature-extraction",
+        "xception:feature-extraction",
+    ]
+    assert f"Best: **{ranked[0]}**" in comparison
+    assert load_model_info(version_dir).backbone == ranked[0].split(":")[0]
     manifest = yaml.safe_load(Path(artifacts["deploy manifest"]).read_text())
     assert manifest, "the deploy step wrote the object it would send"
     assert artifacts["model"] in json.dumps(manifest)

@@ -48,7 +48,11 @@ def evaluate(
     labels = result["confusion_matrix"]["labels"]
     confusion_matrix.log_confusion_matrix(labels, result["confusion_matrix"]["matrix"])
     shutil.copyfile(pathlib.Path(evaluation.path, "report.html"), report.path)
-    evaluation.metadata.update(blessed=result["blessed"], reasons=result["reasons"])
+    evaluation.metadata.update(
+        blessed=result["blessed"],
+        reasons=result["reasons"],
+        candidate=model.metadata.get("candidate"),
+    )
     return bool(result["blessed"])
 
 

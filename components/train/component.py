@@ -6,8 +6,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 
 def train(
     dataset: Input[Dataset],
-    backbone: str,
-    mode: str,
+    candidate: str,
     weights: str,
     image_size: int,
     epochs: int,
@@ -18,16 +17,19 @@ def train(
     early_stopping_patience: int,
     model: Output[Model],
 ):
-    """Runs ``snapcat train``. A retried (preempted) attempt writes to the same artifact path and
-    so resumes from its last finished epoch. ``image_size`` 0 means the dataset's size."""
+    """Runs ``snapcat train`` for one ``backbone:mode`` candidate. A retried (preempted) attempt
+    writes to the same artifact path and so resumes from its last finished epoch.
+    ``image_size`` 0 means the dataset's size."""
+    from snapcat.comparison import Candidate
     from snapcat.training import TrainConfig, train
 
+    chosen = Candidate.parse(candidate)
     summary = train(
         TrainConfig(
             data=dataset.path,
             output=model.path,
-            backbone=backbone,
-            mode=mode,
+            backbone=chosen.backbone,
+            mode=chosen.mode,
             weights=weights,
             image_size=image_size or None,
             epochs=epochs,
@@ -40,8 +42,9 @@ def train(
     )
     model.metadata.update(
         framework="tensorflow",
-        backbone=backbone,
-        mode=mode,
+        candidate=candidate,
+        backbone=chosen.backbone,
+        mode=chosen.mode,
         version_dir=summary["version_dir"],
         best_epoch=summary["best_epoch"],
     )

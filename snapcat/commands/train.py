@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.training import MODES, TrainConfig
+    from snapcat.training import BACKBONE_NAMES, MODES, TrainConfig
 
     d = TrainConfig(data="", output="")
     p = sub.add_parser(
@@ -20,7 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="prepared dataset folder (snapcat prepare)")
     p.add_argument("--output", required=True, help="model folder (MODEL_DIR)")
-    p.add_argument("--backbone", choices=("xception", "inceptionv3"), default=d.backbone)
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONE_NAMES,
+        default=d.backbone,
+        help="xception (default; best on GPUs), inceptionv3, or efficientnet-lite0 (a sixth of "
+        "the CPU per photo; its ImageNet weights come installed, no download)",
+    )
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -30,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights",
         default=d.weights,
-        help="imagenet (default; baked into the training image), none, or a PATH to "
-        "backbone weights (.h5 / .weights.h5)",
+        help="imagenet (default; baked into the training image, installed with snapcat for "
+        "efficientnet-lite0), none, or a PATH to backbone weights (.h5 / .weights.h5)",
     )
     p.add_argument(
         "--image-size",

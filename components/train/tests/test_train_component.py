@@ -7,8 +7,7 @@ def test_interface():
     spec = build("example.org/train:1").component_spec
     assert spec.inputs["dataset"].type == "system.Dataset@0.0.1"
     assert {
-        "backbone",
-        "mode",
+        "candidate",
         "weights",
         "image_size",
         "epochs",

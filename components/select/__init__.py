@@ -1,0 +1,3 @@
+from components.select.component import build
+
+__all__ = ["build"]

@@ -1,0 +1,48 @@
+"""Select: every candidate's Model and evaluation -> the best one, and the comparison table."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Model, Output
+
+
+def select(
+    models: Input[list[Model]],
+    evaluations: Input[list[Artifact]],
+    comparison: Output[Markdown],
+    best_model: Output[Model],
+    best_evaluation: Output[Artifact],
+) -> NamedTuple("Outputs", [("candidate", str), ("blessed", bool)]):
+    """Ranks the candidates evaluated on the same test split (top-1, then top-3, then macro F1),
+    writes the comparison table, and passes the best model and its evaluation on: only it goes
+    to the gate's verdict and the canary."""
+    import collections
+    import json
+    import pathlib
+    import shutil
+
+    from snapcat.comparison import markdown_table, ranked
+
+    runs = [
+        (e.metadata["candidate"], json.loads(pathlib.Path(e.path, "metrics.json").read_text()))
+        for e in evaluations
+    ]
+    best_name, best_metrics = ranked(runs)[0]
+    pathlib.Path(comparison.path).write_text(
+        f"# Candidates on the same test split\n\nBest: **{best_name}**\n\n"
+        + markdown_table(runs)
+        + "\n",
+        "utf-8",
+    )
+    model = next(m for m in models if m.metadata.get("candidate") == best_name)
+    evaluation = next(e for e in evaluations if e.metadata["candidate"] == best_name)
+    shutil.copytree(model.path, best_model.path)
+    shutil.copytree(evaluation.path, best_evaluation.path)
+    best_model.metadata.update(model.metadata)
+    best_evaluation.metadata.update(evaluation.metadata)
+    outputs = collections.namedtuple("Outputs", ["candidate", "blessed"])
+    return outputs(best_name, bool(best_metrics["blessed"]))
+
+
+def build(image: str):
+    return dsl.component(select, base_image=image, install_kfp_package=False)
