@@ -65,10 +65,10 @@ class AgreementMetrics:
             self.versions.add(version)
         value = version if version in self.versions else "other"
         self.answers.labels(value).inc()
-        if top1:
-            self.top1.labels(value).inc()
-        if top3:
-            self.top3.labels(value).inc()
+        # All three series exist from a version's first answer (at 0 if none agreed yet), so
+        # Prometheus sees "0 of N agreed" rather than no data.
+        self.top1.labels(value).inc(1 if top1 else 0)
+        self.top3.labels(value).inc(1 if top3 else 0)
 
 
 def _error(status: int, message: str) -> JSONResponse:

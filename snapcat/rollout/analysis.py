@@ -203,7 +203,9 @@ def decide(
 def find_versions(prometheus: Prometheus, window: str) -> tuple[str, str]:
     """(canary, stable) from the versions that served in the window: the newest version (model
     versions are increasing integers) is the canary, the busiest other one is stable."""
-    seen = {v: n for v, n in versions_seen(prometheus, window).items() if v and n > 0}
+    placeholders = ("", "other", "unknown")  # bounded-label overflow, no model loaded
+    seen = {v: n for v, n in versions_seen(prometheus, window).items()
+            if v not in placeholders and n > 0}  # fmt: skip
     if len(seen) < 2:
         raise RolloutError(
             f"Prometheus saw {len(seen)} model version(s) serving in the last {window} "
