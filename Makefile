@@ -49,6 +49,7 @@ bench: venv
 	$(BIN)/python benchmarks/normalize_bench.py
 	$(BIN)/python benchmarks/input_pipeline_bench.py
 	$(BIN)/python benchmarks/serving_bench.py
+	$(BIN)/python benchmarks/backbone_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

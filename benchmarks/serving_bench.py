@@ -44,7 +44,7 @@ MODEL_NAME = "listing-category"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def export_untrained(image_size: int, folder: str) -> str:
+def export_untrained(image_size: int, folder: str, backbone: str = "xception") -> str:
     from snapcat.export import export_model
     from snapcat.modeling import ModelSpec, build_model
     from snapcat.taxonomy import Taxonomy
@@ -52,11 +52,11 @@ def export_untrained(image_size: int, folder: str) -> str:
     classes = list(Taxonomy.load().trainable_slugs)
     model, _ = build_model(
         ModelSpec(
-            backbone="xception", num_classes=len(classes), image_size=image_size, weights="none"
+            backbone=backbone, num_classes=len(classes), image_size=image_size, weights="none"
         )
     )
     export_model(
-        model, folder, classes=classes, image_size=image_size, jpeg_quality=90, backbone="xception"
+        model, folder, classes=classes, image_size=image_size, jpeg_quality=90, backbone=backbone
     )
     return folder
 

@@ -194,6 +194,11 @@ def describe_result(artifacts: dict[str, str]) -> str:
             f"  top1 {metrics['top1']:.4f}  top3 {metrics['top3']:.4f}  "
             f"gate {'blessed' if metrics['blessed'] else 'refused'}"
         )
+    comparison = artifacts.get("comparison")
+    if comparison and Path(comparison).exists():
+        table = [line for line in Path(comparison).read_text("utf-8").splitlines() if "|" in line]
+        lines += ["  candidates on the same test split, best first:"]
+        lines += [f"  {line}" for line in table]
     if "deploy manifest" not in artifacts:
         lines.append("  (no deploy: the gate refused the model)")
     return "\n".join(lines)

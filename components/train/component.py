@@ -10,6 +10,7 @@ def train(
     weights: str,
     image_size: int,
     epochs: int,
+    head_epochs: int,
     batch_size: int,
     learning_rate: float,
     fine_tune_learning_rate: float,
@@ -19,7 +20,7 @@ def train(
 ):
     """Runs ``snapcat train`` for one ``backbone:mode`` candidate. A retried (preempted) attempt
     writes to the same artifact path and so resumes from its last finished epoch.
-    ``image_size`` 0 means the dataset's size."""
+    ``image_size`` 0 means the dataset's size; ``head_epochs`` 0, a third of ``epochs``."""
     from snapcat.comparison import Candidate
     from snapcat.training import TrainConfig, train
 
@@ -33,6 +34,7 @@ def train(
             weights=weights,
             image_size=image_size or None,
             epochs=epochs,
+            head_epochs=head_epochs or None,
             batch_size=batch_size,
             learning_rate=learning_rate,
             fine_tune_learning_rate=fine_tune_learning_rate,

@@ -11,6 +11,7 @@ def test_interface():
         "weights",
         "image_size",
         "epochs",
+        "head_epochs",
         "batch_size",
         "learning_rate",
         "fine_tune_learning_rate",
