@@ -193,7 +193,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         )
         selected.set_display_name("select the best candidate").set_caching_options(False)
 
-        with dsl.If(selected.outputs["blessed"] == True, name="blessed"):  # noqa: E712
+        with dsl.If(selected.outputs["Output"] == True, name="blessed"):  # noqa: E712
             deployed = deploy_op(
                 model=selected.outputs["best_model"],
                 isvc_name=isvc_name,

@@ -75,9 +75,9 @@ def run_pipeline(data: str, workdir: Path, log: Path) -> dict[str, str]:
     return locate_artifacts(runs[-1])
 
 
-def held_out_photos(dataset: str, per_category: int = 1, categories: int = 8) -> list[dict]:
-    """Test-split photos (never seen in training), one per category for the first few; their
-    ``path`` is relative to the input folder, as prepare's index.csv records it."""
+def held_out_photos(dataset: str, per_category: int = 1) -> list[dict]:
+    """Test-split photos (never seen in training), one per category; their ``path`` is relative
+    to the input folder, as prepare's index.csv records it."""
     with open(Path(dataset) / "index.csv", newline="", encoding="utf-8") as handle:
         rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
     chosen: dict[str, list[dict]] = {}
@@ -85,7 +85,7 @@ def held_out_photos(dataset: str, per_category: int = 1, categories: int = 8) ->
         picked = chosen.setdefault(row["category"], [])
         if len(picked) < per_category:
             picked.append(row)
-    return [row for slug in sorted(chosen)[:categories] for row in chosen[slug]]
+    return [row for slug in sorted(chosen) for row in chosen[slug]]
 
 
 def suggestions_table(photos: list[dict], results) -> tuple[str, int]:
@@ -95,7 +95,7 @@ def suggestions_table(photos: list[dict], results) -> tuple[str, int]:
         hit = top[0].slug == photo["category"]
         right += hit
         guesses = ", ".join(f"{c.slug} {c.score:.2f}" for c in top)
-        mark = "ok " if hit else ("top3" if photo["category"] in [c.slug for c in top] else "-- ")
+        mark = "ok  " if hit else ("top3" if photo["category"] in [c.slug for c in top] else "miss")
         lines.append(f"  {mark} {photo['category']:<22} -> {guesses}")
     return "\n".join(lines), right
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         results = [client.classify_one(str(Path(args.data, p["path"]))) for p in photos]
     table, right = suggestions_table(photos, results)
-    print(f"    true category          -> top-3 suggestions (served over HTTP)\n{table}")
+    print(f"       true category          -> top-3 suggestions (served over HTTP)\n{table}")
     print(f"    {right} of {len(photos)} right at top-1")
     print(f"\ndone in {time.monotonic() - began:.0f} s; HTML report: {artifacts['report']}")
     return 0

@@ -57,7 +57,7 @@ def test_dag_trains_every_candidate_then_deploys_the_best_only_if_blessed(compil
     assert collected["evaluations"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
     condition = tasks["condition-2"]
     assert condition["triggerPolicy"]["condition"] == (
-        "inputs.parameter_values['pipelinechannel--select-blessed'] == true"
+        "inputs.parameter_values['pipelinechannel--select-Output'] == true"
     )
     inner = spec["components"]["comp-condition-2"]["dag"]["tasks"]
     assert list(inner) == ["deploy"]

@@ -16,8 +16,7 @@ def test_interface():
         "comparison": "system.Markdown@0.0.1",
         "best_model": "system.Model@0.0.1",
         "best_evaluation": "system.Artifact@0.0.1",
-        "candidate": "String",
-        "blessed": "Boolean",
+        "Output": "Boolean",
     }
 
 
@@ -51,7 +50,7 @@ def test_the_best_by_top1_goes_on_with_its_own_gate_verdict(tmp_path):
     best_model = dsl.Model(uri=str(out / "best_model"))
     best_evaluation = dsl.Artifact(uri=str(out / "best_evaluation"))
     out.mkdir()
-    result = build("x").python_func(
+    blessed = build("x").python_func(
         models=[m for m, _ in runs],
         evaluations=[e for _, e in runs],
         comparison=comparison,
@@ -59,11 +58,11 @@ def test_the_best_by_top1_goes_on_with_its_own_gate_verdict(tmp_path):
         best_evaluation=best_evaluation,
     )
     # equal top-1: top-3 decides; the best was refused by the gate, so nothing deploys
-    assert result.candidate == "efficientnet-lite0:two-phase"
-    assert result.blessed is False
-    assert (out / "best_model" / "1" / "saved_model.pb").read_text() == result.candidate
+    best = "efficientnet-lite0:two-phase"
+    assert best_model.metadata["candidate"] == best
+    assert blessed is False
+    assert (out / "best_model" / "1" / "saved_model.pb").read_text() == best
     assert json.loads((out / "best_evaluation" / "metrics.json").read_text())["top1"] == 0.72
-    assert best_model.metadata["candidate"] == result.candidate
     table = (out / "comparison").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == [
