@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
-LOCKS := requirements/all.lock requirements/train.lock requirements/serve.lock
+LOCKS := requirements/all.lock requirements/train.lock requirements/serve.lock requirements/pipeline.lock
 DEMO_DIR ?= demo-output
 
 .PHONY: venv demo test lint format lock clean bench
@@ -44,6 +44,9 @@ lock:
 		-o requirements/train.lock
 	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 		--extra serve -c requirements/all.lock pyproject.toml -o requirements/serve.lock
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--extra pipeline --extra cloud -c requirements/all.lock pyproject.toml \
+		-o requirements/pipeline.lock
 
 bench: venv
 	$(BIN)/python benchmarks/normalize_bench.py

@@ -1,8 +1,11 @@
 """Compile, submit and run the training pipeline: what ``snapcat pipeline`` calls.
 
 The same pipeline function is compiled for the cluster and executed by ``kfp.local`` on one
-machine; only the deploy step's ``deploy_dry_run`` differs (locally it writes the manifest it
-would apply instead of calling a cluster).
+machine; only two defaults differ locally: the deploy step's ``deploy_dry_run`` (it writes the
+manifest it would apply instead of calling a cluster) and ``baseline_from_isvc`` (no live
+InferenceService is asked for the production model unless the run says so). The run's workspace
+is ``WORKDIR/workspace``: a run killed mid-training and started again with the same workdir
+resumes from its checkpoints there, as a retried pod does on a cluster.
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def submit(
     """Submits a run, or with ``schedule`` (a cron expression) a recurring run; returns its ID.
 
     Authentication is kfp.Client's own: in-cluster service-account tokens, ``KF_PIPELINES_*``
-    environment variables, or an existing token (``KFP_TOKEN`` here).
+    environment variables, or an existing token (``KFP_TOKEN`` here). ``enable_caching=False``
+    runs every step afresh; None keeps each step's compiled setting (only prepare is cached).
     """
     import tempfile
 
@@ -114,14 +118,15 @@ def submit(
     )
     experiment_obj = client.create_experiment(experiment, namespace=namespace)
     if schedule:
-        # Recurring runs retrain on whatever the bucket holds now: never reuse a cached prepare.
+        # prepare's cache key includes the input's fingerprint, so a scheduled retrain reuses a
+        # prepared dataset only when the photos are unchanged (enable_caching=False: never).
         job = client.create_recurring_run(
             experiment_id=experiment_obj.experiment_id,
             job_name=run_name or f"{PIPELINE_NAME}-scheduled",
             cron_expression=schedule,
             pipeline_package_path=str(package),
             params=params,
-            enable_caching=False if enable_caching is None else enable_caching,
+            enable_caching=enable_caching,
             no_catchup=True,
         )
         return job.recurring_run_id
@@ -139,7 +144,10 @@ def submit(
 def run_local(
     input_uri: str, workdir: str | Path, params: dict, settings: ClusterSettings | None = None
 ) -> dict[str, str]:
-    """Runs the pipeline with ``kfp.local`` (subprocesses, no Docker); returns artifact paths."""
+    """Runs the pipeline with ``kfp.local`` (subprocesses, no Docker); returns artifact paths.
+
+    kfp.local deletes the workspace when a run ends (as a cluster deletes the run's PVC); one that
+    was killed leaves it, and the next run with this workdir resumes training from it."""
     from kfp import local
 
     # The steps are subprocesses of this one: spare their logs TensorFlow's C++ start-up chatter
@@ -151,14 +159,24 @@ def run_local(
     if "://" not in input_uri:
         input_uri = str(Path(input_uri).resolve())
     local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        workspace_root=str(workdir / "workspace"),
+        raise_on_error=True,
     )
     before = set(root.iterdir())
     pipeline = build_pipeline(settings)
     with warnings.catch_warnings():
         # KFP warns that the image has no "python" in its name: locally the image is not used.
         warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-        pipeline(**{**params, "input_uri": input_uri, "deploy_dry_run": True})
+        pipeline(
+            **{
+                "baseline_from_isvc": False,
+                **params,
+                "input_uri": input_uri,
+                "deploy_dry_run": True,
+            }
+        )
     runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not runs:
         raise RuntimeError(f"kfp.local produced no run folder under {root}")

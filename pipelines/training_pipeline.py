@@ -1,23 +1,41 @@
-"""The training pipeline: prepare -> train and evaluate each candidate -> select the best ->
-(if the gate blessed it) deploy as a canary.
+"""The training pipeline: fingerprint -> prepare -> train and evaluate each candidate -> select
+the best -> (if the gate blessed it) deploy as a canary.
 
 No ``from __future__ import annotations`` here: KFP reads the pipeline signature's real types.
 
 Run-time choices (data, hyper-parameters, gate tolerances, where to deploy) are pipeline
-parameters. Cluster placement (image, GPUs, node selectors, tolerations, the storage secret) is
-fixed at compile time by :class:`ClusterSettings`, because KFP resolves those when it compiles.
+parameters whose defaults are the library's own (:class:`PrepareConfig`, :class:`TrainConfig`,
+:class:`GateConfig`). Cluster placement (images, GPUs, node selectors, tolerations, the storage
+secret, timeouts, the workspace volume) is fixed at compile time by :class:`ClusterSettings`,
+because KFP resolves those when it compiles.
+
+How it behaves on a cluster:
+
+- *Resume*: the run has a workspace volume (a PVC that lives as long as the run); training
+  checkpoints go there, so a retried (preempted) train attempt resumes from its last epoch.
+- *Caching*: only prepare is cached, and its inputs include the fingerprint of the input
+  listing (or an explicit ``data_version``), so new photos mean a new cache key.
+- *Gate*: evaluate compares the candidate with the production model on the same photos.
 """
 
 from dataclasses import dataclass, field
 
 from kfp import dsl, kubernetes
 
-from components import deploy, evaluate, prepare, select, train
-from components.images import default_train_image
+from components import deploy, evaluate, fingerprint, prepare, select, train
+from components.images import default_light_image, default_train_image
+from snapcat.metrics import GateConfig
+from snapcat.prepare import PrepareConfig
+from snapcat.training import TrainConfig
 
 PIPELINE_NAME = "snapcat-training"
-#: One candidate by default: the seed's best (Xception fine-tuned after a frozen-head phase).
-DEFAULT_CANDIDATES = ["xception:two-phase"]
+#: The library's defaults, which the pipeline parameters repeat (a test checks they agree).
+PREPARE = PrepareConfig(input="", output="")
+TRAIN = TrainConfig(data="", output="")
+GATE = GateConfig()
+#: One candidate by default: the seed's best (Xception fine-tuned after a frozen-head phase),
+#: TrainConfig's backbone and mode.
+DEFAULT_CANDIDATES = [f"{TRAIN.backbone}:{TRAIN.mode}"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,8 @@ class ClusterSettings:
     and labelled by NVIDIA's GPU feature discovery (``nvidia.com/gpu.present=true``)."""
 
     image: str = field(default_factory=default_train_image)
+    # Steps that only call APIs or list object storage (fingerprint, deploy): no TensorFlow/CUDA.
+    light_image: str = field(default_factory=default_light_image)
     gpu_type: str = "nvidia.com/gpu"
     gpu_count: int = 1
     node_selector: tuple[tuple[str, str], ...] = (("nvidia.com/gpu.present", "true"),)
@@ -57,6 +77,17 @@ class ClusterSettings:
     prepare_cpu: tuple[str, str] = ("4", "8")
     prepare_memory: tuple[str, str] = ("8G", "16G")
     train_retries: int = 3
+    # Pod deadlines (seconds): a hung step fails instead of holding a GPU node forever. Train's is
+    # per attempt; a retried attempt resumes from the workspace.
+    fingerprint_timeout: int = 30 * 60
+    prepare_timeout: int = 6 * 3600
+    train_timeout: int = 24 * 3600
+    evaluate_timeout: int = 4 * 3600
+    select_timeout: int = 30 * 60
+    deploy_timeout: int = 30 * 60
+    # The run's workspace volume, where training checkpoints live (KFP >= 2.15 backend).
+    workspace_size: str = "20Gi"
+    workspace_storage_class: str | None = None
     storage_secret: str = "snapcat-storage"
     # secret key -> environment variable (S3-compatible stores; fsspec/s3fs and TF read these)
     storage_secret_env: tuple[tuple[str, str], ...] = (
@@ -91,41 +122,59 @@ def _storage_credentials(task: dsl.PipelineTask, settings: ClusterSettings) -> N
         )
 
 
+def _workspace(settings: ClusterSettings) -> dsl.PipelineConfig:
+    patch = {"storageClassName": settings.workspace_storage_class}
+    return dsl.PipelineConfig(
+        workspace=dsl.WorkspaceConfig(
+            size=settings.workspace_size,
+            kubernetes=dsl.KubernetesWorkspaceConfig(
+                pvcSpecPatch=patch if settings.workspace_storage_class else None
+            ),
+        )
+    )
+
+
 def build_pipeline(settings: ClusterSettings | None = None):
     """Returns the ``@dsl.pipeline`` function for these cluster settings."""
     settings = settings or ClusterSettings()
+    fingerprint_op = fingerprint.build(settings.light_image)
     prepare_op = prepare.build(settings.image)
     train_op = train.build(settings.image)
     evaluate_op = evaluate.build(settings.image)
-    deploy_op = deploy.build(settings.image)
-    select_op = select.build(settings.image)
+    deploy_op = deploy.build(settings.light_image)
+    select_op = select.build(settings.light_image)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Listing-photo category classifier: prepare, train and evaluate candidates, "
         "select the best, gate, canary.",
+        pipeline_config=_workspace(settings),
     )
     def training_pipeline(
         input_uri: str,
-        image_size: int = 299,
-        seed: int = 0,
-        test_fraction: float = 0.2,
-        validation_fraction: float = 0.1,
-        min_images_per_class: int = 10,
+        data_version: str = "",
+        image_size: int = PREPARE.image_size,
+        seed: int = PREPARE.seed,
+        test_fraction: float = PREPARE.test_fraction,
+        validation_fraction: float = PREPARE.validation_fraction,
+        min_images_per_class: int = PREPARE.min_images_per_class,
         candidates: list[str] = DEFAULT_CANDIDATES,
-        weights: str = "imagenet",
-        epochs: int = 12,
-        head_epochs: int = 0,
-        batch_size: int = 32,
-        learning_rate: float = 1e-3,
-        fine_tune_learning_rate: float = 1e-5,
-        early_stopping_patience: int = 4,
+        weights: str = TRAIN.weights,
+        epochs: int = TRAIN.epochs,
+        head_epochs: int = 0,  # 0: TrainConfig's default, a third of the epochs
+        batch_size: int = TRAIN.batch_size,
+        learning_rate: float = TRAIN.learning_rate,
+        fine_tune_learning_rate: float = TRAIN.fine_tune_learning_rate,
+        early_stopping_patience: int = TRAIN.early_stopping_patience,
+        baseline_model_uri: str = "",
+        baseline_from_isvc: bool = True,
         baseline_metrics_uri: str = "",
-        max_top1_drop: float = 0.01,
-        max_top3_drop: float = 0.01,
-        max_class_recall_drop: float = 0.10,
-        min_top1: float = 0.60,
-        min_top3: float = 0.85,
+        max_top1_drop: float = GATE.max_top1_drop,
+        max_top3_drop: float = GATE.max_top3_drop,
+        max_class_recall_drop: float = GATE.max_class_recall_drop,
+        min_class_support: int = GATE.min_class_support,
+        min_top1: float = GATE.min_top1,
+        min_top3: float = GATE.min_top3,
         isvc_name: str = "listing-category",
         isvc_namespace: str = "snapcat",
         canary_percent: int = 10,
@@ -135,6 +184,11 @@ def build_pipeline(settings: ClusterSettings | None = None):
         analysis_window: str = "10m",
         analysis_timeout: float = 3600.0,
     ):
+        # Never cached: it is what tells whether the photos changed since the cached prepare.
+        listed = fingerprint_op(input_uri=input_uri, data_version=data_version)
+        listed.set_display_name("fingerprint data").set_caching_options(False)
+        kubernetes.set_timeout(listed, settings.fingerprint_timeout)
+
         prepared = prepare_op(
             input_uri=input_uri,
             image_size=image_size,
@@ -142,9 +196,11 @@ def build_pipeline(settings: ClusterSettings | None = None):
             test_fraction=test_fraction,
             validation_fraction=validation_fraction,
             min_images_per_class=min_images_per_class,
+            data_version=listed.output,
         )
         prepared.set_display_name("prepare").set_caching_options(True)
         _resources(prepared, settings.prepare_cpu, settings.prepare_memory)
+        kubernetes.set_timeout(prepared, settings.prepare_timeout)
 
         # The seed's experiment as a run: every backbone:mode candidate is trained and evaluated
         # on the same test split, side by side; only the best goes on.
@@ -161,8 +217,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 fine_tune_learning_rate=fine_tune_learning_rate,
                 seed=seed,
                 early_stopping_patience=early_stopping_patience,
+                workspace=dsl.WORKSPACE_PATH_PLACEHOLDER,
             )
-            # Preemptible GPU nodes: a retried attempt resumes from its last finished epoch.
+            # Preemptible GPU nodes: a retried attempt resumes from the checkpoints in the
+            # workspace.
             trained.set_display_name("train").set_caching_options(False)
             trained.set_retry(
                 num_retries=settings.train_retries,
@@ -172,26 +230,34 @@ def build_pipeline(settings: ClusterSettings | None = None):
             )
             _resources(trained, settings.train_cpu, settings.train_memory)
             _on_gpu(trained, settings)
+            kubernetes.set_timeout(trained, settings.train_timeout)
 
             evaluated = evaluate_op(
                 dataset=prepared.outputs["dataset"],
                 model=trained.outputs["model"],
+                baseline_model_uri=baseline_model_uri,
+                baseline_from_isvc=baseline_from_isvc,
+                isvc_name=isvc_name,
+                isvc_namespace=isvc_namespace,
                 baseline_metrics_uri=baseline_metrics_uri,
                 max_top1_drop=max_top1_drop,
                 max_top3_drop=max_top3_drop,
                 max_class_recall_drop=max_class_recall_drop,
+                min_class_support=min_class_support,
                 min_top1=min_top1,
                 min_top3=min_top3,
             )
             evaluated.set_display_name("evaluate and gate").set_caching_options(False)
             _resources(evaluated, settings.evaluate_cpu, settings.evaluate_memory)
             _on_gpu(evaluated, settings)
+            kubernetes.set_timeout(evaluated, settings.evaluate_timeout)
 
         selected = select_op(
             models=dsl.Collected(trained.outputs["model"]),
             evaluations=dsl.Collected(evaluated.outputs["evaluation"]),
         )
         selected.set_display_name("select the best candidate").set_caching_options(False)
+        kubernetes.set_timeout(selected, settings.select_timeout)
 
         with dsl.If(selected.outputs["Output"] == True, name="blessed"):  # noqa: E712
             deployed = deploy_op(
@@ -206,8 +272,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 analysis_timeout=analysis_timeout,
             )
             deployed.set_display_name("deploy canary").set_caching_options(False)
+            kubernetes.set_timeout(deployed, settings.deploy_timeout)
 
-        for task in (prepared, trained, evaluated, selected, deployed):
+        for task in (listed, prepared, trained, evaluated, selected, deployed):
             _storage_credentials(task, settings)
 
     return training_pipeline

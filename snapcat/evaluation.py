@@ -2,13 +2,21 @@
 
 Predictions come from the SavedModel's serving signature (:class:`snapcat.export.ServingModel`)
 fed the prepared canonical bytes, i.e. the same graph and the same input TF Serving will see.
+
+With ``baseline_model`` (the production model's URI) both models answer the same photos in the
+same run and the gate reads paired differences (:mod:`snapcat.paired`). A stored
+``metrics.json`` (``baseline_metrics``) is only the fallback: its figures come from whatever
+photos production was evaluated on, and metrics.json and the report label them so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +27,7 @@ from tqdm import tqdm
 from snapcat import storage
 from snapcat.metrics import GateConfig, classification_metrics, gate, topk_indices
 from snapcat.model_info import MODEL_CARD_FILE, taxonomy_path
+from snapcat.paired import Outcomes, compare, disagreements, paired_gate
 from snapcat.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -34,11 +43,21 @@ class EvaluateConfig:
     model: str
     output: str
     split: str = "test"
-    baseline: str | None = None  # a previous metrics.json (the production model's)
+    baseline_model: str | None = None  # the production model (MODEL_DIR or a version, any URI)
+    baseline_metrics: str | None = None  # fallback: a previous metrics.json (other photos)
+    baseline_lookup: str | None = None  # how the baseline was found (said first in the reasons)
     gate: GateConfig = field(default_factory=GateConfig)
     batch_size: int = 32
     gallery_per_class: int = 8
+    disagreements: int = 24  # photos per side where exactly one of the two models is right
     progress: bool = True
+
+
+FALLBACK_NOTE = (
+    "figures from a stored metrics.json, measured on the photos production was evaluated on, "
+    "not on this run's; not a paired comparison (pass the production model to compare on the "
+    "same photos)"
+)
 
 
 def load_baseline(uri: str | None) -> dict | None:
@@ -54,13 +73,64 @@ def load_baseline(uri: str | None) -> dict | None:
     return baseline
 
 
+@contextlib.contextmanager
+def local_model(uri: str) -> Iterator[str]:
+    """A model folder TensorFlow can load: a local one as it is, an object-store one (``s3://``,
+    ``gs://``: an InferenceService's storageUri) copied version-only into a temporary folder."""
+    from snapcat.model_info import resolve_version_dir
+
+    try:
+        version_dir = resolve_version_dir(uri)
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot read baseline model {uri}: {exc}") from exc
+    if not storage.is_remote(version_dir):
+        yield version_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="snapcat-baseline-") as tmp:
+        fs, path = fsspec.core.url_to_fs(version_dir)
+        target = f"{tmp}/{path.rstrip('/').rsplit('/', 1)[-1]}"
+        try:
+            fs.get(path.rstrip("/") + "/", target + "/", recursive=True)
+        except OSError as exc:
+            raise EvaluationError(f"cannot copy baseline model {uri}: {exc}") from exc
+        yield target
+
+
+def find_production_model(
+    isvc_name: str, isvc_namespace: str, **connection
+) -> tuple[str | None, str]:
+    """The live InferenceService's model URI, or None and why not (no cluster reachable, no such
+    service, a canary in progress): then the caller falls back to a stored metrics.json."""
+    from snapcat.rollout import RolloutError, production_model_uri
+
+    ref = f"InferenceService {isvc_namespace}/{isvc_name}"
+    try:
+        uri = production_model_uri(isvc_name, isvc_namespace, **connection)
+    except RolloutError as exc:
+        return None, f"production model not read from {ref}: {exc}"
+    return uri, f"production model read from the live {ref}: {uri}"
+
+
+def _model_summary(served, card: dict | None = None) -> dict:
+    info = served.info
+    return {
+        "parameters": (card or {}).get("result", {}).get("parameters"),
+        "version_dir": served.version_dir,
+        "version": info.version,
+        "backbone": info.backbone,
+        "mode": (card or {}).get("training", {}).get("mode"),
+        "image_size": info.image_size,
+        "classes": list(info.classes),
+    }
+
+
 def evaluate(config: EvaluateConfig) -> dict:
     from snapcat.export import ServingModel, update_model_card
     from snapcat.report import write_report
     from snapcat.shards import read_split
 
     storage.require_complete(config.data, "prepared dataset")
-    baseline = load_baseline(config.baseline)
+    stored_baseline = None if config.baseline_model else load_baseline(config.baseline_metrics)
     records = read_split(config.data, config.split)
     if not records:
         raise EvaluationError(f"{config.data} has no photos in the {config.split!r} split")
@@ -69,15 +139,56 @@ def evaluate(config: EvaluateConfig) -> dict:
     unknown = sorted({r["slug"] for r in records} - set(info.classes))
     if unknown:
         log.warning("the model cannot predict %s: those photos count as misses", unknown)
-
-    probabilities, seconds = _predict_all(served, records, config)
+    probabilities, seconds = _predict_all(served, records, config, "candidate")
     taxonomy = Taxonomy.load(taxonomy_path(served.version_dir))
-    present = set(info.classes) | {r["slug"] for r in records}
-    label_order = [s for s in taxonomy.slugs if s in present]
     true_slugs = [r["slug"] for r in records]
+
+    champion = None
+    if config.baseline_model:
+        with local_model(config.baseline_model) as baseline_dir:
+            champion = ServingModel(baseline_dir)
+            champion_probabilities, _ = _predict_all(champion, records, config, "production")
+            champion_summary = _model_summary(champion)
+            champion_summary["version_dir"] = config.baseline_model
+
+    present = set(info.classes) | set(true_slugs) | set(champion.info.classes if champion else ())
+    label_order = [s for s in taxonomy.slugs if s in present]
     metrics = classification_metrics(true_slugs, probabilities, list(info.classes), label_order)
 
-    blessed, reasons = gate(metrics, baseline, config.gate)
+    pairs = None
+    if champion is not None:
+        champion_metrics = classification_metrics(
+            true_slugs, champion_probabilities, list(champion.info.classes), label_order
+        )
+        mine = Outcomes.of(true_slugs, probabilities, list(info.classes))
+        theirs = Outcomes.of(true_slugs, champion_probabilities, list(champion.info.classes))
+        comparison = compare(true_slugs, mine, theirs, config.gate)
+        blessed, reasons = paired_gate(comparison, config.gate)
+        pairs = disagreements(records, mine, theirs, config.disagreements)
+        baseline = {
+            "source": "model",
+            "uri": config.baseline_model,
+            "model": champion_summary,
+            **{k: champion_metrics[k] for k in ("n", "top1", "top3", "macro_f1", "per_class")},
+        }
+    else:
+        comparison = None
+        blessed, reasons = gate(metrics, stored_baseline, config.gate)
+        baseline = None
+        if stored_baseline:
+            baseline = {
+                "source": "stored-metrics",
+                "uri": config.baseline_metrics,
+                "n": stored_baseline.get("n"),
+                "split": stored_baseline.get("split"),
+                "top1": stored_baseline["top1"],
+                "top3": stored_baseline["top3"],
+                "note": FALLBACK_NOTE,
+            }
+            reasons.insert(0, f"FALLBACK baseline: {FALLBACK_NOTE}")
+
+    if config.baseline_lookup:
+        reasons.insert(0, config.baseline_lookup)
     card_path = Path(served.version_dir, MODEL_CARD_FILE)
     card = json.loads(card_path.read_text("utf-8")) if card_path.exists() else {}
     metrics.update(
@@ -85,21 +196,12 @@ def evaluate(config: EvaluateConfig) -> dict:
         blessed=blessed,
         reasons=reasons,
         gate=config.gate.to_dict(),
-        baseline={"uri": config.baseline, "top1": baseline["top1"], "top3": baseline["top3"]}
-        if baseline
-        else None,
+        baseline=baseline,
+        comparison=comparison,
         # the serving signature's time per photo (decode included) at this batch size on this
         # machine: a cost figure to compare candidates by, measured where they were evaluated
         ms_per_image=1000.0 * seconds / len(records),
-        model={
-            "parameters": card.get("result", {}).get("parameters"),
-            "version_dir": served.version_dir,
-            "version": info.version,
-            "backbone": info.backbone,
-            "mode": card.get("training", {}).get("mode"),
-            "image_size": info.image_size,
-            "classes": list(info.classes),
-        },
+        model=_model_summary(served, card),
     )
 
     gallery = misclassified_gallery(
@@ -109,7 +211,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), "utf-8")
     history = Path(config.model, "training", "history.csv")
-    write_report(out, metrics, taxonomy, gallery, history if history.exists() else None)
+    write_report(out, metrics, taxonomy, gallery, history if history.exists() else None, pairs)
     update_model_card(
         served.version_dir,
         evaluation={
@@ -119,7 +221,9 @@ def evaluate(config: EvaluateConfig) -> dict:
     return metrics
 
 
-def _predict_all(served, records: list[dict], config: EvaluateConfig) -> tuple[np.ndarray, float]:
+def _predict_all(
+    served, records: list[dict], config: EvaluateConfig, what: str = "model"
+) -> tuple[np.ndarray, float]:
     """Probabilities for every record, and the seconds the serving signature took (the first
     batch, which traces the graph, is timed again afterwards so one-off work is not counted)."""
     batches = [
@@ -127,7 +231,12 @@ def _predict_all(served, records: list[dict], config: EvaluateConfig) -> tuple[n
     ]
     outputs, seconds = [], 0.0
     for index, batch in enumerate(
-        tqdm(batches, desc=f"evaluating {config.split}", unit="batch", disable=not config.progress)
+        tqdm(
+            batches,
+            desc=f"evaluating {what} on {config.split}",
+            unit="batch",
+            disable=not config.progress,
+        )
     ):
         started = time.perf_counter()
         outputs.append(served.predict([r["image"] for r in batch]))

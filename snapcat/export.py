@@ -108,8 +108,11 @@ def export_model(
             VERSION_OUTPUT: tf.fill([rows], tf.constant(version, tf.int64)),
         }
 
+    # Not ``archive.track(model)``: tracking stores every weight a second time (under
+    # ``variables/`` and ``_all_variables/``, keras-team/keras#23553) and TF Serving loads both,
+    # doubling each replica's memory. The endpoint captures every variable the signature uses,
+    # which is all serving needs.
     archive = keras.export.ExportArchive()
-    archive.track(model)
     archive.add_endpoint(
         name=SIGNATURE_NAME,
         fn=serve,
@@ -149,6 +152,20 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
     return str(target)
+
+
+def stored_values(version_dir: str) -> int:
+    """How many numbers the SavedModel's checkpoint holds: equal to the model's parameter count
+    when each weight is stored once."""
+    import numpy as np
+    import tensorflow as tf
+
+    checkpoint = str(Path(version_dir, "variables", "variables"))
+    return sum(
+        int(np.prod(shape))
+        for name, shape in tf.train.list_variables(checkpoint)
+        if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")
+    )
 
 
 def update_model_card(version_dir: str, **sections) -> None:

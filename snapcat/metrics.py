@@ -73,7 +73,11 @@ def classification_metrics(
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How much worse than production a candidate may be, and the floors for a first model."""
+    """How much worse than production a candidate may be, and the floors for a first model.
+
+    With the production model evaluated on the same photos (:func:`snapcat.paired.paired_gate`)
+    a drop beyond a tolerance refuses the candidate only when it is more than noise; with only a
+    stored metrics.json (:func:`gate`, the fallback) the figures are compared as they are."""
 
     max_top1_drop: float = 0.01
     max_top3_drop: float = 0.01
@@ -81,6 +85,10 @@ class GateConfig:
     min_class_support: int = 5  # recall of rarer classes in the test split is too noisy to gate on
     min_top1: float = 0.60
     min_top3: float = 0.85
+    # Champion vs challenger (snapcat.paired): paired bootstrap resamples for the 95 % intervals
+    # and their seed, so a re-evaluation gives the same intervals.
+    resamples: int = 2000
+    seed: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -89,9 +89,17 @@ def _data_uri(data: bytes, mime: str) -> str:
 
 
 def write_report(
-    out: Path, metrics: dict, taxonomy: Taxonomy, gallery: dict, history_csv: Path | None
+    out: Path,
+    metrics: dict,
+    taxonomy: Taxonomy,
+    gallery: dict,
+    history_csv: Path | None,
+    disagreements: dict | None = None,
 ) -> Path:
-    """Writes confusion_matrix.png, training_curves.png (if there is a history) and report.html."""
+    """Writes confusion_matrix.png, training_curves.png (if there is a history) and report.html.
+
+    ``disagreements`` (from :func:`snapcat.paired.disagreements`) are the photos on which the
+    candidate and the production model disagree, shown with both models' top-3."""
     plot_confusion_matrix(metrics, taxonomy, out / "confusion_matrix.png")
     curves = history_csv is not None and plot_training_curves(
         history_csv, out / "training_curves.png"
@@ -107,6 +115,10 @@ def write_report(
         gallery={
             slug: [{**item, "src": _data_uri(item["image"], "image/jpeg")} for item in items]
             for slug, items in gallery.items()
+        },
+        disagreements={
+            side: [{**item, "src": _data_uri(item["image"], "image/jpeg")} for item in items]
+            for side, items in (disagreements or {}).items()
         },
     )
     path = out / "report.html"

@@ -157,3 +157,37 @@ def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discover
         else:
             _classify(found, taxonomy, slug, uri, display)
     return found
+
+
+#: Per-file fields object stores and local filesystems report that change when the bytes change.
+_CHANGE_TOKENS = ("ETag", "etag", "md5Hash", "crc32c", "LastModified", "updated", "mtime")
+
+
+def fingerprint(input_uri: str, manifest: str | None = None) -> str:
+    """A cheap digest of what ``prepare`` would read: every file's path, size and change token
+    (ETag, MD5, modification time: whichever the store reports), from one listing, without
+    reading a photo. Changed, added or removed photos (or a changed manifest) change it, so a
+    pipeline that passes it to ``prepare`` gets a new cache key exactly when the data changed."""
+    import hashlib
+
+    if manifest is None and input_uri.lower().endswith(MANIFEST_SUFFIXES):
+        manifest, input_uri = input_uri, posixpath.dirname(input_uri) or "."
+    digest = hashlib.sha256()
+    if manifest:
+        with fsspec.open(manifest, "rb") as handle:
+            digest.update(b"manifest\0" + hashlib.sha256(handle.read()).digest())
+    fs, root = fsspec.core.url_to_fs(input_uri)
+    if not fs.isdir(root):
+        raise SourceError(f"input {input_uri} is not a folder or a manifest file")
+    root = root.rstrip("/")
+    listing = fs.find(root, detail=True)
+    files = 0
+    for path in sorted(listing):
+        info = listing[path]
+        if info.get("type") == "directory":
+            continue
+        token = next((str(info[k]) for k in _CHANGE_TOKENS if info.get(k) is not None), "")
+        relative = posixpath.relpath(path, root)
+        digest.update(f"{relative}\0{info.get('size')}\0{token}\n".encode())
+        files += 1
+    return f"files={files};sha256={digest.hexdigest()[:16]}"

@@ -1,10 +1,15 @@
 """``snapcat train``: fits the classifier on a prepared dataset and exports it for TF Serving.
 
+It reads like the keras-io transfer-learning recipe, one function per step: read the dataset's
+stats, build the input pipelines, build the model, then per phase (head with a frozen backbone,
+then fine-tuning) compile and fit with callbacks, and finally export the best epoch.
+
 Training is resumable at epoch granularity because GPU nodes are preemptible: every epoch ends
-with a Keras ``BackupAndRestore`` backup and an entry in ``training/state.json`` under the output
-folder, so re-running the same command continues where the killed run stopped. The best epoch by
-validation top-3 accuracy is kept (the reference notebook monitored val_loss with mode="max" and
-kept the worst one) and is what gets exported.
+with a Keras ``BackupAndRestore`` backup and an entry in ``state.json`` in the checkpoint folder
+(``OUTPUT/training`` unless ``checkpoint_dir`` says otherwise), so re-running the same command
+continues where the killed run stopped. On Kubeflow the checkpoint folder must outlive the pod: the
+pipeline points it at the run's workspace volume, not at the output artifact's scratch folder. The
+best epoch by validation top-3 accuracy is kept and is what gets exported.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import posixpath
 import shutil
 import sys
 import warnings
@@ -55,10 +61,24 @@ class TrainConfig:
     early_stopping_patience: int = 4
     shuffle_buffer: int = 2048
     overwrite: bool = False
+    # Where checkpoints, history and run state live (default OUTPUT/training): a folder that
+    # survives the process, e.g. a KFP workspace volume when OUTPUT is a pod's scratch space.
+    checkpoint_dir: str | None = None
 
     def resume_key(self) -> dict:
-        """Settings that must match for a re-run to continue the previous one."""
-        return {k: v for k, v in asdict(self).items() if k != "overwrite"}
+        """Settings that must match for a re-run to continue the previous one. Not where the data,
+        output or checkpoints are: a retried or re-run pipeline mounts them elsewhere; the data's
+        identity is checked by content (:func:`dataset_digest`)."""
+        where = ("overwrite", "data", "output", "checkpoint_dir")
+        return {k: v for k, v in asdict(self).items() if k not in where}
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.checkpoint_dir or Path(self.output, TRAINING_SUBDIR))
+
+    @property
+    def separate_checkpoints(self) -> bool:
+        return self.workdir.resolve() != Path(self.output, TRAINING_SUBDIR).resolve()
 
 
 # ------------------------------------------------------------------------------ input pipeline
@@ -232,63 +252,96 @@ def _has_progress(workdir: Path) -> bool:
     )
 
 
+def dataset_digest(data: str) -> str:
+    """The prepared dataset's identity: its stats.json and every file's name and size, so a
+    re-prepared copy of the same photos elsewhere matches and different photos do not."""
+    import hashlib
+
+    fs, root = fsspec.core.url_to_fs(data)
+    root = root.rstrip("/")
+    digest = hashlib.sha256()
+    with fs.open(f"{root}/stats.json", "rb") as handle:
+        digest.update(handle.read())
+    listing = fs.find(root, detail=True)
+    for path in sorted(listing):
+        digest.update(f"{posixpath.relpath(path, root)}\0{listing[path].get('size')}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _prepare_workdir(config: TrainConfig) -> Path:
-    if storage.is_remote(config.output):
-        raise TrainingError(
-            "--output must be a local or mounted path (KFP mounts artifact storage); "
-            "copy the exported model to object storage afterwards"
-        )
+    for what, where in (("--output", config.output), ("--checkpoint-dir", config.checkpoint_dir)):
+        if where and storage.is_remote(where):
+            raise TrainingError(
+                f"{what} must be a local or mounted path (on Kubeflow: the output artifact's "
+                "folder and the run's workspace volume)"
+            )
     output = Path(config.output)
-    workdir = output / TRAINING_SUBDIR
+    workdir = config.workdir
+    if config.overwrite:
+        for folder in {output, workdir}:
+            shutil.rmtree(folder, ignore_errors=True)
     saved = workdir / "config.json"
-    if config.overwrite and output.exists():
-        shutil.rmtree(output)
+    key = {**config.resume_key(), "data_digest": dataset_digest(config.data)}
     if saved.exists() and _has_progress(workdir):
         previous = json.loads(saved.read_text())
-        if previous != config.resume_key():
-            changed = sorted(
-                k for k in config.resume_key() if previous.get(k) != config.resume_key()[k]
-            )
+        if previous != key:
+            changed = sorted(k for k in key if previous.get(k) != key[k])
             raise TrainingError(
-                f"{output} holds a training run with other settings ({', '.join(changed)}); "
-                "re-run with the same settings to resume, or use a new --output or --overwrite"
+                f"{workdir} holds a training run with other settings ({', '.join(changed)}); "
+                "re-run with the same settings to resume, or use a new --output / "
+                "--checkpoint-dir or --overwrite"
             )
     workdir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(config.resume_key(), indent=2))
+    saved.write_text(json.dumps(key, indent=2))
     return workdir
 
 
-def train(config: TrainConfig) -> dict:
-    """Trains (or resumes) and exports. Returns a summary with the exported version folder."""
-    if config.mode not in MODES:
-        raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
+# ------------------------------------------------------------------------------ the recipe
+@dataclass
+class TrainingData:
+    """What the datasets step hands to fitting and export."""
+
+    stats: dict
+    classes: list[str]
+    image_size: int
+    train: object  # tf.data.Dataset
+    validation: object | None
+    class_weight: dict[int, float]
+
+    @property
+    def monitor(self) -> str:
+        """Checkpoint and early-stop on validation top-3 (training top-3 without validation)."""
+        return "val_top3" if self.validation is not None else "top3"
+
+
+@dataclass
+class Devices:
+    strategy: object
+    gpus: list
+    mixed_precision: bool
+
+
+def read_stats(config: TrainConfig) -> tuple[dict, int]:
+    """The prepared dataset's stats.json, and the model input size checked against the
+    backbone."""
     storage.require_complete(config.data, "prepared dataset")
     with fsspec.open(storage.join(config.data, "stats.json"), "r", encoding="utf-8") as handle:
         stats = json.load(handle)
-    image_size = config.image_size or int(stats["image_size"])
-    classes = list(stats["classes"])
-    photos = {split: sum(counts.values()) for split, counts in stats["splits"].items()}
-    if photos["train"] == 0:
+    if sum(stats["splits"]["train"].values()) == 0:
         raise TrainingError(f"{config.data} has no training photos")
+    image_size = config.image_size or int(stats["image_size"])
     from snapcat.modeling import check_input_size
 
     try:
         check_input_size(config.backbone, image_size)
     except ValueError as exc:
         raise TrainingError(f"{exc}: pass a larger --image-size") from exc
+    return stats, image_size
 
-    workdir = _prepare_workdir(config)
-    state = RunState(workdir)
-    if state.data.get("exported"):
-        log.info(
-            "already trained and exported: %s (use --overwrite to retrain)", state.data["exported"]
-        )
-        return state.data["summary"]
 
+def set_up_devices(config: TrainConfig) -> Devices:
+    """Seeds, the distribution strategy (all local GPUs) and the mixed-precision policy."""
     import keras
-
-    from snapcat.export import export_model
-    from snapcat.modeling import ModelSpec, build_model, set_backbone_trainable
 
     keras.utils.set_random_seed(config.seed)
     strategy, gpus = choose_strategy()
@@ -300,9 +353,15 @@ def train(config: TrainConfig) -> dict:
         strategy.num_replicas_in_sync,
         "on" if mixed else "off",
     )
+    return Devices(strategy, gpus, mixed)
 
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
-    has_validation = photos["validation"] > 0
+
+def make_datasets(
+    config: TrainConfig, stats: dict, image_size: int, devices: Devices
+) -> TrainingData:
+    """Training (shuffled, augmented) and validation pipelines, and the class weights."""
+    photos = {split: sum(counts.values()) for split, counts in stats["splits"].items()}
+    batch_size = config.batch_size * devices.strategy.num_replicas_in_sync
     train_ds = make_dataset(
         config.data,
         "train",
@@ -315,8 +374,9 @@ def train(config: TrainConfig) -> dict:
         count=photos["train"],
         source_size=int(stats["image_size"]),
     )
-    val_ds = (
-        make_dataset(
+    val_ds = None
+    if photos["validation"] > 0:
+        val_ds = make_dataset(
             config.data,
             "validation",
             image_size,
@@ -326,127 +386,212 @@ def train(config: TrainConfig) -> dict:
             seed=config.seed,
             count=photos["validation"],
         )
-        if has_validation
-        else None
-    )
-    monitor = "val_top3" if has_validation else "top3"
-    if not has_validation:
+    else:
         log.warning("no validation photos: checkpointing on training top-3 accuracy")
+    classes = list(stats["classes"])
     weights = stats["class_weights"]
-    class_weight = {i: float(weights.get(slug, 1.0)) for i, slug in enumerate(classes)}
-
-    spec = ModelSpec(
-        backbone=config.backbone,
-        num_classes=len(classes),
+    return TrainingData(
+        stats=stats,
+        classes=classes,
         image_size=image_size,
-        weights=config.weights,
-        dropout=config.dropout,
+        train=train_ds,
+        validation=val_ds,
+        class_weight={i: float(weights.get(slug, 1.0)) for i, slug in enumerate(classes)},
     )
-    with strategy.scope():
-        model, backbone = build_model(spec)
+
+
+def make_callbacks(config: TrainConfig, phase: dict, data: TrainingData, workdir: Path) -> list:
+    """Per phase: a resumable backup, the best-epoch checkpoint, the history log, early stopping,
+    learning-rate reduction on plateau and TensorBoard."""
+    import keras
 
     history_csv = workdir / "history.csv"
-    best_weights = workdir / "best.weights.h5"
-    for phase in _phases(config):
-        if phase["name"] in state.data.get("phases_done", []):
-            continue
-        if state.data.get("phases_done"):  # resuming into a later phase: start from the earlier one
-            model.load_weights(str(workdir / "last_phase.weights.h5"))
-        set_backbone_trainable(backbone, phase["trainable"], pretrained=spec.pretrained)
-        with strategy.scope():
-            model.compile(
-                optimizer=keras.optimizers.Adam(phase["lr"]),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=[
-                    keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1"),
-                    keras.metrics.SparseTopKCategoricalAccuracy(
-                        k=min(3, len(classes)), name="top3"
-                    ),
-                ],
-            )
-        log.info(
-            "phase %s: epochs %d-%d, backbone %s, learning rate %g",
-            phase["name"],
-            phase["start"] + 1,
-            phase["end"],
-            "trainable" if phase["trainable"] else "frozen",
-            phase["lr"],
-        )
-        callbacks = [
-            # Two backups: a pod killed while writing one still resumes from the other.
-            keras.callbacks.BackupAndRestore(
-                str(workdir / f"backup-{phase['name']}"), double_checkpoint=True
-            ),
-            keras.callbacks.ModelCheckpoint(
-                str(best_weights),
-                monitor=monitor,
-                mode="max",
-                save_best_only=True,
-                save_weights_only=True,
-                initial_value_threshold=best_so_far(history_csv, monitor),
-            ),
-            keras.callbacks.CSVLogger(str(history_csv), append=True),
-            keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="max", patience=config.early_stopping_patience
-            ),
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss" if has_validation else "loss",
-                factor=0.3,
-                patience=2,
-                min_lr=1e-7,
-            ),
-            keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
-        ]
-        with warnings.catch_warnings():
-            # Keras says a tf.data dataset ignores shuffle=True: ours shuffles itself.
-            warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=phase["end"],
-                initial_epoch=phase["start"],
-                class_weight=class_weight,
-                callbacks=callbacks,
-                verbose=keras_verbosity(),
-            )
-        model.save_weights(str(workdir / "last_phase.weights.h5"))
-        state.data.setdefault("phases_done", []).append(phase["name"])
-        state.save()
+    return [
+        # Two backups: a pod killed while writing one still resumes from the other.
+        keras.callbacks.BackupAndRestore(
+            str(workdir / f"backup-{phase['name']}"), double_checkpoint=True
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(workdir / "best.weights.h5"),
+            monitor=data.monitor,
+            mode="max",
+            save_best_only=True,
+            save_weights_only=True,
+            # a resumed run must not replace the best epoch with a worse one
+            initial_value_threshold=best_so_far(history_csv, data.monitor),
+        ),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.EarlyStopping(
+            monitor=data.monitor, mode="max", patience=config.early_stopping_patience
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss" if data.validation is not None else "loss",
+            factor=0.3,
+            patience=2,
+            min_lr=1e-7,
+        ),
+        keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
+    ]
 
+
+def fit_phase(
+    model,
+    backbone,
+    pretrained: bool,
+    phase: dict,
+    config: TrainConfig,
+    data: TrainingData,
+    devices: Devices,
+    workdir: Path,
+) -> None:
+    """One phase of the recipe: (un)freeze the backbone, compile with the phase's learning rate,
+    fit its epochs (resuming a killed one), and record it as done."""
+    import keras
+
+    from snapcat.modeling import set_backbone_trainable
+
+    set_backbone_trainable(backbone, phase["trainable"], pretrained=pretrained)
+    with devices.strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.Adam(phase["lr"]),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[
+                keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1"),
+                keras.metrics.SparseTopKCategoricalAccuracy(
+                    k=min(3, len(data.classes)), name="top3"
+                ),
+            ],
+        )
+    log.info(
+        "phase %s: epochs %d-%d, backbone %s, learning rate %g",
+        phase["name"],
+        phase["start"] + 1,
+        phase["end"],
+        "trainable" if phase["trainable"] else "frozen",
+        phase["lr"],
+    )
+    with warnings.catch_warnings():
+        # Keras says a tf.data dataset ignores shuffle=True: ours shuffles itself.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        model.fit(
+            data.train,
+            validation_data=data.validation,
+            epochs=phase["end"],
+            initial_epoch=phase["start"],
+            class_weight=data.class_weight,
+            callbacks=make_callbacks(config, phase, data, workdir),
+            verbose=keras_verbosity(),
+        )
+    model.save_weights(str(workdir / "last_phase.weights.h5"))
+
+
+def export_best(
+    model, config: TrainConfig, data: TrainingData, devices: Devices, workdir: Path
+) -> dict:
+    """Loads the best epoch's weights and exports them; returns the run's summary."""
+    from snapcat.export import export_model
+
+    best_weights = workdir / "best.weights.h5"
     if best_weights.exists():
         with warnings.catch_warnings():
             # The checkpoint may hold another phase's optimizer state; only weights matter here.
             warnings.filterwarnings("ignore", message=".*optimizer.*")
             model.load_weights(str(best_weights))
+    history_csv = workdir / "history.csv"
     history = read_history(history_csv)
-    best = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
+    best = max(history, key=lambda r: r.get(data.monitor, -1.0)) if history else {}
     summary = {
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "best": {k: v for k, v in best.items() if k != "epoch"},
-        "monitor": monitor,
+        "monitor": data.monitor,
         "epochs_run": len(history),
-        "mixed_precision": mixed,
-        "gpus": len(gpus),
+        "mixed_precision": devices.mixed_precision,
+        "gpus": len(devices.gpus),
         "parameters": int(model.count_params()),
     }
     version_dir = export_model(
         model,
         config.output,
-        classes=classes,
-        image_size=image_size,
-        jpeg_quality=int(stats.get("jpeg_quality", 90)),
+        classes=data.classes,
+        image_size=data.image_size,
+        jpeg_quality=int(data.stats.get("jpeg_quality", 90)),
         backbone=config.backbone,
         taxonomy_dir=config.data,
         card={
-            "training": {**config.resume_key(), "image_size": image_size},
-            "data": stats,
+            "training": {**config.resume_key(), "data": config.data, "image_size": data.image_size},
+            "data": data.stats,
             "result": summary,
         },
     )
+    if config.separate_checkpoints and history_csv.exists():
+        # The report draws the curves from OUTPUT/training/history.csv.
+        Path(config.output, TRAINING_SUBDIR).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(history_csv, Path(config.output, TRAINING_SUBDIR, "history.csv"))
     summary["version_dir"] = version_dir
-    state.data.update(exported=version_dir, summary=summary)
+    return summary
+
+
+def _finished(state: RunState, config: TrainConfig) -> dict | None:
+    """The summary of a run that already exported into this output, if there is one."""
+    exported = state.data.get("exported")
+    if exported and Path(exported).is_dir() and Path(exported).parent == Path(config.output):
+        return state.data["summary"]
+    return None
+
+
+def train(config: TrainConfig) -> dict:
+    """Trains (or resumes) and exports. Returns a summary with the exported version folder."""
+    if config.mode not in MODES:
+        raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
+    stats, image_size = read_stats(config)
+    workdir = _prepare_workdir(config)
+    state = RunState(workdir)
+    if finished := _finished(state, config):
+        log.info("already trained and exported: %s (use --overwrite to retrain)", finished)
+        return finished
+
+    import keras
+
+    from snapcat.modeling import ModelSpec, build_model
+
+    devices = set_up_devices(config)
+    data = make_datasets(config, stats, image_size, devices)
+    spec = ModelSpec(
+        backbone=config.backbone,
+        num_classes=len(data.classes),
+        image_size=image_size,
+        weights=config.weights,
+        dropout=config.dropout,
+    )
+    with devices.strategy.scope():
+        model, backbone = build_model(spec)
+
+    done = state.data.setdefault("phases_done", [])
+    fitted = False
+    for phase in _phases(config):
+        if phase["name"] in done:
+            continue
+        if done:  # resuming into a later phase: start from the earlier one's weights
+            model.load_weights(str(workdir / "last_phase.weights.h5"))
+        fit_phase(model, backbone, spec.pretrained, phase, config, data, devices, workdir)
+        fitted = True
+        done.append(phase["name"])
+        state.save()
+    if not fitted and not (workdir / "best.weights.h5").exists():
+        raise TrainingError(
+            f"{workdir} records a finished training whose weights are gone; use --overwrite to "
+            "train again"
+        )
+
+    summary = export_best(model, config, data, devices, workdir)
+    state.data.update(exported=summary["version_dir"], summary=summary)
     state.save()
-    for leftover in ("last_phase.weights.h5", "best.weights.h5"):
-        (workdir / leftover).unlink(missing_ok=True)  # big; the SavedModel has the weights now
+    # Big, and the SavedModel has the weights now; kept where the checkpoints outlive the output
+    # (a pod killed after the export but before its upload re-exports from them).
+    leftovers = ["last_phase.weights.h5"]
+    if not config.separate_checkpoints:
+        leftovers.append("best.weights.h5")
+    for leftover in leftovers:
+        (workdir / leftover).unlink(missing_ok=True)
     keras.mixed_precision.set_global_policy("float32")
     return summary

@@ -149,6 +149,10 @@ def test_evaluate_blesses_against_a_lower_baseline(evaluated, trained, prepared,
     saved = json.loads((out / "metrics.json").read_text("utf-8"))
     assert saved["blessed"] is True
     assert saved["baseline"]["uri"] == baseline
+    # a stored metrics.json is the labelled fallback, not a paired comparison
+    assert saved["baseline"]["source"] == "stored-metrics" and saved["comparison"] is None
+    assert saved["reasons"][0].startswith("FALLBACK baseline")
+    assert "Fallback baseline" in (out / "report.html").read_text("utf-8")
     assert saved["top1"] == m["top1"] and saved["n"] == m["n"]  # same model, same photos
 
 
@@ -182,6 +186,124 @@ def test_evaluate_rejects_a_baseline_that_is_not_metrics(trained, prepared, tmp_
     assert _cli(*argv) == 2
     assert "no top1/top3" in capsys.readouterr().err
     assert not (tmp_path / "e" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------ champion vs challenger
+@pytest.fixture(scope="module")
+def production_model(prepared, prepared_stats, tmp_path_factory) -> str:
+    """A different model over the same classes (a linear head on pooled pixels), exported as
+    production would be."""
+    import keras
+
+    from snapcat.export import export_model
+
+    keras.utils.set_random_seed(7)
+    size = prepared_stats["image_size"]
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(len(prepared_stats["classes"]), activation="softmax"),
+        ]
+    )
+    root = tmp_path_factory.mktemp("production") / "model"
+    export_model(
+        model,
+        str(root),
+        classes=prepared_stats["classes"],
+        image_size=size,
+        jpeg_quality=90,
+        backbone="tiny",
+        taxonomy_dir=str(prepared),
+    )
+    return str(root)
+
+
+def test_evaluate_against_the_production_model_on_the_same_photos(
+    evaluated, trained, prepared, production_model, tmp_path, capsys
+):
+    from snapcat.export import ServingModel
+    from snapcat.paired import Outcomes
+    from snapcat.shards import read_split
+
+    out = tmp_path / "paired"
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output)]
+    argv += ["--output", str(out), "--baseline-model", production_model, "--no-progress"]
+    assert _cli(*argv) == 0
+    printed = capsys.readouterr().out
+    assert "top1 difference" in printed and "McNemar" in printed
+    saved = json.loads((out / "metrics.json").read_text("utf-8"))
+    m = evaluated.metrics
+    assert (saved["n"], saved["top1"], saved["top3"]) == (m["n"], m["top1"], m["top3"])
+
+    # production's figures are its own, measured on the very same photos
+    records = read_split(str(prepared), "test")
+    truth = [r["slug"] for r in records]
+    production = ServingModel(production_model)
+    theirs = Outcomes.of(
+        truth, production.predict([r["image"] for r in records]), list(production.info.classes)
+    )
+    base = saved["baseline"]
+    assert base["source"] == "model" and base["uri"] == production_model
+    assert base["model"]["backbone"] == "tiny"
+    assert base["n"] == saved["n"] == len(records)
+    assert base["top1"] == pytest.approx(theirs.top1.mean(), abs=1e-6)
+    assert base["top3"] == pytest.approx(theirs.top3.mean(), abs=1e-6)
+
+    comparison = saved["comparison"]
+    assert comparison["n"] == saved["n"]
+    for metric in ("top1", "top3"):
+        c = comparison[metric]
+        assert (c["candidate"], c["baseline"]) == (saved[metric], base[metric])
+        assert c["difference"] == pytest.approx(saved[metric] - base[metric], abs=1e-6)
+        low, high = c["ci95"]
+        assert low <= c["difference"] <= high
+        assert 0 <= c["mcnemar_p"] <= 1
+    discordant = comparison["top1"]["candidate_only"] + comparison["top1"]["baseline_only"]
+    assert discordant > 0, "two different models disagree somewhere"
+    assert saved["reasons"][0].startswith("top1: candidate")
+    assert f"same {saved['n']} photos" in saved["reasons"][0]
+
+    report = (out / "report.html").read_text("utf-8")
+    assert f"Candidate vs production, on the same {saved['n']} photos" in report
+    shown = len(re.findall(r"<b>production</b>:", report))
+    limit = 24  # EvaluateConfig.disagreements, per side
+    expected = min(limit, comparison["top1"]["candidate_only"])
+    expected += min(limit, comparison["top1"]["baseline_only"])
+    assert shown == expected
+
+
+def test_a_model_against_itself_differs_by_nothing(trained, prepared, tmp_path, capsys):
+    out = tmp_path / "self"
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output)]
+    argv += ["--output", str(out), "--baseline-model", str(trained.version_dir), "--no-progress"]
+    assert _cli(*argv, "--fail-if-refused") == 0
+    saved = json.loads((out / "metrics.json").read_text("utf-8"))
+    for metric in ("top1", "top3"):
+        assert saved["comparison"][metric]["difference"] == 0
+        assert saved["comparison"][metric]["ci95"] == [0, 0]
+    assert saved["blessed"] is True
+    assert "gate: BLESSED" in capsys.readouterr().out
+
+
+def test_baseline_isvc_without_a_cluster_falls_back_to_stored_metrics(
+    evaluated, trained, prepared, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output), "--no-progress"]
+    argv += ["--output", str(tmp_path / "e"), "--baseline-isvc", "snapcat/listing-category"]
+    assert _cli(*argv) == 2  # no cluster and no fallback: said, not guessed
+    assert "production model not read from InferenceService snapcat/listing-category" in (
+        capsys.readouterr().err
+    )
+    baseline = _baseline(tmp_path, evaluated.metrics, "stored")
+    assert _cli(*argv, "--baseline", baseline) == 0
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text("utf-8"))
+    assert saved["reasons"][0].startswith("production model not read from")
+    assert saved["reasons"][1].startswith("FALLBACK baseline")
+    assert saved["baseline"]["source"] == "stored-metrics"
 
 
 # ------------------------------------------------------------------------------ compare

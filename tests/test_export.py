@@ -218,3 +218,30 @@ def test_next_version_is_past_any_existing_one(tmp_path):
     (tmp_path / ".staging-99999999999999").mkdir()  # not a version
     assert next_version(str(tmp_path)) == 100000000000
     assert next_version(str(tmp_path / "absent")) > 1_700_000_000
+
+
+# ------------------------------------------------------------------------------ one copy of weights
+@pytest.mark.parametrize("backbone", sorted(__import__("snapcat.modeling").modeling.BACKBONES))
+def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
+    """keras-team/keras#23553: a tracked ExportArchive stores each weight twice, and TF Serving
+    loads both copies. The checkpoint must hold exactly the model's parameters."""
+    from snapcat.export import OUTPUT_NAME, ServingModel, export_model, stored_values
+    from snapcat.modeling import ModelSpec, build_model, get_backbone
+
+    classes = ["digital-devices", "furniture-interior", "plants"]
+    size = get_backbone(backbone).min_size
+    model, _ = build_model(
+        ModelSpec(backbone=backbone, num_classes=len(classes), image_size=size, weights="none")
+    )
+    version_dir = export_model(
+        model,
+        str(tmp_path / "m"),
+        classes=classes,
+        image_size=size,
+        jpeg_quality=90,
+        backbone=backbone,
+        taxonomy_dir=str(prepared),
+    )
+    assert stored_values(version_dir) == model.count_params()
+    served = ServingModel(version_dir)
+    assert served.output_names == sorted([OUTPUT_NAME, "classes", "model_version"])

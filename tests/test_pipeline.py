@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.images import default_train_image
+from components.images import default_light_image, default_train_image
 from pipelines import runner
 from pipelines.training_pipeline import ClusterSettings, Toleration
 from snapcat.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = ("prepare", "train", "evaluate", "select", "deploy")
+STEPS = ("fingerprint", "prepare", "train", "evaluate", "select", "deploy")
 
 
 def _compile(tmp_path: Path, settings: ClusterSettings | None = None) -> tuple[dict, dict]:
@@ -41,7 +41,8 @@ def _tasks(spec: dict) -> dict:
 def test_dag_trains_every_candidate_then_deploys_the_best_only_if_blessed(compiled):
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"prepare", "for-loop-1", "select", "condition-2"}
+    assert set(tasks) == {"fingerprint", "prepare", "for-loop-1", "select", "condition-2"}
+    assert tasks["prepare"]["dependentTasks"] == ["fingerprint"]
     loop = tasks["for-loop-1"]
     assert loop["dependentTasks"] == ["prepare"]
     assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--candidates"}
@@ -79,6 +80,7 @@ def test_gpu_resources_retry_and_caching(compiled):
     retry = tasks["train"]["retryPolicy"]
     assert retry["maxRetryCount"] == 3 and retry["backoffDuration"] == "60s"
     assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["fingerprint"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["train"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["evaluate"]["cachingOptions"].get("enableCache", False) is False
 
@@ -101,15 +103,96 @@ def test_node_selector_tolerations_and_secret_env(compiled):
     assert "nodeSelector" not in k8s["exec-prepare"]
 
 
-def test_every_component_runs_in_the_training_image(compiled):
+def test_tensorflow_steps_run_in_the_training_image_the_others_in_the_light_one(compiled):
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
     assert {f"exec-{s}" for s in STEPS} == set(executors)
-    for executor in executors.values():
+    # list storage, copy a folder, call the Kubernetes API: no TensorFlow
+    light = {"exec-fingerprint", "exec-select", "exec-deploy"}
+    for name, executor in executors.items():
         container = executor["container"]
-        assert container["image"] == default_train_image()
+        wanted = default_light_image() if name in light else default_train_image()
+        assert container["image"] == wanted
         # kfp is in the image: the command must not pip-install anything at run time
         assert "pip install" not in " ".join(container["command"])
+
+
+def test_every_step_has_a_timeout(compiled):
+    _, k8s = compiled
+    settings = ClusterSettings()
+    for step in STEPS:
+        deadline = k8s[f"exec-{step}"]["activeDeadlineSeconds"]
+        assert int(deadline) == getattr(settings, f"{step}_timeout") > 0
+
+
+def test_prepare_is_cached_on_the_data_fingerprint(compiled):
+    spec, _ = compiled
+    prepare_in = spec["root"]["dag"]["tasks"]["prepare"]["inputs"]["parameters"]
+    assert prepare_in["data_version"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "fingerprint"}
+    }
+    fingerprint_in = spec["root"]["dag"]["tasks"]["fingerprint"]["inputs"]["parameters"]
+    assert fingerprint_in["data_version"] == {"componentInputParameter": "data_version"}
+    assert fingerprint_in["input_uri"] == {"componentInputParameter": "input_uri"}
+
+
+def test_training_checkpoints_go_to_the_run_workspace(compiled):
+    spec, platform = compiled
+    train_in = _tasks(spec)["train"]["inputs"]["parameters"]
+    assert train_in["workspace"] == {"runtimeValue": {"constant": "{{$.workspace_path}}"}}
+    assert _tasks(spec)["train"]["retryPolicy"]["maxRetryCount"] >= 1
+
+
+def test_the_run_has_a_workspace_volume(tmp_path):
+    path = runner.compile_pipeline(
+        tmp_path / "p.yaml", ClusterSettings(workspace_size="50Gi", workspace_storage_class="fast")
+    )
+    _, platform = yaml.safe_load_all(path.read_text())
+    workspace = platform["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]
+    assert workspace["size"] == "50Gi"
+    assert workspace["kubernetes"]["pvcSpecPatch"] == {"storageClassName": "fast"}
+
+
+def test_parameter_defaults_are_the_librarys():
+    """The pipeline's defaults repeat PrepareConfig's, TrainConfig's and GateConfig's."""
+    from snapcat.metrics import GateConfig
+    from snapcat.prepare import PrepareConfig
+    from snapcat.training import TrainConfig
+
+    parameters = runner.pipeline_parameters()
+    configs = (PrepareConfig(input="", output=""), TrainConfig(data="", output=""), GateConfig())
+    compared = set()
+    for config in configs:
+        for name, parameter in parameters.items():
+            if hasattr(config, name) and name not in compared:  # image_size, seed: prepare's
+                expected = getattr(config, name)
+                # a KFP parameter cannot be null: 0 stands for the library's None (head_epochs)
+                got = (parameter.default or None) if expected is None else parameter.default
+                assert got == expected, name
+                compared.add(name)
+    assert {
+        "image_size",
+        "seed",
+        "test_fraction",
+        "validation_fraction",
+        "min_images_per_class",
+        "weights",
+        "epochs",
+        "head_epochs",
+        "batch_size",
+        "learning_rate",
+        "fine_tune_learning_rate",
+        "early_stopping_patience",
+        "max_top1_drop",
+        "max_top3_drop",
+        "max_class_recall_drop",
+        "min_class_support",
+        "min_top1",
+        "min_top3",
+    } <= compared
+    # the default candidate is TrainConfig's backbone and mode
+    train = configs[1]
+    assert parameters["candidates"].default == [f"{train.backbone}:{train.mode}"]
 
 
 def test_compile_time_overrides(tmp_path):
@@ -159,6 +242,9 @@ def test_pipeline_parameters_cover_the_run_time_choices():
         "max_top3_drop",
         "max_class_recall_drop",
         "baseline_metrics_uri",
+        "baseline_model_uri",
+        "baseline_from_isvc",
+        "data_version",
         "isvc_name",
         "isvc_namespace",
         "canary_percent",
@@ -312,7 +398,20 @@ def test_submit_creates_a_run_with_typed_parameters(fake_kfp, capsys):
     assert body["runtime_config"]["parameters"] == {"input_uri": "gs://bucket/photos", "epochs": 5}
 
 
-def test_submit_schedule_creates_a_recurring_run_without_caching(fake_kfp, capsys):
+def test_submit_no_cache_turns_caching_off(fake_kfp, capsys):
+    host, requests = fake_kfp
+    argv = ["pipeline", "submit", "--host", host, "--param", "input_uri=gs://bucket/photos"]
+    assert cli_main([*argv, "--no-cache"]) == 0
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    uncached, default = [b for m, p, b in requests if p == "/apis/v2beta1/runs"]
+    tasks = _tasks(uncached["pipeline_spec"]["pipeline_spec"])
+    assert all(t["cachingOptions"].get("enableCache", False) is False for t in tasks.values())
+    tasks = default["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_submit_schedule_creates_a_recurring_run_caching_only_by_fingerprint(fake_kfp, capsys):
     host, requests = fake_kfp
     assert (
         cli_main(
@@ -334,7 +433,9 @@ def test_submit_schedule_creates_a_recurring_run_without_caching(fake_kfp, capsy
     assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert body["no_catchup"] is True
     tasks = body["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
-    assert tasks["prepare"]["cachingOptions"].get("enableCache", False) is False
+    # honest caching: prepare is reused only when the input's fingerprint is unchanged
+    assert tasks["prepare"]["cachingOptions"] == {"enableCache": True}
+    assert tasks["fingerprint"]["cachingOptions"].get("enableCache", False) is False
 
 
 @pytest.mark.slow
@@ -394,3 +495,59 @@ def test_local_run_end_to_end(tmp_path, capsys):
     assert manifest, "the deploy step wrote the object it would send"
     assert artifacts["model"] in json.dumps(manifest)
     assert "20" in json.dumps(manifest)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
+    """Preemption, locally: kill the whole kfp.local run (as a node loss kills the pod) once the
+    train step has finished an epoch, then run again with the same workspace. The second run
+    continues from the checkpoints in the workspace instead of starting at epoch 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _training_fixtures import history_rows
+
+    params = ["image_size=71", "epochs=3", "weights=none", "candidates=xception:feature-extraction"]
+    params += ["batch_size=16", "min_top1=0", "min_top3=0"]
+    command = [sys.executable, "-m", "snapcat.cli", "pipeline", "run-local"]
+    command += ["--input", str(REPO / "data" / "sample"), "--workdir", str(tmp_path)]
+    command += [a for p in params for a in ("--param", p)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+    def checkpoints() -> list[dict]:
+        found = sorted((tmp_path / "workspace").glob("snapcat-train/*/history.csv"))
+        return history_rows(found[0]) if found else []
+
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 420
+            while not checkpoints():
+                assert first.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no epoch finished in time"
+                time.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)  # the task subprocesses too
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait(timeout=30)
+    before = checkpoints()
+    assert 1 <= len(before) < 3, "the run finished before it could be killed"
+
+    second = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    runs = sorted((tmp_path / "pipeline_root").iterdir(), key=lambda p: p.stat().st_mtime)
+    artifacts = runner.locate_artifacts(runs[-1])
+    after = history_rows(Path(artifacts["model"], "training", "history.csv"))
+    assert [int(r["epoch"]) for r in after] == [0, 1, 2]  # none re-trained from scratch
+    assert after[: len(before)] == before  # the killed run's epochs, as they were
+    assert not (tmp_path / "workspace").exists(), "kfp.local drops a finished run's workspace"

@@ -864,3 +864,21 @@ def test_real_cluster_canary_promote_and_rollback():
         api.delete_namespaced_custom_object(
             rollout.GROUP, rollout.VERSION, namespace, rollout.PLURAL, name
         )
+
+
+# ------------------------------------------------------------------------------ the champion
+def test_production_model_uri_is_the_live_storage_uri():
+    assert rollout.production_model_uri(NAME, NS, current=live_object()) == OLD_URI
+    during_canary = rollout.render_inferenceservice(NAME, NS, NEW_URI)
+    during_canary["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    with pytest.raises(RolloutError, match="10% canary"):
+        rollout.production_model_uri(NAME, NS, current=during_canary)
+
+
+def test_production_model_lookup_without_a_cluster_says_why(no_cluster):
+    from snapcat.evaluation import find_production_model
+
+    uri, why = find_production_model(NAME, NS)
+    assert uri is None
+    assert why.startswith(f"production model not read from InferenceService {NS}/{NAME}")
+    assert "Kubernetes configuration" in why

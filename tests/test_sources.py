@@ -262,3 +262,61 @@ def test_sample_manifest_agrees_with_its_folders(sample_dir, taxonomy):
         ("PROVENANCE.md", "no-category-folder"),
         ("manifest.csv", "no-category-folder"),
     ]
+
+
+# ------------------------------------------------------------------------------ fingerprint
+def test_fingerprint_changes_exactly_when_the_photos_do(tmp_path):
+    import os
+
+    from conftest import make_tree, write_image
+
+    from snapcat.sources import fingerprint
+
+    make_tree(tmp_path / "in", {"plants": 2, "furniture-interior": 1})
+    first = fingerprint(str(tmp_path / "in"))
+    assert first.startswith("files=3;") and fingerprint(str(tmp_path / "in")) == first
+
+    photo = tmp_path / "in" / "plants" / "img_000.jpg"
+    stat = photo.stat()
+    photo.write_bytes(photo.read_bytes()[:-10] + b"0123456789")  # same size, new bytes
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    changed = fingerprint(str(tmp_path / "in"))
+    assert changed != first
+
+    write_image(tmp_path / "in" / "plants" / "new.jpg")
+    added = fingerprint(str(tmp_path / "in"))
+    assert added.startswith("files=4;") and added != changed
+    (tmp_path / "in" / "plants" / "new.jpg").unlink()
+    assert fingerprint(str(tmp_path / "in")) == changed
+
+
+def test_fingerprint_of_a_manifest_covers_the_manifest(tmp_path):
+    from conftest import make_tree
+
+    from snapcat.sources import SourceError, fingerprint
+
+    make_tree(tmp_path / "in", {"plants": 1})
+    manifest = tmp_path / "in" / "labels.csv"
+    manifest.write_text("path,category\nplants/img_000.jpg,plants\n")
+    first = fingerprint(str(manifest))
+    manifest.write_text("path,category\nplants/img_000.jpg,furniture-interior\n")
+    assert fingerprint(str(manifest)) != first
+    with pytest.raises(SourceError, match="not a folder"):
+        fingerprint(str(tmp_path / "missing"))
+
+
+def test_fingerprint_of_an_object_store_listing():
+    """Through fsspec's memory filesystem, as prepare's object-store test does."""
+    import fsspec
+
+    from snapcat.sources import fingerprint
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket-fp/photos/plants/a.jpg", b"a" * 10)
+    fs.pipe("/bucket-fp/photos/plants/b.jpg", b"b" * 10)
+    try:
+        first = fingerprint("memory://bucket-fp/photos")
+        fs.pipe("/bucket-fp/photos/plants/b.jpg", b"c" * 11)
+        assert fingerprint("memory://bucket-fp/photos") != first
+    finally:
+        fs.rm("/bucket-fp", recursive=True)

@@ -401,3 +401,40 @@ def test_resume_after_a_killed_run_continues_from_the_saved_epoch(prepared, tmp_
     assert (version_dir / "saved_model.pb").is_file()
     assert state["summary"]["epochs_run"] == 3
     assert f"exported {version_dir}" in second.stdout
+
+
+def test_checkpoints_outside_the_output_survive_a_lost_output(prepared, tmp_path):
+    """A pod whose attempt finished training but died before its output was uploaded: the retry
+    gets a fresh, empty output folder and the same checkpoint folder (the run's workspace). It
+    exports again from the kept best weights instead of training again."""
+    from _training_fixtures import FitSpy, history_rows
+
+    from snapcat.training import TrainConfig, train
+
+    checkpoints = tmp_path / "workspace" / "train"
+    config = TrainConfig(
+        data=str(prepared),
+        output=str(tmp_path / "attempt-1"),
+        mode="feature-extraction",
+        weights="none",
+        epochs=1,
+        batch_size=BATCH_SIZE,
+        augment=False,
+        checkpoint_dir=str(checkpoints),
+    )
+    first = train(config)
+    assert Path(first["version_dir"]).parent == tmp_path / "attempt-1"
+    assert (checkpoints / "best.weights.h5").is_file()  # kept: the output may yet be lost
+    assert not (tmp_path / "attempt-1" / "training" / "state.json").exists()
+    # the report's curves read OUTPUT/training/history.csv
+    copied = tmp_path / "attempt-1" / "training" / "history.csv"
+    assert history_rows(copied) == history_rows(checkpoints / "history.csv")
+
+    spy = FitSpy(dry=True)
+    with spy.active():
+        second = train(replace(config, output=str(tmp_path / "attempt-2")))
+    assert spy.calls == []  # nothing trained again
+    assert Path(second["version_dir"]).parent == tmp_path / "attempt-2"
+    assert (Path(second["version_dir"]) / "saved_model.pb").is_file()
+    assert second["best_epoch"] == first["best_epoch"] == 1
+    assert len(history_rows(checkpoints / "history.csv")) == 1

@@ -11,10 +11,14 @@ def prepare(
     test_fraction: float,
     validation_fraction: float,
     min_images_per_class: int,
+    data_version: str,
     dataset: Output[Dataset],
     summary: Output[Markdown],
 ):
-    """Runs ``snapcat prepare`` into the Dataset artifact; its Markdown summary renders in the UI."""
+    """Runs ``snapcat prepare`` into the Dataset artifact; its Markdown summary renders in the UI.
+
+    ``data_version`` (the fingerprint step's output) is not read here: it is an input so that
+    KFP's cache key changes when the photos do."""
     import pathlib
 
     from snapcat.prepare import PrepareConfig, run_prepare
@@ -41,6 +45,7 @@ def prepare(
         rejected=stats["rejected"],
         duplicates=stats["duplicates"],
         image_size=stats["image_size"],
+        data_version=data_version,
     )
 
 

@@ -16,32 +16,46 @@ def train(
     fine_tune_learning_rate: float,
     seed: int,
     early_stopping_patience: int,
+    workspace: str,
     model: Output[Model],
 ):
-    """Runs ``snapcat train`` for one ``backbone:mode`` candidate. A retried (preempted) attempt
-    writes to the same artifact path and so resumes from its last finished epoch.
-    ``image_size`` 0 means the dataset's size; ``head_epochs`` 0, a third of ``epochs``."""
+    """Runs ``snapcat train`` for one ``backbone:mode`` candidate. ``image_size`` 0 means the
+    dataset's size; ``head_epochs`` 0, a third of ``epochs``.
+
+    Checkpoints go to the run's workspace volume (``workspace``, KFP's workspace path), not to
+    the Model artifact's folder: that is scratch space of the pod and a failed attempt uploads
+    nothing, so only the workspace survives into a retried (preempted) attempt, which then
+    resumes from its last finished epoch. Each candidate (each set of settings) gets its own
+    folder, so the parallel training steps of one run do not share checkpoints."""
+    import dataclasses
+    import hashlib
+    import json
+
     from snapcat.comparison import Candidate
     from snapcat.training import TrainConfig, train
 
     chosen = Candidate.parse(candidate)
-    summary = train(
-        TrainConfig(
-            data=dataset.path,
-            output=model.path,
-            backbone=chosen.backbone,
-            mode=chosen.mode,
-            weights=weights,
-            image_size=image_size or None,
-            epochs=epochs,
-            head_epochs=head_epochs or None,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            fine_tune_learning_rate=fine_tune_learning_rate,
-            seed=seed,
-            early_stopping_patience=early_stopping_patience,
-        )
+    config = TrainConfig(
+        data=dataset.path,
+        output=model.path,
+        backbone=chosen.backbone,
+        mode=chosen.mode,
+        weights=weights,
+        image_size=image_size or None,
+        epochs=epochs,
+        head_epochs=head_epochs or None,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate,
+        seed=seed,
+        early_stopping_patience=early_stopping_patience,
     )
+    if workspace:
+        key = hashlib.sha256(json.dumps(config.resume_key(), sort_keys=True).encode()).hexdigest()
+        config = dataclasses.replace(
+            config, checkpoint_dir=f"{workspace.rstrip('/')}/snapcat-train/{key[:16]}"
+        )
+    summary = train(config)
     model.metadata.update(
         framework="tensorflow",
         candidate=candidate,

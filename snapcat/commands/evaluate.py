@@ -15,16 +15,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Runs the exported serving signature on a split and writes metrics.json "
             "(top-1/top-3, per-category precision/recall/F1, gate decision), "
-            "confusion_matrix.png and report.html. With --baseline (the production model's "
-            "metrics.json) the model is blessed only if it is not worse beyond the tolerances; "
-            "without, only if it clears the absolute floors."
+            "confusion_matrix.png and report.html. With --baseline-model (or --baseline-isvc, "
+            "which reads the production model's URI from the live InferenceService) the "
+            "production model is evaluated on the same photos, and the candidate is blessed "
+            "unless it is significantly worse (95%% paired interval below zero) by more than a "
+            "tolerance on top-1, top-3 or a category's recall. --baseline (a stored "
+            "metrics.json, other photos) is the labelled fallback. Without any baseline the "
+            "model must clear the absolute floors."
         ),
     )
     p.add_argument("--data", required=True, help="prepared dataset folder")
     p.add_argument("--model", required=True, help="MODEL_DIR (highest version) or MODEL_DIR/<v>")
     p.add_argument("--output", required=True, help="folder for metrics.json and report.html")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    p.add_argument("--baseline", help="metrics.json of the model in production (path or URI)")
+    p.add_argument(
+        "--baseline-model",
+        metavar="URI",
+        help="the production model (MODEL_DIR or MODEL_DIR/<version>, local or s3://, gs://): "
+        "evaluated on the same photos for a paired comparison",
+    )
+    p.add_argument(
+        "--baseline-isvc",
+        metavar="[NAMESPACE/]NAME",
+        help="read the production model's URI from this live InferenceService (default "
+        "namespace snapcat); if no cluster is reachable, --baseline is used instead",
+    )
+    p.add_argument("--kubeconfig", help="for --baseline-isvc (default: $KUBECONFIG or in-cluster)")
+    p.add_argument("--context", help="kubeconfig context for --baseline-isvc")
+    p.add_argument(
+        "--baseline",
+        "--baseline-metrics",
+        dest="baseline",
+        help="fallback: metrics.json of the production model (path or URI), measured on the "
+        "photos it was evaluated on; not a paired comparison",
+    )
     p.add_argument("--max-top1-drop", type=float, default=g.max_top1_drop)
     p.add_argument("--max-top3-drop", type=float, default=g.max_top3_drop)
     p.add_argument("--max-class-recall-drop", type=float, default=g.max_class_recall_drop)
@@ -60,14 +84,24 @@ def gate_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
-    from snapcat.evaluation import EvaluateConfig, EvaluationError, evaluate
+    from snapcat.evaluation import EvaluateConfig, EvaluationError, evaluate, find_production_model
 
+    baseline_model, lookup = args.baseline_model, None
+    if args.baseline_isvc and not baseline_model:
+        namespace, _, name = args.baseline_isvc.rpartition("/")
+        baseline_model, lookup = find_production_model(
+            name, namespace or "snapcat", kubeconfig=args.kubeconfig, context=args.context
+        )
+        if baseline_model is None and not args.baseline:
+            raise UserError(f"{lookup}; pass --baseline-model, or --baseline as a fallback")
     config = EvaluateConfig(
         data=args.data,
         model=args.model,
         output=args.output,
         split=args.split,
-        baseline=args.baseline,
+        baseline_model=baseline_model,
+        baseline_metrics=args.baseline,
+        baseline_lookup=lookup,
         gate=gate_from_args(args),
         progress=not args.no_progress,
     )
@@ -79,6 +113,15 @@ def run(args: argparse.Namespace) -> int:
         f"{metrics['split']}: n={metrics['n']} top1={metrics['top1']:.4f} "
         f"top3={metrics['top3']:.4f} macro_f1={metrics['macro_f1']:.4f}"
     )
+    if metrics.get("comparison"):
+        c, b = metrics["comparison"], metrics["baseline"]
+        print(f"production {b['uri']}: n={b['n']} top1={b['top1']:.4f} top3={b['top3']:.4f}")
+        for name in ("top1", "top3"):
+            low, high = c[name]["ci95"]
+            print(
+                f"  {name} difference {c[name]['difference']:+.4f} "
+                f"(95% interval {low:+.4f} to {high:+.4f}, McNemar p={c[name]['mcnemar_p']:.3g})"
+            )
     print(f"gate: {'BLESSED' if metrics['blessed'] else 'REFUSED'}")
     for reason in metrics["reasons"]:
         print(f"  - {reason}")

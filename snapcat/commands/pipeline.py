@@ -6,7 +6,17 @@ import argparse
 
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image", help="training image every step runs in (default: the project's)")
+    p.add_argument("--image", help="training image the TensorFlow steps run in (default: ours)")
+    p.add_argument(
+        "--light-image",
+        help="image of the fingerprint and deploy steps (Dockerfile.pipeline; default: ours)",
+    )
+    p.add_argument(
+        "--workspace-size",
+        help="size of the run's workspace volume, where training checkpoints survive a pod "
+        "(default 20Gi)",
+    )
+    p.add_argument("--workspace-storage-class", help="storage class of the workspace volume")
     p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
     p.add_argument("--gpu-count", type=int, default=1, help="GPUs for train and evaluate")
     p.add_argument(
@@ -39,9 +49,14 @@ def settings_from_args(args: argparse.Namespace):
         "gpu_count": args.gpu_count,
         "storage_secret": args.storage_secret,
         "train_retries": args.train_retries,
+        "workspace_storage_class": args.workspace_storage_class,
     }
+    if args.workspace_size:
+        overrides["workspace_size"] = args.workspace_size
     if args.image:
         overrides["image"] = args.image
+    if args.light_image:
+        overrides["light_image"] = args.light_image
     if args.node_selector:
         pairs = [s.partition("=") for s in args.node_selector]
         if any(not sep or not k for k, sep, _ in pairs):
@@ -79,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="create a recurring run instead, e.g. '0 0 3 * * 1' (KFP cron has seconds)",
     )
     s.add_argument("--package", help="a compiled spec to submit (default: compile now)")
+    s.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every step afresh (by default prepare is reused when the input's fingerprint "
+        "and settings match an earlier run)",
+    )
     _cluster_flags(s)
     s.set_defaults(handler=run_submit)
 
@@ -122,6 +143,7 @@ def run_submit(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         schedule=args.schedule,
         settings=settings,
+        enable_caching=False if args.no_cache else None,
     )
     print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
     return 0

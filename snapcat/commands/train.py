@@ -70,7 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
     p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default=d.mixed_precision)
     p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
-    p.add_argument("--overwrite", action="store_true", help="discard a previous run in --output")
+    p.add_argument(
+        "--checkpoint-dir",
+        help="where checkpoints, history and run state go (default OUTPUT/training): a folder "
+        "that outlives the process, e.g. a Kubeflow workspace volume",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard a previous run in --output (and --checkpoint-dir)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -97,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
         early_stopping_patience=args.early_stopping_patience,
         overwrite=args.overwrite,
+        checkpoint_dir=args.checkpoint_dir,
     )
     try:
         summary = train(config)

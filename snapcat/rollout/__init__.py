@@ -22,7 +22,7 @@ result's ``yaml`` is the exact body that would be sent. Nothing here parses comm
 (``snapcat rollout``) and the pipeline's deploy step both call these functions.
 """
 
-from snapcat.rollout.actions import canary, promote, rollback, status
+from snapcat.rollout.actions import canary, production_model_uri, promote, rollback, status
 from snapcat.rollout.analysis import Decision, Thresholds, analyze, decide
 from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Plan, RolloutResult
 from snapcat.rollout.auto import AutoAnalysis, AutoResult, auto_canary
@@ -66,7 +66,7 @@ __all__ = [
     "Request", "RolloutError", "RolloutResult", "RolloutTimeout", "all_traffic_to_latest",
     "canary", "canary_patch", "canary_percent_of", "canary_ready", "check_model_uri",
     "deploy_canary", "format_status", "is_ready", "isvc_path", "kserve_storage_uri",
-    "model_uri_of", "promote", "promote_body", "render_inferenceservice", "rollback",
+    "model_uri_of", "production_model_uri", "promote", "promote_body", "render_inferenceservice", "rollback",
     "rollback_patch", "serve_image", "status", "summarize", "to_yaml", "traffic_pinned_to_previous",
     "transformer_storage_uri", "wait_for",
 ]  # fmt: skip

@@ -18,6 +18,7 @@ from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.isvc import (
     RolloutError,
+    canary_percent_of,
     check_model_uri,
     components_of,
     isvc_path,
@@ -268,3 +269,32 @@ def status(
         cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
         result.status = summarize(cluster.get(name, namespace))
     return result
+
+
+def production_model_uri(
+    name: str,
+    namespace: str,
+    *,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> str:
+    """The storageUri the live InferenceService serves all its traffic from: the champion a new
+    candidate is evaluated against. During a canary the spec names the canary, not production,
+    so that is refused rather than guessed."""
+    if current is not None:
+        isvc = current
+    else:
+        cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
+        isvc = cluster.get(name, namespace)
+    percent = canary_percent_of(isvc)
+    if percent is not None and percent < 100:
+        raise RolloutError(
+            f"InferenceService {namespace}/{name} is running a {percent}% canary: its storageUri is "
+            "the canary's; promote or roll back first, or name the production model explicitly"
+        )
+    uri = model_uri_of(isvc)
+    if not uri:
+        raise RolloutError(f"InferenceService {namespace}/{name} has no predictor storageUri")
+    return uri

@@ -9,6 +9,9 @@ def test_interface():
     assert spec.inputs["dataset"].type == "system.Dataset@0.0.1"
     assert {
         "baseline_metrics_uri",
+        "baseline_model_uri",
+        "baseline_from_isvc",
+        "min_class_support",
         "max_top1_drop",
         "max_top3_drop",
         "max_class_recall_drop",

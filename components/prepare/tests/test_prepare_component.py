@@ -20,6 +20,7 @@ def test_interface():
         "test_fraction",
         "validation_fraction",
         "min_images_per_class",
+        "data_version",
     }
     assert {name: out.type for name, out in spec.outputs.items()} == {
         "dataset": "system.Dataset@0.0.1",
@@ -37,6 +38,7 @@ def test_runs_alone_with_kfp_local(tmp_path):
         test_fraction=0.2,
         validation_fraction=0.1,
         min_images_per_class=10,
+        data_version="files=1;sha256=0",
     )
     dataset = Path(task.outputs["dataset"].path)
     stats = json.loads((dataset / "stats.json").read_text())
@@ -44,3 +46,4 @@ def test_runs_alone_with_kfp_local(tmp_path):
     assert (dataset / "_SUCCESS").exists()
     assert "# Prepared dataset" in Path(task.outputs["summary"].path).read_text()
     assert task.outputs["dataset"].metadata["classes"] == stats["classes"]
+    assert task.outputs["dataset"].metadata["data_version"] == "files=1;sha256=0"

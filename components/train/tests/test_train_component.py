@@ -17,6 +17,7 @@ def test_interface():
         "fine_tune_learning_rate",
         "seed",
         "early_stopping_patience",
+        "workspace",
     } <= set(spec.inputs)
     assert {n: o.type for n, o in spec.outputs.items()} == {"model": "system.Model@0.0.1"}
     assert spec.implementation.container.image == "example.org/train:1"

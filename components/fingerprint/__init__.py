@@ -1,0 +1,3 @@
+from components.fingerprint.component import build
+
+__all__ = ["build"]
