@@ -166,7 +166,7 @@ def main() -> int:
     from snapcat.commands.serve import LocalStack
     from snapcat.export import ServingModel
     from snapcat.imaging import normalize_image
-    from snapcat.transformer_core import InferenceCore
+    from snapcat.transformer_core import TransformerCore
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         model_dir = args.model_dir or export_untrained(args.image_size, f"{tmp}/{MODEL_NAME}")
@@ -174,7 +174,7 @@ def main() -> int:
         info = model.info
         photos = load_photos(Path(args.photos), args.num_photos)
         canonical = [normalize_image(p, info.spec) for p in photos]
-        body = InferenceCore.predictor_body(canonical)
+        body = TransformerCore.predictor_body(canonical)
         print(
             f"model: {info.backbone} {info.image_size} px, {len(info.classes)} classes; "
             f"{os.cpu_count()} CPUs; {len(photos)} photos from {args.photos} "

@@ -181,6 +181,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
         isvc_namespace: str = "snapcat",
         canary_percent: int = 10,
         deploy_dry_run: bool = False,
+        canary_auto: bool = False,
+        prometheus_url: str = "",
+        analysis_window: str = "10m",
+        analysis_timeout: float = 3600.0,
     ):
         # Never cached: it is what tells whether the photos changed since the cached prepare.
         listed = fingerprint_op(input_uri=input_uri, data_version=data_version)
@@ -266,6 +270,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 isvc_namespace=isvc_namespace,
                 canary_percent=canary_percent,
                 dry_run=deploy_dry_run,
+                canary_auto=canary_auto,
+                prometheus_url=prometheus_url,
+                analysis_window=analysis_window,
+                analysis_timeout=analysis_timeout,
             )
             deployed.set_display_name("deploy canary").set_caching_options(False)
             kubernetes.set_timeout(deployed, settings.deploy_timeout)

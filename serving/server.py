@@ -25,6 +25,7 @@ from kserve.errors import ModelNotFound, ServerNotLive
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
+from serving import version_metrics
 from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, protocol_class
 from serving.http_layer import (
     DEFAULT_BODY_TIMEOUT,
@@ -100,10 +101,17 @@ class PredictorAwareDataPlane(DataPlane):
 
 class TransformerRESTServer(RESTServer):
     def __init__(
-        self, *args, http_limits: HttpLimits, model_label: ModelLabel, saturated, **kwargs
+        self,
+        *args,
+        http_limits: HttpLimits,
+        model_label: ModelLabel,
+        saturated,
+        transformer,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.http_limits = http_limits
+        self.transformer = transformer  # whose model version labels the live metrics
         self.model_label = model_label
         self.saturated = saturated
         config = self.config
@@ -124,6 +132,8 @@ class TransformerRESTServer(RESTServer):
             model_label=self.model_label,
             saturated=self.saturated,
         )
+        # Added last, so outermost: the guard's refusals count as this version's overload.
+        version_metrics.install(app, self.transformer)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
@@ -157,6 +167,7 @@ class TransformerServer(ModelServer):
             http_limits=self.http_limits,
             model_label=label,
             saturated=lambda: any(getattr(m, "saturated", False) for m in models),
+            transformer=models[0],
         )
         self.servers.append(self._rest_server.start())
         self.setup_event_loop()

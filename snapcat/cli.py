@@ -15,6 +15,7 @@ import pkgutil
 import sys
 
 from snapcat import imaging
+from snapcat.errors import UserError  # noqa: F401  (commands raise it as snapcat.cli.UserError)
 
 
 def _command_modules():
@@ -27,8 +28,6 @@ def _command_modules():
 
 
 # --------------------------------------------------------------------------------- main
-class UserError(Exception):
-    """Raised by commands for a problem the message alone explains: printed without a traceback."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

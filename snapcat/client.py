@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class Prediction:
     #: default); False means "not sure": show the full category picker. A server older than
     #: this field answers False.
     confident: bool = False
+    #: The server's id of this suggestion; report the seller's final category with it
+    #: (:meth:`SnapcatClient.report_category`). Empty from servers that do not send one.
+    prediction_id: str = ""
 
     @property
     def top(self) -> Category:
@@ -74,13 +78,15 @@ class Prediction:
             ),
             model_version=model_version,
             confident=bool(raw.get("confident", False)),
+            prediction_id=str(raw.get("prediction_id") or ""),
         )
 
 
 @dataclass
 class SnapcatClient:
     """Calls ``POST {url}/v1/models/{model_name}:predict``. ``max_batch`` photos go per request
-    (the server's ``--max_batch`` is 32 by default)."""
+    (the server's ``--max_batch`` is 32 by default). ``feedback_url`` is the feedback sink's
+    (``snapcat feedback serve``), for :meth:`report_category`."""
 
     url: str
     model_name: str = DEFAULT_MODEL_NAME
@@ -88,11 +94,12 @@ class SnapcatClient:
     max_batch: int = 16
     headers: dict[str, str] = field(default_factory=dict)
     transport: httpx.BaseTransport | None = None
+    feedback_url: str | None = None
 
     def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/")
-        if "://" not in self.url:
-            self.url = "http://" + self.url
+        self.url = _base_url(self.url)
+        if self.feedback_url:
+            self.feedback_url = _base_url(self.feedback_url)
         self._http = httpx.Client(
             timeout=self.timeout, headers=self.headers, transport=self.transport
         )
@@ -121,6 +128,27 @@ class SnapcatClient:
             "POST", f"/v1/models/{self.model_name}:predict", {"instances": instances}
         )
 
+    def report_category(
+        self, prediction_id: str, category: str, *, attempts: int = 6, backoff: float = 0.5
+    ) -> dict[str, Any]:
+        """Tells the feedback sink which category the seller finally chose for a suggestion
+        (a slug, English name or label). Safe to repeat. While the sink is unreachable or answers
+        5xx/429 it is tried again ``attempts`` times in all, waiting ``backoff`` s, then twice as
+        long, ...; a 4xx (unknown id or category) raises at once. Returns the sink's verdict:
+        ``{"category", "model_version", "top1", "top3", ...}``."""
+        if not self.feedback_url:
+            raise SnapcatClientError("no feedback_url: pass the feedback sink's URL to the client")
+        path = f"/v1/feedback/{prediction_id}"
+        for attempt in range(1, max(attempts, 1) + 1):
+            try:
+                return self._request("PUT", path, {"category": category}, base=self.feedback_url)
+            except (SnapcatConnectionError, SnapcatServerError) as exc:
+                retryable = not isinstance(exc, SnapcatServerError) or exc.status_code in RETRY
+                if not retryable or attempt >= attempts:
+                    raise
+                time.sleep(backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
+
     def ready(self) -> bool:
         """Whether the transformer and its predictor are ready (``GET /v1/models/<name>``)."""
         try:
@@ -139,15 +167,18 @@ class SnapcatClient:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
+    def _request(
+        self, method: str, path: str, body: dict | None = None, base: str | None = None
+    ) -> dict[str, Any]:
+        base = base or self.url
         try:
-            response = self._http.request(method, self.url + path, json=body)
+            response = self._http.request(method, base + path, json=body)
         except httpx.TimeoutException as exc:
             raise SnapcatConnectionError(
-                f"{self.url} did not answer within {self.timeout:g} s"
+                f"{base} did not answer within {self.timeout:g} s"
             ) from exc
         except httpx.HTTPError as exc:
-            raise SnapcatConnectionError(f"cannot reach {self.url}: {exc}") from exc
+            raise SnapcatConnectionError(f"cannot reach {base}: {exc}") from exc
         try:
             payload = response.json()
         except ValueError:
@@ -161,6 +192,15 @@ class SnapcatClient:
         if not isinstance(payload, dict):
             raise SnapcatServerError(response.status_code, "the response is not a JSON object")
         return payload
+
+
+#: Statuses worth retrying a feedback report on: the sink is restarting or overloaded.
+RETRY = frozenset({429, 500, 502, 503, 504})
+
+
+def _base_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if "://" in url else "http://" + url
 
 
 def _as_list(photos: Photo | Iterable[Photo]) -> list[Photo]:

@@ -348,3 +348,29 @@ def test_python_render_equals_the_base_manifest(built):
     expected["metadata"]["namespace"] = "snapcat-dev"
     uri = expected["spec"]["predictor"]["model"]["storageUri"]
     assert render_inferenceservice("listing-category", "snapcat-dev", uri) == expected
+
+
+def test_feedback_sink_manifests_validate_and_match_the_logger(kubectl, built):
+    """manifests/feedback (the sink the InferenceService's payload logger sends to) builds, its
+    objects are valid Kubernetes, its image is the serving image, and its Service is the host the
+    logger URL names."""
+    import kubernetes_validate
+
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(MANIFESTS / "feedback")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert sorted(d["kind"] for d in docs) == ["Deployment", "PersistentVolumeClaim", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == transformer_container(isvc_of(built, "base"))["image"]
+    assert container["command"][:3] == ["snapcat", "feedback", "serve"]
+    for target in TARGETS:
+        logger = isvc_of(built, target)["spec"]["transformer"]["logger"]
+        assert logger == {
+            "mode": "all",
+            "url": f"http://{one(docs, 'Service')['metadata']['name']}/",
+        }

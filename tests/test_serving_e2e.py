@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import csv
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import zlib
 from pathlib import Path
 
@@ -33,8 +35,11 @@ import httpx
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
+from test_feedback import Sink, logger_event
 
 from snapcat.calibration import Calibration, is_confident
+from snapcat.cli import main
+from snapcat.client import SnapcatClient
 from snapcat.commands.serve import (
     free_port,
     predictor_command,
@@ -43,8 +48,10 @@ from snapcat.commands.serve import (
     transformer_command,
     wait_http_ok,
 )
+from snapcat.feedback.events import PREDICTION_ID, REQUEST_TYPE, RESPONSE_TYPE
 from snapcat.imaging import ImageSpec, normalize_image
 from snapcat.model_info import load_model_info
+from snapcat.prepare import PrepareConfig, run_prepare
 from snapcat.taxonomy import Taxonomy
 
 pytestmark = pytest.mark.slow
@@ -1021,3 +1028,104 @@ def test_finding_6_small_ones(stack, http):
         if c.status == psutil.CONN_LISTEN
     }
     assert listening == {stack.port}
+
+
+# ------------------------------------------------------------------------------ feedback loop
+# The whole loop with these real processes and the feedback sink (tests/test_feedback.py):
+# predict -> what KServe's payload logger sends (the request and the response as binary-mode
+# CloudEvents with one id; in a cluster that is the agent sidecar of spec.transformer.logger)
+# -> the seller's final category through the client -> `feedback collect` -> `prepare`; and the
+# transformer's per-version metrics that `rollout analyze` reads.
+
+
+def metric_lines(url: str, name: str) -> dict[str, float]:
+    found = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name):
+            key, value = line.rsplit(" ", 1)
+            found[key] = float(value)
+    return found
+
+
+def test_predict_report_collect_prepare(stack, model_dir, tmp_path):
+    version = str(load_model_info(str(model_dir)).version)
+    classes = load_model_info(str(model_dir)).classes
+    sink = Sink(tmp_path / "store", tmp_path / "sink.log").start()
+    try:
+        client = SnapcatClient(stack.url, MODEL_NAME, feedback_url=sink.url)
+        # The client sees one id per photo.
+        first = client.classify([make_image_bytes(seed=1), make_image_bytes(seed=2)])
+        assert all(PREDICTION_ID.match(p.prediction_id) for p in first)
+        assert first[0].prediction_id != first[1].prediction_id
+        assert first[0].model_version == version
+
+        # Calls as the app makes them, each logged as KServe's logger would.
+        reported, agreed = {}, 0
+        for i in range(8):
+            photo = make_image_bytes(seed=10 + i)
+            request = {"instances": [{"image_bytes": {"b64": base64.b64encode(photo).decode()}}]}
+            response = httpx.post(stack.predict_url, json=request, timeout=60)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            call_id = str(uuid.uuid4())
+            assert logger_event(sink.url, REQUEST_TYPE, call_id, request).status_code == 200
+            assert logger_event(sink.url, RESPONSE_TYPE, call_id, answer).status_code == 200
+            prediction = answer["predictions"][0]
+            suggested = [c["slug"] for c in prediction["categories"]]
+            final = classes[i % 2]  # four photos each of two categories
+            verdict = client.report_category(prediction["prediction_id"], final)
+            assert verdict["model_version"] == version
+            assert verdict["top1"] == (final == suggested[0])
+            reported[prediction["prediction_id"]] = final
+            agreed += final == suggested[0]
+
+        # The transformer's per-version series, as `rollout analyze` queries them.
+        bad = httpx.post(stack.predict_url, json={"instances": [{"b64": "bm90IGEgcGhvdG8="}]})
+        assert bad.status_code == 400 and "prediction_id" not in bad.text
+        requests = metric_lines(stack.url, "snapcat_model_requests_total")
+        assert (
+            requests[f'snapcat_model_requests_total{{model_version="{version}",outcome="ok"}}'] >= 9
+        )
+        assert requests[
+            f'snapcat_model_requests_total{{model_version="{version}",outcome="client_error"}}'
+        ] >= 1  # fmt: skip
+        scores = metric_lines(stack.url, "snapcat_model_top1_score_count")
+        assert scores[f'snapcat_model_top1_score_count{{model_version="{version}"}}'] >= 10
+        per_category = metric_lines(stack.url, "snapcat_model_predictions_total")
+        assert sum(per_category.values()) >= 10
+        assert all(f'model_version="{version}"' in k for k in per_category)
+        latency = metric_lines(stack.url, "snapcat_model_request_seconds_count")
+        assert latency[f'snapcat_model_request_seconds_count{{model_version="{version}"}}'] >= 10
+        agreement = metric_lines(sink.url, "snapcat_feedback_top1_agreements_total")
+        assert (
+            agreement[f'snapcat_feedback_top1_agreements_total{{model_version="{version}"}}']
+            == agreed
+        )
+    finally:
+        sink.kill()
+
+    out = tmp_path / "collected"
+    assert (
+        main(["feedback", "collect", "--store", str(tmp_path / "store"), "--output", str(out)]) == 0
+    )
+    with open(out / "manifest.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["prediction_id"]: r["category"] for r in rows} == reported
+    stats = run_prepare(PrepareConfig(
+        input=str(out / "manifest.csv"), output=str(tmp_path / "prepared"), image_size=96,
+        workers=1, min_images_per_class=2, test_fraction=0.25, validation_fraction=0.25,
+        progress=False,
+    ))  # fmt: skip
+    assert stats["accepted"] == 8 and stats["rejected"] == 0
+
+
+def test_v2_answers_carry_prediction_ids(stack):
+    photos = [make_image_bytes(seed=s) for s in (30, 31)]
+    body = {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [2],
+                        "data": [base64.b64encode(p).decode() for p in photos]}]}  # fmt: skip
+    response = httpx.post(f"{stack.url}/v2/models/{MODEL_NAME}/infer", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    ids = outputs["prediction_id"]["data"]
+    assert outputs["prediction_id"]["shape"] == [2] and len(set(ids)) == 2
+    assert all(PREDICTION_ID.match(i) for i in ids)

@@ -36,8 +36,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="refuse a model whose class list differs from the current one (reads both models)",
     )
+    c.add_argument(
+        "--auto",
+        action="store_true",
+        help="after the canary is ready, judge it on live metrics (as `rollout analyze` does) "
+        "and promote or roll it back; needs --prometheus-url",
+    )
+    _analysis_flags(c, auto=True)
     _common(c, writes=True)
     c.set_defaults(handler=_run_canary)
+
+    an = actions.add_parser(
+        "analyze",
+        help="decide promote / rollback / wait from the canary's live metrics",
+        description=(
+            "Reads per-version metrics of the canary and the stable version from Prometheus over "
+            "--window and compares them: error rate, p95 latency, predicted-category mix "
+            "(Jensen-Shannon divergence), top-1 score distribution and, once enough sellers' "
+            "answers arrived, top-1/top-3 agreement. Exit status: 0 promote, 3 rollback, 4 wait."
+        ),
+    )
+    _analysis_flags(an, auto=False)
+    an.add_argument("--json", action="store_true", help="print the decision as JSON")
+    an.set_defaults(handler=_run_analyze)
 
     pr = actions.add_parser("promote", help="give the canary all traffic")
     pr.add_argument(
@@ -56,6 +77,93 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--yaml", action="store_true", help="print the summary as YAML")
     _common(st, writes=False)
     st.set_defaults(handler=_run_status)
+
+
+def _analysis_flags(p: argparse.ArgumentParser, auto: bool) -> None:
+    from snapcat.rollout import Thresholds
+
+    t = Thresholds()
+    p.add_argument(
+        "--prometheus-url",
+        required=not auto,
+        help="Prometheus base URL, e.g. http://prometheus.monitoring:9090",
+    )
+    p.add_argument("--window", default="10m", help="how far back to look (default 10m)")
+    p.add_argument("--canary-version", help="model_version of the canary (default: newest seen)")
+    p.add_argument(
+        "--stable-version", help="model_version of stable (default: busiest other one seen)"
+    )
+    p.add_argument(
+        "--analysis-timeout" if auto else "--wait",
+        dest="analysis_timeout",
+        type=float,
+        default=3600.0 if auto else 0.0,
+        help="seconds to keep asking while the answer is 'wait'"
+        + (" (default 3600)" if auto else " (default 0: answer once)"),
+    )
+    p.add_argument(
+        "--interval", type=float, default=60.0, help="seconds between analyses (default 60)"
+    )
+    if auto:
+        p.add_argument(
+            "--undecided",
+            choices=("rollback", "keep"),
+            default="rollback",
+            help="what to do when still undecided at --analysis-timeout (default rollback)",
+        )
+    g = p.add_argument_group("thresholds")
+    g.add_argument(
+        "--min-requests",
+        type=int,
+        default=t.min_requests,
+        help=f"requests each version must answer before any decision ({t.min_requests})",
+    )
+    g.add_argument(
+        "--max-error-rate-increase",
+        type=float,
+        default=t.max_error_rate_increase,
+        help=f"canary minus stable error rate ({t.max_error_rate_increase})",
+    )
+    g.add_argument(
+        "--max-latency-ratio",
+        type=float,
+        default=t.max_latency_ratio,
+        help=f"canary over stable p95 latency ({t.max_latency_ratio})",
+    )
+    g.add_argument(
+        "--max-category-divergence",
+        type=float,
+        default=t.max_category_divergence,
+        help=f"Jensen-Shannon divergence of the predicted categories ({t.max_category_divergence})",
+    )
+    g.add_argument(
+        "--max-score-shift",
+        type=float,
+        default=t.max_score_shift,
+        help=f"largest gap between the top-1 score distributions ({t.max_score_shift})",
+    )
+    g.add_argument(
+        "--min-feedback",
+        type=int,
+        default=t.min_feedback,
+        help=f"sellers' answers per version before agreement counts ({t.min_feedback})",
+    )
+    g.add_argument("--max-agreement-drop", type=float, default=t.max_agreement_drop,
+                   help=f"stable minus canary top-1/top-3 agreement ({t.max_agreement_drop})")  # fmt: skip
+
+
+def _thresholds(args: argparse.Namespace):
+    from snapcat.rollout import Thresholds
+
+    return Thresholds(
+        min_requests=args.min_requests,
+        max_error_rate_increase=args.max_error_rate_increase,
+        max_latency_ratio=args.max_latency_ratio,
+        max_category_divergence=args.max_category_divergence,
+        max_score_shift=args.max_score_shift,
+        min_feedback=args.min_feedback,
+        max_agreement_drop=args.max_agreement_drop,
+    )
 
 
 def _common(p: argparse.ArgumentParser, writes: bool) -> None:
@@ -94,7 +202,7 @@ def _current(args: argparse.Namespace) -> dict | None:
         return None
     import yaml
 
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
 
     try:
         with open(args.current, encoding="utf-8") as handle:
@@ -117,7 +225,7 @@ def _connection(args: argparse.Namespace) -> dict:
 
 def _waiting(args: argparse.Namespace) -> dict:
     if args.timeout <= 0 or args.poll <= 0:
-        from snapcat.cli import UserError
+        from snapcat.errors import UserError
 
         raise UserError("--timeout and --poll must be positive")
     return {"timeout": args.timeout, "poll": args.poll, "wait": not args.no_wait}
@@ -139,6 +247,8 @@ def _report(result) -> int:
 def _run_canary(args: argparse.Namespace) -> int:
     from snapcat import rollout
 
+    if args.auto:
+        return _run_auto_canary(args)
     result = rollout.canary(
         args.name,
         args.namespace,
@@ -178,3 +288,69 @@ def _run_status(args: argparse.Namespace) -> int:
     else:
         print(rollout.format_status(result.status))
     return 0
+
+
+def _run_auto_canary(args: argparse.Namespace) -> int:
+    from snapcat import rollout
+    from snapcat.errors import UserError
+
+    if not args.prometheus_url:
+        raise UserError("--auto needs --prometheus-url")
+    if args.dry_run or args.no_wait:
+        raise UserError("--auto sends the canary and waits for it: drop --dry-run / --no-wait")
+    analysis = rollout.AutoAnalysis(
+        prometheus_url=args.prometheus_url,
+        window=args.window,
+        thresholds=_thresholds(args),
+        timeout=args.analysis_timeout,
+        interval=args.interval,
+        undecided=args.undecided,
+        canary_version=args.canary_version,
+        stable_version=args.stable_version,
+    )
+    connection = _connection(args)
+    outcome = rollout.auto_canary(
+        args.name,
+        args.namespace,
+        args.model_uri,
+        args.percent,
+        analysis,
+        check_classes=args.check_classes,
+        kubeconfig=connection["kubeconfig"],
+        context=connection["context"],
+        timeout=args.timeout,
+        poll=args.poll,
+    )
+    if outcome.decision is not None:
+        print(outcome.decision.explain())
+    _report(outcome.final or outcome.canary)
+    return 0 if outcome.decision and outcome.decision.decision == "promote" else 3
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from snapcat import rollout
+
+    if args.analysis_timeout < 0 or args.interval <= 0:
+        from snapcat.errors import UserError
+
+        raise UserError("--wait must be >= 0 and --interval positive")
+    decision = rollout.analyze(
+        rollout.Prometheus(args.prometheus_url),
+        canary_version=args.canary_version,
+        stable_version=args.stable_version,
+        window=args.window,
+        thresholds=_thresholds(args),
+        wait_timeout=args.analysis_timeout,
+        interval=args.interval,
+    )
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(decision.explain())
+    return ANALYZE_EXIT[decision.decision]
+
+
+#: Exit status of `rollout analyze` per decision, for scripts (2 is a usage/user error).
+ANALYZE_EXIT = {"promote": 0, "rollback": 3, "wait": 4}

@@ -1,0 +1,110 @@
+"""Reading the CloudEvents KServe's payload logger sends: the photos of a request, the suggestions
+of a response. Both events of one call carry the same id (the logger's ``Ce-Id``), which joins them.
+
+Both wire forms the transformer answers are read: KServe V1 (``instances`` / ``predictions``) and
+the Open Inference Protocol (``inputs`` / ``outputs``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cloudevents.exceptions import GenericException
+from cloudevents.http import from_http
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+INPUT_NAME = "image_bytes"
+#: What the transformer puts in ``prediction_id``: 32 lowercase hex digits (a UUID4's hex).
+PREDICTION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class EventError(ValueError):
+    """The event cannot be used; the message says why (sent back with HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    id: str
+    type: str
+    body: Any
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> LoggedEvent:
+    try:
+        event = from_http(dict(headers), body, data_unmarshaller=lambda raw: raw)
+    except GenericException as exc:
+        raise EventError(f"not a CloudEvent: {exc}") from exc
+    if event["type"] not in (REQUEST_TYPE, RESPONSE_TYPE):
+        raise EventError(
+            f"unsupported event type {event['type']!r}: expected {REQUEST_TYPE} or {RESPONSE_TYPE}"
+        )
+    if not event["id"] or len(event["id"]) > 200:
+        raise EventError("the event id must be 1-200 characters")
+    try:
+        data = json.loads(event.data or b"")
+    except (ValueError, TypeError) as exc:
+        raise EventError(f"the event data is not JSON: {exc}") from exc
+    return LoggedEvent(event["id"], event["type"], data)
+
+
+def _b64(value: Any, where: str) -> bytes:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        value = value["b64"]
+    if not isinstance(value, str):
+        raise EventError(f"{where}: expected a base64 photo")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EventError(f"{where}: bad base64 ({exc})") from exc
+
+
+def request_photos(body: Any) -> list[bytes]:
+    """The photos of a logged request, in instance order."""
+    if isinstance(body, dict) and isinstance(body.get("instances"), list):
+        photos = []
+        for i, instance in enumerate(body["instances"]):
+            value = instance.get(INPUT_NAME, instance) if isinstance(instance, dict) else instance
+            photos.append(_b64(value, f"instance {i}"))
+        return photos
+    if isinstance(body, dict) and isinstance(body.get("inputs"), list):
+        for tensor in body["inputs"]:
+            if isinstance(tensor, dict) and tensor.get("name") == INPUT_NAME:
+                data = tensor.get("data") or []
+                flat = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
+                return [_b64(d, f"input element {i}") for i, d in enumerate(flat)]
+    raise EventError(f"the request has neither 'instances' nor a V2 input '{INPUT_NAME}'")
+
+
+def response_predictions(body: Any) -> list[tuple[str, str, list[str]]]:
+    """(prediction_id, model_version, suggested slugs best first) of a logged response."""
+    if not isinstance(body, dict):
+        raise EventError("the response is not a JSON object")
+    version = str(body.get("model_version", ""))
+    rows: list[tuple[Any, list[str]]] = []
+    if isinstance(body.get("predictions"), list):
+        for p in body["predictions"]:
+            if not isinstance(p, dict) or not isinstance(p.get("categories"), list):
+                raise EventError("each prediction needs 'prediction_id' and 'categories'")
+            rows.append((p.get("prediction_id"), [c.get("slug") for c in p["categories"]]))
+    elif isinstance(body.get("outputs"), list):
+        outputs = {o.get("name"): o for o in body["outputs"] if isinstance(o, dict)}
+        if "prediction_id" not in outputs or "slug" not in outputs:
+            raise EventError("the V2 response needs outputs 'prediction_id' and 'slug'")
+        ids, slugs = outputs["prediction_id"]["data"], outputs["slug"]["data"]
+        k = (outputs["slug"].get("shape") or [0, 1])[-1] or 1
+        rows = [(pid, slugs[i * k : (i + 1) * k]) for i, pid in enumerate(ids)]
+    else:
+        raise EventError("the response has neither 'predictions' nor 'outputs'")
+    result = []
+    for pid, top in rows:
+        if not isinstance(pid, str) or not PREDICTION_ID.match(pid):
+            raise EventError(f"bad prediction_id {pid!r} in the response")
+        result.append((pid, version, [str(s) for s in top]))
+    return result

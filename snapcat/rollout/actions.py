@@ -1,0 +1,300 @@
+"""The rollout actions: canary, promote, rollback (writes, each a :class:`Plan` run by
+:func:`snapcat.rollout.apply.apply`) and status (a read).
+
+- :func:`canary` merge-patches the predictor's ``storageUri`` *and* the transformer's
+  ``STORAGE_URI`` together with ``canaryTrafficPercent``; if the new revisions never become ready it
+  rolls back on its own.
+- :func:`promote` PUTs the object without ``canaryTrafficPercent`` (a JSON merge patch from the SDK
+  cannot remove it: its model objects drop ``None``).
+- :func:`rollback` patches ``canaryTrafficPercent: 0``, KServe's documented rollback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Plan, RolloutResult, apply
+from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch
+from snapcat.rollout.cluster import Cluster
+from snapcat.rollout.isvc import (
+    RolloutError,
+    canary_percent_of,
+    check_model_uri,
+    components_of,
+    isvc_path,
+    model_uri_of,
+    ref,
+    require_knative,
+)
+from snapcat.rollout.status import summarize
+from snapcat.rollout.waiting import (
+    all_traffic_to_latest,
+    canary_ready,
+    failed_load,
+    traffic_pinned_to_previous,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _check_same_classes(current_uri: str | None, new_uri: str) -> None:
+    """Refuses a canary that changes the class list: during a canary the old transformer may call
+    the new predictor and vice versa, and would then label scores with the wrong classes."""
+    from snapcat.model_info import load_model_info
+
+    if not current_uri:
+        return
+    try:
+        old, new = load_model_info(current_uri), load_model_info(new_uri)
+    except Exception as exc:
+        raise RolloutError(
+            f"cannot compare the class lists of {current_uri} and {new_uri}: {exc}"
+        ) from exc
+    if old.classes != new.classes:
+        raise RolloutError(
+            f"{new_uri} has a different class list than {current_uri}: a canary would mix "
+            "transformers and predictors of both models; deploy it as a new InferenceService"
+        )
+
+
+def _log(message: str, *args) -> bool:
+    log.info(message, *args)
+    return True
+
+
+def _percents(live: dict) -> list[int | None]:
+    return [live["spec"][c].get("canaryTrafficPercent") for c in components_of(live)]
+
+
+def canary(
+    name: str,
+    namespace: str,
+    model_uri: str,
+    percent: int,
+    *,
+    dry_run: bool = False,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll: float = DEFAULT_POLL,
+    wait: bool = True,
+    check_classes: bool = False,
+) -> RolloutResult:
+    """Sends ``percent``% of the traffic to ``model_uri`` and waits until it is served.
+
+    If the new revisions are not ready within ``timeout`` seconds (or KServe reports that the model
+    failed to load), the canary is rolled back (:func:`rollback_patch`) and RolloutError raised.
+    """
+    check_model_uri(model_uri, local_ok=dry_run)
+
+    def plan_for(live: dict) -> Plan:
+        require_knative(live)
+        live_status = live.get("status") or {}
+        statuses = live_status.get("components") or {}
+        if live_status and not (statuses.get("predictor") or {}).get("latestRolledoutRevision"):
+            raise RolloutError(
+                f"{ref(live)} has no rolled-out revision yet, so there is nothing to split traffic "
+                "with: wait until its first deployment is ready"
+            )
+        if check_classes:
+            _check_same_classes(model_uri_of(live), model_uri)
+        replaced = {}
+        if model_uri_of(live) != model_uri:  # new revisions are coming; the newest ones are out
+            replaced = {
+                c: (statuses.get(c) or {}).get("latestCreatedRevision") for c in components_of(live)
+            }
+        return Plan(
+            "PATCH",
+            canary_patch(live, model_uri, percent),
+            what=f"canary of {model_uri}",
+            until=lambda generation: canary_ready(
+                generation, percent, components_of(live), replaced
+            ),
+            vet=lambda result: _log(
+                "canary: %s%% of %s/%s to %s", percent, namespace, name, model_uri
+            ),
+            failed=failed_load,
+            recover=lambda cluster, sent, exc: _roll_back_after(
+                cluster, name, namespace, sent, exc
+            ),
+        )
+
+    return apply(
+        "canary", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
+        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
+    )  # fmt: skip
+
+
+def _roll_back_after(
+    cluster: Cluster, name: str, namespace: str, sent: dict, failure: RolloutError
+) -> RolloutError:
+    body = rollback_patch(sent)
+    try:
+        cluster.patch(name, namespace, body)
+    except RolloutError as exc:
+        return RolloutError(f"{failure}; the automatic rollback failed too: {exc}")
+    previous = (((sent.get("status") or {}).get("components") or {}).get("predictor") or {}).get(
+        "latestRolledoutRevision"
+    )
+    where = f" ({previous})" if previous else ""
+    return RolloutError(
+        f"{failure}. Rolled back: canaryTrafficPercent is 0, all traffic goes to the previous "
+        f"revision{where}"
+    )
+
+
+def promote(
+    name: str,
+    namespace: str,
+    *,
+    model_uri: str | None = None,
+    dry_run: bool = False,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll: float = DEFAULT_POLL,
+    wait: bool = True,
+) -> RolloutResult:
+    """Gives the canary all traffic. With ``model_uri``, refuses unless that is the canary's model."""
+    if model_uri is not None:
+        check_model_uri(model_uri, local_ok=dry_run)
+
+    def plan_for(live: dict) -> Plan:
+        if model_uri is not None and model_uri_of(live) != model_uri:
+            raise RolloutError(
+                f"{ref(live)} is rolling out {model_uri_of(live)}, not {model_uri}; nothing promoted"
+            )
+
+        def vet(result: RolloutResult) -> bool:
+            percents = _percents(live)
+            if all(p is None for p in percents):
+                result.messages.append("no canary in progress: nothing to promote")
+                return False
+            if any(p == 0 for p in percents):
+                raise RolloutError(
+                    f"{ref(live)}: the canary of {model_uri_of(live)} was rolled back "
+                    "(canaryTrafficPercent 0); start a new canary before promoting"
+                )
+            statuses = (live.get("status") or {}).get("components") or {}
+            for c in components_of(live):
+                comp = statuses.get(c) or {}
+                if comp.get("latestCreatedRevision") != comp.get("latestReadyRevision"):
+                    raise RolloutError(
+                        f"{ref(live)}: the {c} canary revision {comp.get('latestCreatedRevision')} "
+                        "is not ready; nothing promoted (see `snapcat rollout status`)"
+                    )
+            log.info("promote: %s/%s serves %s to all traffic", namespace, name, model_uri_of(live))
+            return True
+
+        return Plan(
+            "PUT",
+            promote_body(live),
+            what=f"promotion of {model_uri_of(live)}",
+            until=lambda generation: all_traffic_to_latest(generation, components_of(live)),
+            vet=vet,
+        )
+
+    return apply(
+        "promote", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
+        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
+        offline_uri=model_uri,
+    )  # fmt: skip
+
+
+def rollback(
+    name: str,
+    namespace: str,
+    *,
+    dry_run: bool = False,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    poll: float = DEFAULT_POLL,
+    wait: bool = True,
+) -> RolloutResult:
+    """Pins all traffic to the previously rolled-out revisions (``canaryTrafficPercent: 0``)."""
+
+    def plan_for(live: dict) -> Plan:
+        require_knative(live)
+
+        def vet(result: RolloutResult) -> bool:
+            percents = _percents(live)
+            if all(p == 0 for p in percents):
+                result.messages.append("already rolled back: canaryTrafficPercent is 0")
+            elif all(p is None for p in percents):
+                raise RolloutError(
+                    f"{ref(live)} has no canary in progress: its latest revision already has all "
+                    "traffic. To go back to an earlier model, run a canary of that model's URI "
+                    "and promote it"
+                )
+            log.info("rollback: %s/%s pins traffic to the previous revision", namespace, name)
+            return True
+
+        return Plan(
+            "PATCH",
+            rollback_patch(live),
+            what="rollback",
+            until=lambda generation: traffic_pinned_to_previous(generation, components_of(live)),
+            vet=vet,
+        )
+
+    return apply(
+        "rollback", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
+        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
+    )  # fmt: skip
+
+
+def status(
+    name: str,
+    namespace: str,
+    *,
+    dry_run: bool = False,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> RolloutResult:
+    """Reads the InferenceService (or summarizes ``current``) without changing anything."""
+    request = Request("GET", isvc_path(name, namespace))
+    result = RolloutResult("status", name, namespace, request, dry_run=dry_run)
+    if current is not None:
+        result.status = summarize(current)
+    elif not dry_run:
+        cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
+        result.status = summarize(cluster.get(name, namespace))
+    return result
+
+
+def production_model_uri(
+    name: str,
+    namespace: str,
+    *,
+    current: dict | None = None,
+    cluster: Cluster | None = None,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+) -> str:
+    """The storageUri the live InferenceService serves all its traffic from: the champion a new
+    candidate is evaluated against. During a canary the spec names the canary, not production,
+    so that is refused rather than guessed."""
+    if current is not None:
+        isvc = current
+    else:
+        cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
+        isvc = cluster.get(name, namespace)
+    percent = canary_percent_of(isvc)
+    if percent is not None and percent < 100:
+        raise RolloutError(
+            f"InferenceService {namespace}/{name} is running a {percent}% canary: its storageUri is "
+            "the canary's; promote or roll back first, or name the production model explicitly"
+        )
+    uri = model_uri_of(isvc)
+    if not uri:
+        raise RolloutError(f"InferenceService {namespace}/{name} has no predictor storageUri")
+    return uri
