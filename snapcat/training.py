@@ -206,13 +206,18 @@ def best_so_far(history_csv: Path, monitor: str) -> float | None:
 
 
 def read_history(history_csv: Path) -> list[dict]:
-    """History rows, one per epoch (a resumed epoch logged twice keeps its last entry)."""
+    """History rows, one per epoch (a resumed epoch logged twice keeps its last entry). Values
+    Keras' CSVLogger could not fill (``NA``: a metric an epoch did not log) are left out."""
     if not history_csv.exists():
         return []
     with open(history_csv, newline="") as handle:
         rows = {int(r["epoch"]): r for r in csv.DictReader(handle)}
     return [
-        {k: (float(v) if k != "epoch" else int(v)) for k, v in rows[e].items() if v != ""}
+        {
+            k: (float(v) if k != "epoch" else int(v))
+            for k, v in rows[e].items()
+            if v not in ("", "NA")
+        }
         for e in sorted(rows)
     ]
 

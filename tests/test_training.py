@@ -469,3 +469,18 @@ def test_checkpoints_outside_the_output_survive_a_lost_output(prepared, tmp_path
     assert (Path(second["version_dir"]) / "saved_model.pb").is_file()
     assert second["best_epoch"] == first["best_epoch"] == 1
     assert len(history_rows(checkpoints / "history.csv")) == 1
+
+
+def test_history_skips_values_keras_could_not_fill(tmp_path):
+    """Without a validation split Keras' CSVLogger writes NA for the val_ columns; reading the
+    history (best epoch, resume, report curves) must not fail on them."""
+    from snapcat.training import best_so_far, read_history
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,top3,val_top3\n0,2.0,0.5,NA\n1,1.0,0.8,NA\n")
+    assert read_history(history) == [
+        {"epoch": 0, "loss": 2.0, "top3": 0.5},
+        {"epoch": 1, "loss": 1.0, "top3": 0.8},
+    ]
+    assert best_so_far(history, "top3") == 0.8
+    assert best_so_far(history, "val_top3") is None
