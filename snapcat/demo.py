@@ -95,6 +95,7 @@ def suggestions_table(photos: list[dict], results) -> tuple[str, int]:
         hit = top[0].slug == photo["category"]
         right += hit
         guesses = ", ".join(f"{c.slug} {c.score:.2f}" for c in top)
+        guesses += "" if result.confident else "  (not sure: show the full picker)"
         mark = "ok  " if hit else ("top3" if photo["category"] in [c.slug for c in top] else "miss")
         lines.append(f"  {mark} {photo['category']:<22} -> {guesses}")
     return "\n".join(lines), right
