@@ -3,7 +3,7 @@ training input path and on the serving path agree to float tolerance.
 
 - training side: prepared shard bytes -> ``make_dataset(training=False, augment=False)`` (which
   decodes with :func:`snapcat.tf_image.decode_canonical`) -> the Keras model ``train`` built, with
-  the weights it exported;
+  the weights it exported, and the calibration temperature it exported;
 - serving side: the original photo file -> :func:`snapcat.imaging.normalize_image` with the
   exported model's ``ImageSpec`` -> canonical bytes -> the exported ``serving_default`` signature.
 """
@@ -28,6 +28,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def both_sides(trained, prepared):
+    from snapcat.calibration import scale
     from snapcat.export import ServingModel
     from snapcat.imaging import normalize_image
     from snapcat.shards import read_split
@@ -49,6 +50,9 @@ def both_sides(trained, prepared):
         pixels.append(x.numpy())
         labels.append(y.numpy())
         train_side.append(np.asarray(trained.spy.model(x, training=False)))
+    # The exported signature ends with the temperature fitted on the validation split (issue 14):
+    # the training side gets the same scaling, so the comparison stays one of the input paths.
+    train_side = [scale(p, served.info.temperature) for p in train_side]
     originals = [(SAMPLE_DIR / r["source"]).read_bytes() for r in records]
     canonical = [normalize_image(data, served.info.spec) for data in originals]
     serve_side = np.concatenate(
