@@ -48,7 +48,7 @@ def forward_run(model, size: int, batch: int, seconds: float) -> float:
 def measure(backbone: str, photos: list[bytes], seconds: float, tmp: str) -> dict:
     import keras
 
-    from snapcat.commands.serve import LocalStack
+    from snapcat.local.stack import LocalStack
     from snapcat.modeling import BACKBONES, ModelSpec, build_model
 
     size = BACKBONES[backbone].default_size

@@ -163,9 +163,9 @@ def main() -> int:
 
     import httpx
 
-    from snapcat.commands.serve import LocalStack
     from snapcat.export import ServingModel
     from snapcat.imaging import normalize_image
+    from snapcat.local.stack import LocalStack
     from snapcat.transformer_core import TransformerCore
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:

@@ -355,8 +355,8 @@ def main() -> int:
         parser.error("--duration must be within 1..600 s")
 
     from serving.capacity import plan_capacity
-    from snapcat.commands.serve import LocalStack
     from snapcat.container_limits import ContainerLimits
+    from snapcat.local.stack import LocalStack
 
     cpus, memory = manifest_limits()
     capacity = plan_capacity(ContainerLimits(cpus=cpus, memory_bytes=memory))

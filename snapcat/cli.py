@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) buries the progress people need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    if passthrough:
+        args.serving_args = [*passthrough, *args.serving_args]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from snapcat.client import SnapcatClient
-    from snapcat.commands.serve import LocalStack
+    from snapcat.local.stack import LocalStack
 
     workdir = Path(args.workdir).resolve()
     logs = workdir / "logs"

@@ -26,8 +26,8 @@ from conftest import make_image_bytes
 
 from snapcat.cli import main
 from snapcat.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
-from snapcat.commands.serve import free_port, wait_http_ok
 from snapcat.feedback.events import REQUEST_TYPE, RESPONSE_TYPE
+from snapcat.local.processes import free_port, wait_http_ok
 from snapcat.prepare import PrepareConfig, run_prepare
 
 pytestmark = pytest.mark.timeout(300)

@@ -40,16 +40,10 @@ from test_feedback import Sink, logger_event
 from snapcat.calibration import Calibration, is_confident
 from snapcat.cli import main
 from snapcat.client import SnapcatClient
-from snapcat.commands.serve import (
-    free_port,
-    predictor_command,
-    spawn,
-    stop_process,
-    transformer_command,
-    wait_http_ok,
-)
 from snapcat.feedback.events import PREDICTION_ID, REQUEST_TYPE, RESPONSE_TYPE
 from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
+from snapcat.local.stack import predictor_command, transformer_command
 from snapcat.model_info import load_model_info
 from snapcat.prepare import PrepareConfig, run_prepare
 from snapcat.taxonomy import Taxonomy
@@ -750,10 +744,10 @@ def test_a_transformer_of_another_model_labels_by_the_predictors_classes(
             "snapcat.cli",
             "serve",
             "transformer",
-            f"--predictor-host=127.0.0.1:{stack.predictor_port}",
-            f"--port={port}",
-            f"--model-name={MODEL_NAME}",
-            f"--model-dir={other}",
+            f"--predictor_host=127.0.0.1:{stack.predictor_port}",
+            f"--http_port={port}",
+            f"--model_name={MODEL_NAME}",
+            f"--model_dir={other}",
         ],
         tmp_path / "mismatch.log",
     )

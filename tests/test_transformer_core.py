@@ -1,6 +1,6 @@
 """The serving core without servers: request parsing, per-instance errors, the TF Serving request
 (snapcat.transformer_core), top-k shaping (snapcat.responses), and the local predictor's TF Serving request parsing and
-micro-batching (snapcat.predictor), all without KServe or TensorFlow."""
+micro-batching (snapcat.local.predictor), all without KServe or TensorFlow."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import pytest
 from conftest import REPO_ROOT, make_image_bytes
 
 from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.local.predictor import MicroBatcher, RestError, parse_predict_request
 from snapcat.model_info import ModelInfo
-from snapcat.predictor import MicroBatcher, RestError, parse_predict_request
 from snapcat.responses import ResponseBuilder
 from snapcat.serving_errors import (
     BadRequestError,
@@ -405,7 +405,7 @@ def test_decode_base64_tolerances_and_errors():
 
 def test_core_imports_neither_kserve_nor_tensorflow():
     code = (
-        "import sys, snapcat.transformer_core, snapcat.responses, snapcat.client, snapcat.predictor; "
+        "import sys, snapcat.transformer_core, snapcat.responses, snapcat.client, snapcat.local.predictor; "
         "bad = [m for m in ('tensorflow', 'keras', 'kserve') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

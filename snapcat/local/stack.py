@@ -1,0 +1,157 @@
+"""The predictor and the transformer as two local processes wired together: the demo, the
+end-to-end tests and the benchmarks run production's transformer against the local predictor
+(:mod:`snapcat.local.predictor`) through this."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
+
+
+def serving_module_command(*args: str) -> list[str]:
+    """``python -m serving ARGS``: the transformer container's entrypoint, in this interpreter."""
+    return [sys.executable, "-m", "serving", *args]
+
+
+def transformer_command(
+    *,
+    predictor_host: str,
+    port: int,
+    model_name: str,
+    model_dir: str,
+    top_k: int | None = None,
+    host: str = "127.0.0.1",
+    extra: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """``python -m serving ...`` with KServe's flags, bound to ``host``."""
+    command = serving_module_command(
+        f"--model_name={model_name}",
+        f"--predictor_host={predictor_host}",
+        f"--http_port={port}",
+        f"--host={host}",
+        f"--model_dir={model_dir}",
+    )
+    if top_k is not None:
+        command.append(f"--top_k={top_k}")
+    return command + list(extra)
+
+
+def predictor_command(
+    *, model_dir: str, port: int, model_name: str, host: str = "127.0.0.1", extra=()
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "snapcat.cli",
+        "serve",
+        "predictor",
+        f"--model-dir={model_dir}",
+        f"--port={port}",
+        f"--host={host}",
+        f"--model-name={model_name}",
+        *extra,
+    ]
+
+
+class LocalStack:
+    """The predictor and the transformer as two child processes, wired together::
+
+        with LocalStack("models/listing-category", port=8080) as stack:
+            SnapcatClient(stack.url).classify(["photo.jpg"])
+
+    ``log_dir`` sends each server's output to ``predictor.log`` / ``transformer.log`` there
+    (default: this process's terminal).
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        port: int = 0,
+        predictor_port: int = 0,
+        host: str = "127.0.0.1",
+        model_name: str | None = None,
+        top_k: int | None = None,
+        log_dir: str | Path | None = None,
+        transformer_args: tuple[str, ...] = (),
+    ):
+        from snapcat.transformer_core import DEFAULT_MODEL_NAME
+
+        self.model_dir = str(model_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.predictor_port = predictor_port or free_port(host)
+        self.model_name = model_name or DEFAULT_MODEL_NAME
+        self.top_k = top_k
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.transformer_args = tuple(transformer_args)
+        self.predictor: subprocess.Popen | None = None
+        self.transformer: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def predictor_url(self) -> str:
+        return f"http://{self.host}:{self.predictor_port}"
+
+    def _log(self, name: str) -> Path | None:
+        if not self.log_dir:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir / f"{name}.log"
+
+    def start(self, timeout: float = 300.0) -> LocalStack:
+        from snapcat.model_info import latest_version_dir
+
+        latest_version_dir(self.model_dir)  # fail now, not in a child, on a wrong folder
+        self.predictor = spawn(
+            predictor_command(
+                model_dir=self.model_dir,
+                port=self.predictor_port,
+                model_name=self.model_name,
+                host=self.host,
+            ),
+            self._log("predictor"),
+        )
+        self.transformer = spawn(
+            transformer_command(
+                predictor_host=f"{self.host}:{self.predictor_port}",
+                port=self.port,
+                model_name=self.model_name,
+                model_dir=self.model_dir,
+                top_k=self.top_k,
+                host=self.host,
+                extra=self.transformer_args,
+            ),
+            self._log("transformer"),
+        )
+        try:
+            # The transformer's model readiness includes the predictor's.
+            wait_http_ok(
+                f"{self.url}/v1/models/{self.model_name}",
+                timeout,
+                [self.predictor, self.transformer],
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return all(p is not None and p.poll() is None for p in (self.predictor, self.transformer))
+
+    def stop(self) -> None:
+        for process in (self.transformer, self.predictor):
+            if process is not None:
+                stop_process(process)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
