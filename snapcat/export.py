@@ -6,7 +6,8 @@
 (``float32 [N, C]``, temperature-scaled when the model was calibrated: :mod:`snapcat.calibration`)
 with, per row, the class slugs and the model version. Beside the graph:
 ``assets/snapcat/model.json`` (class order, labels, image spec: :mod:`snapcat.model_info`), the
-taxonomy snapshot, and ``model_card.json``.
+taxonomy snapshot, ``model_card.json``, and TF Serving's warm-up records
+(``assets.extra/tf_serving_warmup_requests``, :mod:`snapcat.warmup`).
 
 The version folder is written under a non-integer temporary name and renamed into place, so TF
 Serving (which only loads integer folders) never picks up a half-written model.
@@ -37,6 +38,7 @@ from snapcat.model_info import (
     taxonomy_path,
 )
 from snapcat.taxonomy import Taxonomy
+from snapcat.warmup import WARMUP_BATCH_SIZES, WARMUP_FILE, write_warmup_requests
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "image_bytes"
@@ -75,12 +77,14 @@ def export_model(
     taxonomy_dir: str | None = None,
     card: dict | None = None,
     calibration: Calibration | None = None,
+    model_name: str = "listing-category",
 ) -> str:
     """Writes ``model`` as a new version under ``model_dir``; returns the version folder.
 
     ``calibration`` (fitted on the validation split) puts its temperature into the signature, so
     TF Serving returns calibrated probabilities, and its confidence threshold into model.json;
-    without one the model is exported uncalibrated and its card says so."""
+    without one the model is exported uncalibrated and its card says so. ``model_name`` goes into
+    the warm-up requests' model_spec (TF Serving replays them whatever the name)."""
     import keras
     import tensorflow as tf
 
@@ -147,6 +151,7 @@ def export_model(
             json.dumps(info.to_dict(), ensure_ascii=False, indent=2)
         )
         taxonomy.dump(taxonomy_path(str(staging)))
+        write_warmup_requests(staging, info.spec, model_name=model_name)
         model_card = {
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -156,6 +161,7 @@ def export_model(
                 "input": INPUT_NAME,
                 "outputs": [OUTPUT_NAME, CLASSES_OUTPUT, VERSION_OUTPUT],
             },
+            "warmup": {"file": str(WARMUP_FILE), "batch_sizes": list(WARMUP_BATCH_SIZES)},
             # TF Serving must be at least this TensorFlow version to load the graph (manifests
             # pin it).
             "tensorflow_version": tf.__version__,

@@ -18,11 +18,7 @@ import time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.local.predictor import (
-        DEFAULT_BATCH_TIMEOUT_MS,
-        DEFAULT_MAX_BATCH_SIZE,
-        DEFAULT_PORT,
-    )
+    from snapcat.local.predictor import DEFAULT_PORT
     from snapcat.transformer_core import (
         DEFAULT_MODEL_NAME,
         DEFAULT_TOP_K,
@@ -40,22 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predictor",
         help="serve an exported model with TF Serving's REST API",
         description="Serves the highest version under MODEL_DIR: GET /v1/models/NAME, "
-        "GET /v1/models/NAME/metadata, POST /v1/models/NAME:predict (instances or inputs, "
-        'binary strings as {"b64": ...}); batches concurrent requests.',
+        "GET /v1/models/NAME/metadata, POST /v1/models/NAME:predict (instances, binary strings "
+        'as {"b64": ...}); replays the version\'s warm-up records, then batches requests by '
+        "TF Serving's batching parameters file.",
     )
     pred.add_argument("--model-dir", required=True, help="exported model folder (MODEL_DIR)")
     pred.add_argument("--port", type=int, default=DEFAULT_PORT)
     pred.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all)")
     pred.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
-    pred.add_argument(
-        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="images per model call"
-    )
-    pred.add_argument(
-        "--batch-timeout-ms",
-        type=float,
-        default=DEFAULT_BATCH_TIMEOUT_MS,
-        help="longest a batch waits for the requests it expects (see snapcat.local.predictor)",
-    )
+    _batching_argument(pred)
     pred.set_defaults(handler=run_predictor)
 
     tr = servers.add_parser(
@@ -82,7 +71,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     loc.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     loc.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     loc.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for start-up")
+    _batching_argument(loc)
     loc.set_defaults(handler=run_local)
+
+
+def _batching_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batching-parameters-file",
+        metavar="FILE",
+        help="TF Serving's --batching_parameters_file (text-format BatchingParameters); default: "
+        "the base manifests' CPU sizing (manifests/base/tfserving/batching_parameters.txt, "
+        "packaged with snapcat)",
+    )
+
+
+def _batching(args: argparse.Namespace):
+    """The parsed batching file, or a UserError naming what is wrong with it."""
+    from snapcat.cli import UserError
+    from snapcat.tf_serving_config import BatchingParameters, ConfigFileError
+
+    try:
+        return BatchingParameters.from_file(args.batching_parameters_file)
+    except ConfigFileError as exc:
+        raise UserError(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------------- handlers
@@ -91,17 +102,13 @@ def run_predictor(args: argparse.Namespace) -> int:
     from snapcat.local.predictor import serve
     from snapcat.model_info import latest_version_dir
 
+    batching = _batching(args)
     try:
         latest_version_dir(args.model_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
     serve(
-        args.model_dir,
-        port=args.port,
-        host=args.host,
-        model_name=args.model_name,
-        max_batch_size=args.max_batch_size,
-        batch_timeout_ms=args.batch_timeout_ms,
+        args.model_dir, port=args.port, host=args.host, model_name=args.model_name, batching=batching
     )
     return 0
 
@@ -129,7 +136,9 @@ def run_local(args: argparse.Namespace) -> int:
         host=args.host,
         model_name=args.model_name,
         top_k=args.top_k,
+        batching_parameters_file=args.batching_parameters_file,
     )
+    _batching(args)  # a bad file is refused here, not in the child
 
     def terminate(signum, frame):
         raise KeyboardInterrupt

@@ -1,60 +1,47 @@
-"""A local predictor with TF Serving's REST API, for one machine, the tests and the demo.
+"""A local stand-in for TF Serving, for one machine: the demo, the tests and the benchmarks.
 
-Production runs the real TensorFlow Serving (KServe's TF Serving runtime); it cannot be installed
-here, so ``snapcat serve predictor`` serves the same exported SavedModel with the same REST API
-for what the transformer uses, following TF Serving's documented behaviour
-(``tensorflow_serving/g3doc/api_rest.md`` and its ``json_tensor.cc``):
+Production runs the real TensorFlow Serving (KServe's TF Serving runtime), which cannot be installed
+here. ``snapcat serve predictor`` serves the same exported SavedModel with what the transformer
+uses of TF Serving's REST API (``tensorflow_serving/g3doc/api_rest.md``):
 
 - ``GET /v1/models/<name>[/versions/<v>]``: ``{"model_version_status": [{"version", "state",
-  "status": {"error_code", "error_message"}}]}``; 404 ``Could not find any versions of model``.
-- ``GET /v1/models/<name>[/versions/<v>]/metadata``: ``{"model_spec": ..., "metadata":
-  {"signature_def": {"signature_def": {...}}}}``, the SignatureDefs read from ``saved_model.pb``.
-- ``POST /v1/models/<name>[/versions/<v>]:predict`` with ``instances`` (row format: objects
-  keyed by input name, or plain values for a single input) or ``inputs`` (columnar), binary
-  strings as ``{"b64": ...}``; answers ``{"predictions": ...}`` or ``{"outputs": ...}``.
-- Errors are ``{"error": "<message>"}`` with TF Serving's status mapping (InvalidArgument 400,
-  NotFound 404, ...).
+  "status": {...}}]}`` (the transformer's readiness);
+- ``GET /v1/models/<name>[/versions/<v>]/metadata``: ``{"model_spec", "metadata": {"signature_def":
+  {"signature_def": ...}}}``, the SignatureDefs read from ``saved_model.pb``;
+- ``POST /v1/models/<name>[/versions/<v>]:predict`` with ``instances`` in the row format (objects
+  keyed by ``image_bytes``, or bare values), binary strings as ``{"b64": ...}``; answers
+  ``{"predictions": ...}``, one object per row since the signature has several outputs.
 
-Only the highest integer version folder is loaded (TF Serving's default ``latest: 1`` policy).
-Concurrent requests are batched server-side (like TF Serving's ``--enable_batching``): a
-:class:`MicroBatcher` collects concurrent requests (up to ``max_batch_size`` images, waiting at most
-``batch_timeout``) and runs one signature call; if a batch fails, its requests run one by one so a bad
-input only fails its own request. The model is loaded with :class:`snapcat.export.ServingModel`,
-so this is exactly the graph TF Serving runs.
+Errors are ``{"error": "<message>"}`` with TF Serving's status for the case: 400 for a bad request
+or input, 404 for an unknown model or version, 503 when the batching queue is full. It loads the
+highest integer version folder (TF Serving's ``latest: 1`` policy), replays the version's warm-up
+records before it opens its port (:mod:`snapcat.warmup`), and batches requests by the same
+``BatchingParameters`` file as production (:mod:`snapcat.local.batching`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import collections
-import concurrent.futures
-import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from snapcat.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from snapcat.local.batching import MicroBatcher, QueueFullError, TaskTooLargeError, pad
+from snapcat.tf_serving_config import BatchingParameters
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8501  # TF Serving's usual --rest_api_port
-DEFAULT_MAX_BATCH_SIZE = 32
-DEFAULT_BATCH_TIMEOUT_MS = 50.0
 
-# TF Serving's own URL patterns (http_rest_api_util.cc).
-_PREDICT_PATH = re.compile(
-    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)"
-)
-_STATUS_PATH = re.compile(
-    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?"
+_MODEL_PATH = re.compile(
+    r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>/metadata|:predict)?"
 )
 
 
@@ -71,262 +58,44 @@ def _invalid(message: str) -> RestError:
     return RestError(400, message)
 
 
-# ------------------------------------------------------------------------------ JSON → tensors
-def _debug(value: Any, limit: int = 120) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return {dict: "Object", list: "Array", str: "String"}.get(type(value), "Number")
-
-
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
-
-
-def _string_scalar(value: Any) -> bytes:
-    """One DT_STRING element: ``{"b64": ...}`` decoded, or a JSON string as UTF-8."""
-    if isinstance(value, dict):
-        if not _is_b64(value):
-            raise _invalid(f"JSON Value: {_debug(value)} not formatted correctly for base64 data")
+# ------------------------------------------------------------------------------ JSON → images
+def _image(value: Any, index: int) -> bytes:
+    """One ``image_bytes`` element: ``{"b64": ...}`` decoded, or a JSON string as UTF-8."""
+    if isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid("Unable to base64 decode") from None
+            raise _invalid(f"instance {index}: {INPUT_NAME} is not valid base64") from None
     if isinstance(value, str):
         return value.encode("utf-8")
-    if isinstance(value, list):
-        raise _invalid(
-            f"JSON Value: {_debug(value)} found at incorrect level: the signature input "
-            f"{INPUT_NAME} takes one string per instance"
-        )
-    raise _invalid(
-        f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of expected type: string"
-    )
+    raise _invalid(f'instance {index}: {INPUT_NAME} must be {{"b64": "..."}} or a string')
 
 
-@dataclass
-class ParsedPredict:
-    columnar: bool
-    images: list[bytes]
-
-
-def parse_predict_request(body: bytes, input_names: Sequence[str]) -> ParsedPredict:
-    """TF Serving's ``FillPredictRequestFromJson`` for a signature with one ``DT_STRING [-1]``
-    input (snapcat's ``image_bytes``)."""
-    if not body:
-        raise _invalid("JSON Parse error: The document is empty")
+def parse_predict_request(body: bytes) -> list[bytes]:
+    """The images of a row-format predict request for snapcat's signature (one ``DT_STRING``
+    input, ``image_bytes``)."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise _invalid(f"JSON Parse error: {exc}") from None
+        raise _invalid(f"the body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise _invalid(f"JSON Value: {_debug(doc)} Is not object")
-    signature = doc.get("signature_name", SIGNATURE_NAME)
-    if not isinstance(signature, str):
-        raise _invalid(
-            f"JSON Value: {_debug(doc)} not formatted correctly. 'signature_name' key must be a "
-            "string value."
-        )
-    if (signature or SIGNATURE_NAME) != SIGNATURE_NAME:
-        raise _invalid(f'Serving signature name: "{signature}" not found in signature def')
-    (name,) = input_names
-    if "instances" in doc and "inputs" in doc:
-        raise _invalid(
-            f"JSON Value: {_debug(doc)} Not formatted correctly expecting only one of 'inputs' "
-            "or 'instances' keys to exist "
-        )
-    if "instances" in doc:
-        instances = doc["instances"]
-        if not isinstance(instances, list):
-            raise _invalid(f"JSON Value: {_debug(doc)} Expecting 'instances' to be an list/array")
-        if not instances:
-            raise _invalid(f"JSON Value: {_debug(doc)} No values in 'instances' array")
-        objects = isinstance(instances[0], dict) and not _is_b64(instances[0])
-        images = []
-        for i, element in enumerate(instances):
-            is_object = isinstance(element, dict) and not _is_b64(element)
-            if objects and not is_object:
-                raise _invalid(f"Expecting object but got list at item {i} of input list")
-            if not objects and is_object:
-                raise _invalid(f"Expecting value/list but got object at item {i} of input list")
-            if objects:
-                unknown = [k for k in element if k != name]
-                if unknown:
-                    raise _invalid(
-                        f"Failed to process element: {i} key: {unknown[0]} of 'instances' list. "
-                        f"Error: INVALID_ARGUMENT: JSON object: does not have named input: "
-                        f"{unknown[0]}"
-                    )
-                if name not in element:
-                    raise _invalid(
-                        f"Failed to process element: {i} of 'instances' list. JSON object: "
-                        f"{_debug(element)} keys must be equal to: {name}"
-                    )
-                value, where = element[name], f"{i} key: {name}"
-            else:
-                value, where = element, f"{i}"
-            try:
-                images.append(_string_scalar(value))
-            except RestError as exc:
+        raise _invalid("the body must be a JSON object")
+    signature = doc.get("signature_name") or SIGNATURE_NAME
+    if signature != SIGNATURE_NAME:
+        raise _invalid(f"no signature {signature!r}; the model serves {SIGNATURE_NAME!r}")
+    instances = doc.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise _invalid("'instances' must be a non-empty list (the row format)")
+    images = []
+    for index, instance in enumerate(instances):
+        if isinstance(instance, dict) and list(instance) != ["b64"]:
+            if list(instance) != [INPUT_NAME]:
                 raise _invalid(
-                    f"Failed to process element: {where} of 'instances' list. "
-                    f"Error: INVALID_ARGUMENT: {exc.message}"
-                ) from None
-        return ParsedPredict(False, images)
-    if "inputs" in doc:
-        inputs = doc["inputs"]
-        if isinstance(inputs, dict) and not _is_b64(inputs):
-            if name not in inputs:
-                raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-            inputs = inputs[name]
-        if not isinstance(inputs, list):
-            raise _invalid(
-                f"JSON Value: {_debug(inputs)} has rank 0 but the signature input {name} "
-                "takes a list (shape [-1])"
-            )
-        return ParsedPredict(True, [_string_scalar(v) for v in inputs])
-    raise _invalid("Missing 'inputs' or 'instances' key")
-
-
-# ------------------------------------------------------------------------------ batching
-@dataclass
-class _Task:
-    images: list[bytes]
-    future: asyncio.Future = field(repr=False)
-
-
-class MicroBatcher:
-    """Collects concurrent requests into one model call of at most ``max_batch_size`` images.
-
-    A batch takes every request already queued; it waits for more (at most ``batch_timeout``
-    seconds) only while it holds fewer requests than were outstanding at once during the previous
-    batch: that many clients are active, and the ones just answered send their next request a
-    few milliseconds later. So a single client pays no batching delay, and N concurrent clients
-    get batches of N. ``run_batch`` runs in one dedicated thread (TensorFlow spreads each call
-    over the cores itself)."""
-
-    def __init__(
-        self,
-        run_batch: Callable[[list[bytes]], np.ndarray | dict[str, np.ndarray]],
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        batch_timeout: float = DEFAULT_BATCH_TIMEOUT_MS / 1000,
-    ):
-        self.run_batch = run_batch
-        self.max_batch_size = max_batch_size
-        self.batch_timeout = batch_timeout
-        self._queue: asyncio.Queue[_Task] | None = None
-        self._carry: collections.deque[_Task] = collections.deque()
-        self._worker: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="predict")
-        self.batches = 0
-        self.images = 0
-        self._outstanding = 0  # submitted, not answered yet
-        self._peak = 0  # the most outstanding at once since the current batch began
-
-    async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._loop(), name="micro-batcher")
-
-    async def stop(self) -> None:
-        if self.batches:
-            logger.info(
-                "micro-batcher: %d images in %d model calls (%.1f per call)",
-                self.images,
-                self.batches,
-                self.images / self.batches,
-            )
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, images: list[bytes]) -> np.ndarray | dict[str, np.ndarray]:
-        future = asyncio.get_running_loop().create_future()
-        self._outstanding += 1
-        self._peak = max(self._peak, self._outstanding)
-        try:
-            await self._queue.put(_Task(images, future))
-            return await future
-        finally:
-            self._outstanding -= 1
-
-    async def _next(self, timeout: float | None) -> _Task | None:
-        if self._carry:
-            return self._carry.popleft()
-        if timeout is None:
-            return await self._queue.get()
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            if timeout <= 0:
-                return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            return None
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
-            # How many requests were outstanding at once during the previous batch: that many
-            # clients are active, and those just answered are sending their next request now.
-            expected, self._peak = max(1, self._peak), self._outstanding
-            batch, size = [first], len(first.images)
-            deadline = loop.time() + self.batch_timeout
-            while size < self.max_batch_size:
-                # Take whatever is queued; wait (up to the deadline) only for the clients
-                # expected, so a lone client is never kept waiting.
-                wait = deadline - loop.time() if len(batch) < expected else 0.0
-                task = await self._next(wait)
-                if task is None:
-                    break
-                if size + len(task.images) > self.max_batch_size:
-                    self._carry.append(task)
-                    break
-                batch.append(task)
-                size += len(task.images)
-            await self._run(batch)
-
-    async def _run(self, batch: list[_Task]) -> None:
-        batch = [t for t in batch if not t.future.done()]  # clients that went away
-        if not batch:
-            return
-        images = [image for task in batch for image in task.images]
-        loop = asyncio.get_running_loop()
-        try:
-            outputs = await loop.run_in_executor(self._executor, self.run_batch, images)
-        except Exception as exc:
-            if len(batch) > 1:
-                # One bad input fails the whole graph call: isolate it.
-                for task in batch:
-                    await self._run([task])
-                return
-            if not batch[0].future.done():
-                batch[0].future.set_exception(exc)
-            return
-        self.batches += 1
-        self.images += len(images)
-        offset = 0
-        for task in batch:
-            n = len(task.images)
-            if not task.future.done():
-                task.future.set_result(_rows(outputs, offset, offset + n))
-            offset += n
-
-
-def _rows(outputs: np.ndarray | dict[str, np.ndarray], start: int, stop: int):
-    """Rows ``start:stop`` of one output array, or of every output of a signature."""
-    if isinstance(outputs, dict):
-        return {name: values[start:stop] for name, values in outputs.items()}
-    return outputs[start:stop]
+                    f"instance {index}: expected the one input {INPUT_NAME!r}, got {sorted(instance)}"
+                )
+            instance = instance[INPUT_NAME]
+        images.append(_image(instance, index))
+    return images
 
 
 # ------------------------------------------------------------------------------ the servable
@@ -337,21 +106,12 @@ def _signature_defs(version_dir: str) -> dict[str, Any]:
 
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(Path(version_dir, "saved_model.pb").read_bytes())
-    meta_graph = saved_model.meta_graphs[0]
-    result = {}
-    for key, signature in meta_graph.signature_def.items():
-        try:
-            as_dict = MessageToDict(
-                signature,
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,
-            )
-        except TypeError:  # protobuf < 5.26
-            as_dict = MessageToDict(
-                signature, preserving_proto_field_name=True, including_default_value_fields=True
-            )
-        result[key] = as_dict
-    return result
+    return {
+        key: MessageToDict(
+            signature, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        for key, signature in saved_model.meta_graphs[0].signature_def.items()
+    }
 
 
 class Servable:
@@ -365,33 +125,42 @@ class Servable:
         self.version = int(Path(self.model.version_dir).name)
         self.signature_defs = _signature_defs(self.model.version_dir)
         inputs = self.signature_defs[SIGNATURE_NAME].get("inputs", {})
-        outputs = self.signature_defs[SIGNATURE_NAME].get("outputs", {})
         if list(inputs) != [INPUT_NAME] or inputs[INPUT_NAME].get("dtype") != "DT_STRING":
             raise ValueError(
                 f"{self.model.version_dir}: signature {SIGNATURE_NAME} must take one DT_STRING "
                 f"input {INPUT_NAME!r} (snapcat's export contract), has {sorted(inputs)}"
             )
-        if OUTPUT_NAME not in outputs:
+        if OUTPUT_NAME not in self.signature_defs[SIGNATURE_NAME].get("outputs", {}):
             raise ValueError(f"{self.model.version_dir}: no output {OUTPUT_NAME!r}")
-        self.input_names = [INPUT_NAME]
 
     def run(self, images: list[bytes]) -> dict[str, np.ndarray]:
         return self.model.run(images)
 
-    def warm_up(self) -> None:
-        """One call before serving, so the first request does not pay for graph set-up."""
-        import io
+    def warm_up(self, parameters: BatchingParameters) -> int:
+        """Replays the version's warm-up records as TF Serving does at load (each once, padded
+        like a batch); returns how many. A record that fails fails the load, as there."""
+        from snapcat.warmup import read_warmup_requests, request_images
 
-        from PIL import Image
+        requests = read_warmup_requests(self.model.version_dir)
+        start = time.perf_counter()
+        for request in requests:
+            images = request_images(request)
+            self.run(pad(images, parameters, images[0]))
+        if requests:
+            logger.info(
+                "replayed %d warm-up records in %.1f s", len(requests), time.perf_counter() - start
+            )
+        else:
+            logger.warning("%s has no warm-up records: the first requests will be slow", self.name)
+        return len(requests)
 
-        buffer = io.BytesIO()
-        size = self.model.info.image_size
-        Image.new("RGB", (size, size), (255, 255, 255)).save(buffer, format="JPEG")
-        self.run([buffer.getvalue()])
+    def check_version(self, version: str | None) -> None:
+        if version is not None and int(version) != self.version:
+            raise RestError(
+                404, f"model {self.name} has no version {version} (serving {self.version})"
+            )
 
-    def status(self, version: int | None) -> dict:
-        if version is not None and version != self.version:
-            raise RestError(404, f"Could not find version {version} of model {self.name}")
+    def status(self) -> dict:
         return {
             "model_version_status": [
                 {
@@ -402,53 +171,49 @@ class Servable:
             ]
         }
 
-    def metadata(self, version: int | None) -> dict:
-        self._check_version(version)
+    def metadata(self) -> dict:
         return {
             "model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
             "metadata": {"signature_def": {"signature_def": self.signature_defs}},
         }
 
-    def _check_version(self, version: int | None) -> None:
-        if version is not None and version != self.version:
-            raise RestError(
-                404, f"Servable not found for request: Specific({self.name}, {version})"
-            )
-
 
 # ------------------------------------------------------------------------------ HTTP app
-def _json_values(values: np.ndarray, name: str) -> list:
+def _json_values(values: np.ndarray) -> list:
     """One output tensor as TF Serving writes it: float32 at its own precision (0.2, not
-    0.20000000298023224), strings as UTF-8 text (base64 objects for names ending in _bytes)."""
+    0.20000000298023224), strings as UTF-8 text."""
     values = np.asarray(values)
     if values.dtype == np.float32:
         return np.vectorize(lambda v: float(str(v)), otypes=[object])(values).tolist()
     if values.dtype.kind in "SO":
-        if name.endswith("_bytes"):
-            encode = lambda v: {"b64": base64.b64encode(v).decode("ascii")}  # noqa: E731
-        else:
-            encode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v  # noqa: E731
-        return np.vectorize(encode, otypes=[object])(values).tolist()
+        decode = lambda v: v.decode("utf-8") if isinstance(v, bytes) else v  # noqa: E731
+        return np.vectorize(decode, otypes=[object])(values).tolist()
     return values.tolist()
 
 
-def _format_outputs(outputs: np.ndarray | dict[str, np.ndarray], columnar: bool) -> dict:
-    """TF Serving's response shapes: one output gives bare rows; several give, in row format,
-    one object per row, and in columnar format one list per output."""
-    if not isinstance(outputs, dict):
-        outputs = {OUTPUT_NAME: outputs}
-    columns = {name: _json_values(values, name) for name, values in sorted(outputs.items())}
+def format_predictions(outputs: dict[str, np.ndarray]) -> dict:
+    """TF Serving's row-format answer: bare rows for one output, one object per row for
+    several."""
+    columns = {name: _json_values(values) for name, values in sorted(outputs.items())}
     if len(columns) == 1:
-        (only,) = columns.values()
-        return {"outputs": only} if columnar else {"predictions": only}
-    if columnar:
-        return {"outputs": columns}
+        return {"predictions": next(iter(columns.values()))}
     count = len(next(iter(columns.values())))
     return {"predictions": [{name: col[i] for name, col in columns.items()} for i in range(count)]}
 
 
+def _model_error(exc: Exception) -> RestError:
+    """A failed batch: TensorFlow's InvalidArgument (e.g. an undecodable image) is the request's
+    fault, anything else the server's."""
+    import tensorflow as tf
+
+    if isinstance(exc, tf.errors.InvalidArgumentError):
+        return RestError(400, exc.message)
+    logger.error("prediction failed", exc_info=exc)
+    return RestError(500, f"prediction failed: {type(exc).__name__}: {exc}")
+
+
 def create_app(servable: Servable, batcher: MicroBatcher):
-    """The Starlette app: one route that dispatches like TF Serving's ``ProcessRequest``."""
+    """The Starlette app: TF Serving's model status, metadata and predict routes."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
@@ -456,58 +221,36 @@ def create_app(servable: Servable, batcher: MicroBatcher):
     from starlette.responses import Response
     from starlette.routing import Route
 
-    def reply(status: int, body: dict) -> Response:
-        return Response(
-            json.dumps(body, ensure_ascii=False, indent=None),
-            status_code=status,
-            media_type="application/json",
-        )
+    async def dispatch(request: Request) -> dict:
+        match = _MODEL_PATH.fullmatch(request.url.path)
+        if not match:
+            raise RestError(404, f"not found: {request.method} {request.url.path}")
+        if match["name"] != servable.name:
+            raise RestError(404, f"no model {match['name']!r} (serving {servable.name!r})")
+        servable.check_version(match["version"])
+        verb = match["verb"]
+        if (request.method == "POST") != (verb == ":predict"):
+            raise RestError(405, f"{request.method} is not allowed on {request.url.path}")
+        if verb == "/metadata":
+            return servable.metadata()
+        if verb is None:
+            return servable.status()
+        images = parse_predict_request(await request.body())
+        try:
+            return format_predictions(await batcher.submit(images))
+        except TaskTooLargeError as exc:
+            raise _invalid(str(exc)) from None
+        except QueueFullError as exc:
+            raise RestError(503, str(exc)) from None
+        except Exception as exc:
+            raise _model_error(exc) from None
 
     async def handle(request: Request) -> Response:
         try:
-            return reply(200, await dispatch(request))
+            status, body = 200, await dispatch(request)
         except RestError as exc:
-            return reply(exc.status, {"error": exc.message})
-
-    def model_for(name: str, label: str | None) -> None:
-        if name != servable.name:
-            raise RestError(404, f"Servable not found for request: Latest({name})")
-        if label:
-            raise RestError(400, f"Unrecognized servable version label: {label}")
-
-    async def dispatch(request: Request) -> dict:
-        path, method = request.url.path, request.method
-        if method == "POST":
-            match = _PREDICT_PATH.fullmatch(path)
-            if not match:
-                raise _invalid(f"Malformed request: {method} {path}")
-            name, version, label, verb = match.groups()
-            if verb.lower() != "predict":
-                raise RestError(400, f"{verb} is not supported by this local predictor")
-            model_for(name, label)
-            servable._check_version(int(version) if version else None)
-            parsed = parse_predict_request(await request.body(), servable.input_names)
-            try:
-                outputs = await batcher.submit(parsed.images)
-            except Exception as exc:
-                raise _model_error(exc) from None
-            return _format_outputs(outputs, parsed.columnar)
-        match = _STATUS_PATH.fullmatch(path)
-        if not match:
-            raise _invalid(f"Malformed request: {method} {path}")
-        name, version, label, subresource = match.groups()
-        if not name:
-            raise _invalid("Missing model name in request.")
-        if name != servable.name:
-            raise RestError(404, f"Could not find any versions of model {name}")
-        model_for(name, label)
-        version_number = int(version) if version else None
-        if subresource:
-            return servable.metadata(version_number)
-        return servable.status(version_number)
-
-    async def not_found(request: Request) -> Response:
-        return reply(404, {"error": f"Not found: {request.method} {request.url.path}"})
+            status, body = exc.status, {"error": exc.message}
+        return Response(json.dumps(body), status_code=status, media_type="application/json")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -518,33 +261,8 @@ def create_app(servable: Servable, batcher: MicroBatcher):
             await batcher.stop()
 
     return Starlette(
-        routes=[
-            Route("/v1/{rest:path}", handle, methods=["GET", "POST"]),
-            Route("/{rest:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
-        ],
-        lifespan=lifespan,
+        routes=[Route("/{path:path}", handle, methods=["GET", "POST"])], lifespan=lifespan
     )
-
-
-def _model_error(exc: Exception) -> RestError:
-    """A TensorFlow error to TF Serving's status mapping."""
-    try:
-        import tensorflow as tf
-
-        if isinstance(exc, tf.errors.InvalidArgumentError | tf.errors.OutOfRangeError):
-            return RestError(400, exc.message)
-        if isinstance(exc, tf.errors.NotFoundError):
-            return RestError(404, exc.message)
-        if isinstance(exc, tf.errors.DeadlineExceededError):
-            return RestError(504, exc.message)
-        if isinstance(exc, tf.errors.ResourceExhaustedError):
-            return RestError(429, exc.message)
-        if isinstance(exc, tf.errors.OpError):
-            return RestError(500, exc.message)
-    except ImportError:  # pragma: no cover
-        pass
-    logger.exception("prediction failed", exc_info=exc)
-    return RestError(500, f"{type(exc).__name__}: {exc}")
 
 
 def serve(
@@ -553,24 +271,26 @@ def serve(
     port: int = DEFAULT_PORT,
     host: str = "127.0.0.1",
     model_name: str,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
+    batching: BatchingParameters | None = None,
 ) -> None:
     """Loads the highest version under ``model_dir`` and serves it until SIGINT/SIGTERM. The
-    port opens only once the model is loaded and warmed up, as with TF Serving."""
+    port opens only once the model is loaded and warmed up, as with TF Serving. ``batching``:
+    default, the packaged base (CPU) sizing."""
     import uvicorn
 
+    batching = batching or BatchingParameters.from_file()
     servable = Servable(model_dir, model_name)
-    servable.warm_up()
-    batcher = MicroBatcher(servable.run, max_batch_size, batch_timeout_ms / 1000)
+    batcher = MicroBatcher(servable.run, batching)
+    servable.warm_up(batching)
     logger.info(
-        "serving model %s version %d from %s on http://%s:%d/v1/models/%s",
+        "serving model %s version %d from %s on http://%s:%d/v1/models/%s, batching by %s",
         model_name,
         servable.version,
         servable.model.version_dir,
         host,
         port,
         model_name,
+        batching.source,
     )
     config = uvicorn.Config(
         create_app(servable, batcher),

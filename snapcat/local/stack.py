@@ -40,8 +40,18 @@ def transformer_command(
 
 
 def predictor_command(
-    *, model_dir: str, port: int, model_name: str, host: str = "127.0.0.1", extra=()
+    *,
+    model_dir: str,
+    port: int,
+    model_name: str,
+    host: str = "127.0.0.1",
+    batching_parameters_file: str | None = None,
+    extra=(),
 ) -> list[str]:
+    """``snapcat serve predictor ...``; without ``batching_parameters_file`` it batches by the
+    packaged base (CPU) sizing, as ``manifests/base`` configures TF Serving."""
+    if batching_parameters_file:
+        extra = (f"--batching-parameters-file={batching_parameters_file}", *extra)
     return [
         sys.executable,
         "-m",
@@ -63,7 +73,8 @@ class LocalStack:
             SnapcatClient(stack.url).classify(["photo.jpg"])
 
     ``log_dir`` sends each server's output to ``predictor.log`` / ``transformer.log`` there
-    (default: this process's terminal).
+    (default: this process's terminal). ``batching_parameters_file``: TF Serving's batching
+    parameters for the predictor (default: the base manifests' CPU sizing).
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class LocalStack:
         top_k: int | None = None,
         log_dir: str | Path | None = None,
         transformer_args: tuple[str, ...] = (),
+        batching_parameters_file: str | None = None,
     ):
         from snapcat.transformer_core import DEFAULT_MODEL_NAME
 
@@ -88,6 +100,7 @@ class LocalStack:
         self.top_k = top_k
         self.log_dir = Path(log_dir) if log_dir else None
         self.transformer_args = tuple(transformer_args)
+        self.batching_parameters_file = batching_parameters_file
         self.predictor: subprocess.Popen | None = None
         self.transformer: subprocess.Popen | None = None
 
@@ -108,13 +121,18 @@ class LocalStack:
     def start(self, timeout: float = 300.0) -> LocalStack:
         from snapcat.model_info import latest_version_dir
 
-        latest_version_dir(self.model_dir)  # fail now, not in a child, on a wrong folder
+        from snapcat.tf_serving_config import BatchingParameters
+
+        # Fail now, not in a child, on a wrong folder or a bad batching file.
+        latest_version_dir(self.model_dir)
+        BatchingParameters.from_file(self.batching_parameters_file)
         self.predictor = spawn(
             predictor_command(
                 model_dir=self.model_dir,
                 port=self.predictor_port,
                 model_name=self.model_name,
                 host=self.host,
+                batching_parameters_file=self.batching_parameters_file,
             ),
             self._log("predictor"),
         )
