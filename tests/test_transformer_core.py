@@ -1,10 +1,9 @@
 """The serving core without servers: request parsing, per-instance errors, the TF Serving request
-(snapcat.transformer_core), top-k shaping (snapcat.responses), and the local predictor's TF Serving request parsing and
-micro-batching (snapcat.local.predictor), all without KServe or TensorFlow."""
+(snapcat.transformer_core), top-k shaping (snapcat.responses), and the local predictor's request
+parsing (snapcat.local.predictor), all without KServe or TensorFlow."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
@@ -14,12 +13,11 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pytest
 from conftest import REPO_ROOT, make_image_bytes
 
 from snapcat.imaging import ImageSpec, normalize_image
-from snapcat.local.predictor import MicroBatcher, RestError, parse_predict_request
+from snapcat.local.predictor import RestError, parse_predict_request
 from snapcat.model_info import ModelInfo
 from snapcat.responses import ResponseBuilder
 from snapcat.serving_errors import (
@@ -416,107 +414,35 @@ def test_core_imports_neither_kserve_nor_tensorflow():
 
 
 # ------------------------------------------------------------------------------- local predictor
-def test_predictor_parses_tf_serving_row_and_columnar_forms():
-    names = ["image_bytes"]
+def test_predictor_parses_the_row_format_the_transformer_sends():
     a, b = b"\xff\xd8first", b"\xff\xd8second"
     row = {"instances": [{"image_bytes": {"b64": b64(a)}}, {"image_bytes": {"b64": b64(b)}}]}
-    assert parse_predict_request(json.dumps(row).encode(), names).images == [a, b]
+    assert parse_predict_request(json.dumps(row).encode()) == [a, b]
     plain = {"signature_name": "serving_default", "instances": [{"b64": b64(a)}]}
-    parsed = parse_predict_request(json.dumps(plain).encode(), names)
-    assert (parsed.columnar, parsed.images) == (False, [a])
-    columnar = {"inputs": {"image_bytes": [{"b64": b64(a)}, {"b64": b64(b)}]}}
-    parsed = parse_predict_request(json.dumps(columnar).encode(), names)
-    assert (parsed.columnar, parsed.images) == (True, [a, b])
-    bare = {"inputs": [{"b64": b64(b)}]}
-    assert parse_predict_request(json.dumps(bare).encode(), names).images == [b]
+    assert parse_predict_request(json.dumps(plain).encode()) == [a]
 
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        (b"", "The document is empty"),
-        (b"[1]", "Is not object"),
-        (b"{oops", "JSON Parse error"),
-        (b"{}", "Missing 'inputs' or 'instances' key"),
-        (b'{"instances": [], "inputs": []}', "expecting only one of 'inputs' or 'instances'"),
-        (b'{"instances": {}}', "Expecting 'instances' to be an list/array"),
-        (b'{"instances": []}', "No values in 'instances' array"),
-        (b'{"signature_name": "other", "instances": ["x"]}', 'signature name: "other" not found'),
-        (b'{"instances": [{"image_bytes": {"b64": "@@"}}]}', "Unable to base64 decode"),
-        (b'{"instances": [{"image": "x"}]}', "does not have named input: image"),
-        (b'{"instances": [{"image_bytes": 3}]}', "is not of expected type: string"),
-        (b'{"instances": [{"image_bytes": "x"}, "y"]}', "Expecting object but got list at item 1"),
-        (b'{"inputs": {"other": []}}', "Missing named input: image_bytes"),
+        (b"", "not JSON"),
+        (b"[1]", "must be a JSON object"),
+        (b"{oops", "not JSON"),
+        (b"{}", "'instances' must be a non-empty list"),
+        (b'{"instances": {}}', "'instances' must be a non-empty list"),
+        (b'{"instances": []}', "'instances' must be a non-empty list"),
+        (b'{"inputs": {"image_bytes": []}}', "'instances' must be a non-empty list"),
+        (b'{"signature_name": "other", "instances": ["x"]}', "no signature 'other'"),
+        (
+            b'{"instances": [{"image_bytes": {"b64": "@@"}}]}',
+            "instance 0: image_bytes is not valid",
+        ),
+        (b'{"instances": [{"image": "x"}]}', "expected the one input 'image_bytes'"),
+        (b'{"instances": ["x", {"image_bytes": 3}]}', "instance 1: image_bytes must be"),
     ],
 )
-def test_predictor_request_errors_follow_tf_serving(body, fragment):
+def test_predictor_request_errors(body, fragment):
     with pytest.raises(RestError) as caught:
-        parse_predict_request(body, ["image_bytes"])
+        parse_predict_request(body)
     assert caught.value.status == 400
     assert fragment in caught.value.message
-
-
-def test_micro_batcher_batches_and_isolates_failures():
-    calls: list[list[bytes]] = []
-
-    def run(images: list[bytes]) -> np.ndarray:
-        calls.append(list(images))
-        if b"bad" in images:
-            raise ValueError("undecodable input")
-        return np.array([[float(len(i))] for i in images], np.float32)
-
-    async def scenario():
-        batcher = MicroBatcher(run, max_batch_size=4, batch_timeout=0.05)
-        await batcher.start()
-        try:
-            first = await asyncio.gather(
-                *(batcher.submit([b"x" * n]) for n in (1, 2, 3)),
-                batcher.submit([b"y" * 4, b"y" * 5]),  # does not fit: carried to the next batch
-            )
-            second = await asyncio.gather(
-                batcher.submit([b"ok"]), batcher.submit([b"bad"]), return_exceptions=True
-            )
-        finally:
-            await batcher.stop()
-        return first, second
-
-    first, second = asyncio.run(scenario())
-    assert [r.ravel().tolist() for r in first] == [[1.0], [2.0], [3.0], [4.0, 5.0]]
-    assert calls[0] == [b"x", b"xx", b"xxx"]
-    assert calls[1] == [b"yyyy", b"yyyyy"]
-    assert second[0].ravel().tolist() == [2.0]
-    assert isinstance(second[1], ValueError)
-    # The failing batch was retried request by request.
-    assert calls[2:] == [[b"ok", b"bad"], [b"ok"], [b"bad"]]
-
-
-def test_micro_batcher_waits_only_for_the_clients_it_expects():
-    sizes: list[int] = []
-
-    def run(images: list[bytes]) -> np.ndarray:
-        sizes.append(len(images))
-        return np.zeros((len(images), 1), np.float32)
-
-    async def scenario():
-        loop = asyncio.get_running_loop()
-        batcher = MicroBatcher(run, max_batch_size=8, batch_timeout=0.5)
-        await batcher.start()
-
-        async def later(delay: float):
-            await asyncio.sleep(delay)
-            return await batcher.submit([b"x"])
-
-        try:
-            start = loop.time()
-            await batcher.submit([b"lone"])
-            lone = loop.time() - start
-            await asyncio.gather(*(batcher.submit([b"x"]) for _ in range(3)))
-            # The same three clients again, trickling in: collected into one batch.
-            await asyncio.gather(*(later(d) for d in (0.0, 0.03, 0.06)))
-        finally:
-            await batcher.stop()
-        return lone
-
-    lone = asyncio.run(scenario())
-    assert lone < 0.25  # a single client never waits for the batch timeout
-    assert sizes == [1, 3, 3]
