@@ -151,7 +151,9 @@ def export_model(
             json.dumps(info.to_dict(), ensure_ascii=False, indent=2)
         )
         taxonomy.dump(taxonomy_path(str(staging)))
-        write_warmup_requests(staging, info.spec, model_name=model_name)
+        write_warmup_requests(
+            staging, image_size=image_size, jpeg_quality=jpeg_quality, model_name=model_name
+        )
         model_card = {
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from snapcat.imaging import ImageSpec
-
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 #: 1: a lone photo; 8, 16, 32: the prod overlay's allowed_batch_sizes (32: its max_batch_size).
 WARMUP_BATCH_SIZES = (1, 8, 16, 32)
@@ -27,31 +25,31 @@ WARMUP_BATCH_SIZES = (1, 8, 16, 32)
 MAX_RECORDS = 1000
 
 
-def warmup_images(spec: ImageSpec, count: int = 4) -> list[bytes]:
-    """``count`` canonical images (the transformer's output format) of smooth synthetic scenes:
-    decoded and resized exactly like real photos, yet a few KB each."""
-    import io
-
+def warmup_images(size: int, jpeg_quality: int, count: int = 4) -> list[bytes]:
+    """``count`` canonical images (``size`` x ``size`` RGB JPEGs encoded as the transformer
+    encodes them) of smooth synthetic scenes: decoded like real photos, yet a few KB each."""
     import numpy as np
     from PIL import Image
 
-    from snapcat.imaging import normalize_image
+    from snapcat.imaging import MIN_MODEL_SIZE, ImageSpec, encode_canonical
 
-    ramp = np.linspace(0, 255, spec.size, dtype=np.float32)
+    # encode_canonical reads only the JPEG settings; the image is already at the model's size
+    # (which may be below the transformer's minimum for tiny test models).
+    encoding = ImageSpec(size=max(size, MIN_MODEL_SIZE), jpeg_quality=jpeg_quality)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
     images = []
     for i in range(count):
         hue = np.array([(60 * i) % 256, (120 + 50 * i) % 256, (200 - 40 * i) % 256], np.float32)
         pixels = (ramp[:, None, None] * 0.5 + ramp[None, :, None] * 0.3 + hue * 0.2) % 256
-        buffer = io.BytesIO()
-        Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
-        images.append(normalize_image(buffer.getvalue(), spec))
+        images.append(encode_canonical(Image.fromarray(pixels.astype(np.uint8), "RGB"), encoding))
     return images
 
 
 def write_warmup_requests(
     version_dir: str | Path,
-    spec: ImageSpec,
     *,
+    image_size: int,
+    jpeg_quality: int,
     model_name: str,
     batch_sizes: tuple[int, ...] = WARMUP_BATCH_SIZES,
 ) -> Path:
@@ -63,7 +61,7 @@ def write_warmup_requests(
 
     if not 0 < len(batch_sizes) <= MAX_RECORDS:
         raise ValueError(f"between 1 and {MAX_RECORDS} warm-up records, not {len(batch_sizes)}")
-    images = warmup_images(spec)
+    images = warmup_images(image_size, jpeg_quality)
     path = Path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:

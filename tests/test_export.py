@@ -3,6 +3,7 @@ the graph, and a version folder that appears atomically."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -141,6 +142,11 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
         "input": "image_bytes",
         "outputs": ["probabilities", "classes", "model_version"],
     }
+    assert card["warmup"] == {
+        "file": "assets.extra/tf_serving_warmup_requests",
+        "batch_sizes": [1, 8, 16, 32],
+    }
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert card["training"]["mode"] == "two-phase"
     assert card["training"]["weights"] == str(trained.weights_file)
     assert card["training"]["image_size"] == prepared_stats["image_size"]
@@ -292,3 +298,42 @@ def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
     assert stored_values(version_dir) == model.count_params()
     served = ServingModel(version_dir)
     assert served.output_names == sorted([OUTPUT_NAME, "classes", "model_version"])
+    # every backbone's export carries warm-up records its own signature runs
+    assert_warmup_records_replay(version_dir, served, len(classes))
+
+
+# ------------------------------------------------------------------------------ warm-up records
+def assert_warmup_records_replay(version_dir: str, served, num_classes: int) -> None:
+    """Reads assets.extra/tf_serving_warmup_requests back with TF Serving's own protos: one
+    PredictLog per warm-up batch size, each a valid request for serving_default that the
+    exported signature runs."""
+    import tensorflow as tf
+    from PIL import Image
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from snapcat.warmup import WARMUP_BATCH_SIZES
+
+    path = Path(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(path))
+    ]
+    assert [r.WhichOneof("log_type") for r in records] == ["predict_log"] * len(WARMUP_BATCH_SIZES)
+    sizes = []
+    for record in records:
+        request = record.predict_log.request
+        assert request.model_spec.name == "listing-category"
+        assert request.model_spec.signature_name == "serving_default"
+        assert list(request.inputs) == ["image_bytes"]
+        tensor = request.inputs["image_bytes"]
+        assert tf.dtypes.as_dtype(tensor.dtype) == tf.string
+        assert [d.size for d in tensor.tensor_shape.dim] == [len(tensor.string_val)]
+        images = tf.make_ndarray(tensor).tolist()
+        # canonical images: JPEGs at the model's input size, as the transformer sends
+        assert {Image.open(io.BytesIO(i)).size for i in images} == {(served.info.image_size,) * 2}
+        outputs = served.run(images)
+        assert outputs["probabilities"].shape == (len(images), num_classes)
+        assert np.isfinite(outputs["probabilities"]).all()
+        sizes.append(len(images))
+    assert tuple(sizes) == WARMUP_BATCH_SIZES
+    assert path.stat().st_size < 32 * 1024 * sum(WARMUP_BATCH_SIZES)  # a few KB per image

@@ -108,7 +108,11 @@ def run_predictor(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
     serve(
-        args.model_dir, port=args.port, host=args.host, model_name=args.model_name, batching=batching
+        args.model_dir,
+        port=args.port,
+        host=args.host,
+        model_name=args.model_name,
+        batching=batching,
     )
     return 0
 

@@ -120,7 +120,6 @@ class LocalStack:
 
     def start(self, timeout: float = 300.0) -> LocalStack:
         from snapcat.model_info import latest_version_dir
-
         from snapcat.tf_serving_config import BatchingParameters
 
         # Fail now, not in a child, on a wrong folder or a bad batching file.
