@@ -10,6 +10,10 @@ Prints, in one run on this machine:
 - bytes per image sent to the predictor, from the transformer's own counters
   (target at 299 px: <= 40 KB).
 
+The predictor batches by TF Serving's batching parameters file, as production does:
+``--batching-parameters-file`` (default: ``manifests/base/tfserving/batching_parameters.txt``, the
+CPU sizing production's base/dev predictors run with; the prod overlay's file is sized for a GPU).
+
 Rounds interleave raw and end-to-end runs, so both see the same machine, and medians are
 reported. On a machine shared with other work, wall-clock figures move with the other load, so
 the CPU time per image is measured too (of this process for the raw runs; of the predictor and
@@ -159,6 +163,11 @@ def main() -> int:
     parser.add_argument("--num-photos", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--batching-parameters-file",
+        default=str(REPO_ROOT / "manifests" / "base" / "tfserving" / "batching_parameters.txt"),
+        help="TF Serving's batching parameters for the predictor (default: the base CPU sizing)",
+    )
     args = parser.parse_args()
 
     import httpx
@@ -166,7 +175,17 @@ def main() -> int:
     from snapcat.export import ServingModel
     from snapcat.imaging import normalize_image
     from snapcat.local.stack import LocalStack
+    from snapcat.tf_serving_config import BatchingParameters
     from snapcat.transformer_core import TransformerCore
+
+    batching = BatchingParameters.from_file(args.batching_parameters_file)
+    print(
+        f"batching: {os.path.relpath(batching.source, REPO_ROOT)}: max_batch_size "
+        f"{batching.max_batch_size}, batch_timeout_micros {batching.batch_timeout_micros}, "
+        f"num_batch_threads {batching.num_batch_threads}, max_enqueued_batches "
+        f"{batching.max_enqueued_batches}, allowed_batch_sizes {list(batching.allowed_batch_sizes)}"
+    )
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         model_dir = args.model_dir or export_untrained(args.image_size, f"{tmp}/{MODEL_NAME}")
@@ -189,6 +208,7 @@ def main() -> int:
             model_name=MODEL_NAME,
             log_dir=f"{tmp}/logs",
             transformer_args=("--enable_latency_logging=false",),
+            batching_parameters_file=args.batching_parameters_file,
         ) as stack:
             servers = [stack.predictor.pid, stack.transformer.pid]
             for round_ in range(1, args.rounds + 1):
@@ -208,6 +228,12 @@ def main() -> int:
                     flush=True,
                 )
             metrics = httpx.get(f"{stack.url}/metrics").text
+        # the predictor logs its batch statistics when it stops
+        batch_log = [
+            line
+            for line in Path(tmp, "logs", "predictor.log").read_text().splitlines()
+            if "batching:" in line
+        ]
         per_image = metric(metrics, "snapcat_predictor_request_bytes_total") / metric(
             metrics, "snapcat_predictor_images_total"
         )
@@ -238,6 +264,8 @@ def main() -> int:
         f"{med('e2e1', 'throughput') / med('raw1', 'throughput'):.2f} by throughput (vs raw "
         f"batch 1), {med('raw1', 'cpu_ms') / med('e2e1', 'cpu_ms'):.2f} by CPU time per image"
     )
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(*batch_log[-1:], sep="\n")
     print(
         f"bytes per image sent to the predictor: {per_image / 1024:.1f} KB at {info.image_size} px "
         "(the transformer's counters; target <= 40 KB at 299 px)"
