@@ -101,19 +101,23 @@ def run_predictor(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
     from snapcat.local.predictor import serve
     from snapcat.model_info import latest_version_dir
+    from snapcat.tf_serving_config import ConfigFileError
 
     batching = _batching(args)
     try:
         latest_version_dir(args.model_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    serve(
-        args.model_dir,
-        port=args.port,
-        host=args.host,
-        model_name=args.model_name,
-        batching=batching,
-    )
+    try:
+        serve(
+            args.model_dir,
+            port=args.port,
+            host=args.host,
+            model_name=args.model_name,
+            batching=batching,
+        )
+    except ConfigFileError as exc:  # e.g. a batching feature the stand-in does not have
+        raise UserError(str(exc)) from exc
     return 0
 
 
