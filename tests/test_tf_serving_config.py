@@ -108,11 +108,12 @@ def test_unset_fields_take_tf_serving_defaults():
     assert parameters.padded_size(7) == 7
 
 
-def test_the_predictor_cli_refuses_a_bad_file_before_loading(tmp_path):
+@pytest.mark.parametrize("server", ["predictor", "local"])
+def test_serve_refuses_a_bad_file_before_loading(tmp_path, server):
     bad = tmp_path / "batching.txt"
     bad.write_text("max_batch_size { value: 32 }\nmax_batch_timeout { value: 1 }\n")
     result = subprocess.run(
-        [sys.executable, "-m", "snapcat.cli", "serve", "predictor", "--model-dir", str(tmp_path),
+        [sys.executable, "-m", "snapcat.cli", "serve", server, "--model-dir", str(tmp_path),
          "--batching-parameters-file", str(bad)],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
     )  # fmt: skip
