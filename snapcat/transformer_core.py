@@ -512,5 +512,7 @@ def _spec_of(described: Mapping[str, Any]) -> ImageSpec | None:
     try:
         return ImageSpec(size=size, jpeg_quality=quality)
     except ValueError:
-        logger.warning("the predictor's model describes an unusable image spec: %s px, %s", size, quality)
+        logger.warning(
+            "the predictor's model describes an unusable image spec: %s px, %s", size, quality
+        )
         return None

@@ -29,7 +29,6 @@ from snapcat.serving_errors import (
     PredictorResponseError,
 )
 from snapcat.transformer_core import (
-    PredictorAnswer,
     TransformerConfig,
     TransformerCore,
     decode_base64,
