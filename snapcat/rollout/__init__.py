@@ -1,6 +1,6 @@
 """Rolling new model versions out to the KServe InferenceService: canary, analyze, promote, rollback.
 
-The InferenceService (``manifests/base/inferenceservice.yaml``) runs in KServe's Knative mode, where
+The InferenceService (``snapcat/data/kserve/inferenceservice.yaml``, included by ``manifests/base``) runs in KServe's Knative mode, where
 every change of a component's pod template makes a new revision and
 ``spec.<component>.canaryTrafficPercent`` splits traffic between that latest revision and the last
 one that had taken 100% (KServe's "Canary Rollout"). One job per module:
