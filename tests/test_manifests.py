@@ -307,10 +307,7 @@ def test_both_components_run_locked_down(built, target, component):
     assert security.get("privileged", False) is False
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    if component == "predictor":
-        pod = isvc["spec"]["predictor"]["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["runAsUser"] == security["runAsUser"]
-        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
