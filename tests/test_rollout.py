@@ -821,6 +821,21 @@ def test_real_cluster_canary_promote_and_rollback():
         else:
             del component["serviceAccountName"]
     api = cluster.kserve.api_instance
+    # TF Serving's configuration, which kustomize generates from manifests/base/tfserving/
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api.api_client)
+    files = REPO_ROOT / "manifests" / "base" / "tfserving"
+    (volume,) = [v for v in body["spec"]["predictor"]["volumes"] if "configMap" in v]
+    config_map = f"{name}-tfserving"
+    volume["configMap"]["name"] = config_map
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": config_map},
+            "data": {f.name: f.read_text() for f in sorted(files.glob("*.txt"))},
+        },
+    )
     api.create_namespaced_custom_object(
         rollout.GROUP, rollout.VERSION, namespace, rollout.PLURAL, body
     )
@@ -856,7 +871,7 @@ def test_real_cluster_canary_promote_and_rollback():
             cluster,
             name,
             namespace,
-            rollout.traffic_pinned_to_previous(None, components),
+            rollout.traffic_pinned_to_previous(None, ("predictor",)),
             timeout=300,
             poll=5,
             what="automatic rollback",
@@ -869,6 +884,7 @@ def test_real_cluster_canary_promote_and_rollback():
         api.delete_namespaced_custom_object(
             rollout.GROUP, rollout.VERSION, namespace, rollout.PLURAL, name
         )
+        core.delete_namespaced_config_map(config_map, namespace)
 
 
 # ------------------------------------------------------------------------------ the champion

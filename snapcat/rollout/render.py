@@ -59,7 +59,12 @@ def render_inferenceservice(
 ) -> dict:
     """The shipped InferenceService (CPU, one replica) named ``name`` in ``namespace``, serving
     ``model_uri``, with the transformer ``image`` (default: this version's, as the base's
-    ``images:`` sets it) and TF Serving ``runtime_version`` (default: the shipped one)."""
+    ``images:`` sets it) and TF Serving ``runtime_version`` (default: the shipped one).
+
+    The predictor mounts TF Serving's batching and monitoring files from the ConfigMap
+    ``snapcat-tfserving``, which kustomize generates from ``manifests/base/tfserving/`` (with a
+    content hash in its name): a first deployment from this object alone needs that ConfigMap,
+    under the name its volume gives."""
     check_model_uri(model_uri, local_ok=True)
     isvc = shipped_inferenceservice()
     isvc = _renamed(isvc, isvc["metadata"]["name"], name)
