@@ -54,6 +54,7 @@ bench: venv
 	$(BIN)/python benchmarks/serving_bench.py
 	$(BIN)/python benchmarks/warmup_bench.py
 	$(BIN)/python benchmarks/backbone_bench.py
+	$(BIN)/python benchmarks/concurrency_sweep.py --no-write
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -250,7 +250,9 @@ def create_app(servable: Servable, batcher: MicroBatcher):
             status, body = 200, await dispatch(request)
         except RestError as exc:
             status, body = exc.status, {"error": exc.message}
-        return Response(json.dumps(body), status_code=status, media_type="application/json")
+        return Response(
+            json.dumps(body, ensure_ascii=False), status_code=status, media_type="application/json"
+        )
 
     @asynccontextmanager
     async def lifespan(app):
