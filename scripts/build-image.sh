@@ -51,7 +51,7 @@ for kind in "$@"; do
   fi
   # The build step's own report (the training image says which ImageNet weights it baked).
   grep -E '^(ImageNet weights baked|skipped )' "$log" || true
-  size=$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si --suffix=B)
+  size="$(($(docker image inspect -f "{{.Size}}" "$image") / 1000000)) MB"
   echo "built $image in $(($(date +%s) - start)) s: $size"
   rm -f "$log"
 done
