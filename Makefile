@@ -64,6 +64,7 @@ bench: venv
 	$(BIN)/python benchmarks/input_pipeline_bench.py
 	$(BIN)/python benchmarks/serving_bench.py
 	$(BIN)/python benchmarks/backbone_bench.py
+	$(BIN)/python benchmarks/concurrency_sweep.py --no-write
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -2,7 +2,7 @@
 stack (``snapcat serve local``'s two processes), all on 127.0.0.1 and bounded in count and time.
 
 The transformer runs with the capacity a pod gets from the base manifest's limits (CPU and
-memory of ``manifests/base/inferenceservice.yaml``'s transformer, translated to
+memory of the shipped InferenceService's transformer (``snapcat/data/kserve/``), translated to
 ``--max_photos_in_flight`` / ``--decode_budget_bytes`` as ``serving.capacity`` would compute them
 from the cgroup). The hostile mix, one thread per kind, each capped:
 
@@ -54,9 +54,9 @@ BOMB = REPO_ROOT / "tests" / "data" / "blank-16383x6100-lossless.webp"
 
 def manifest_limits() -> tuple[float, int]:
     """The transformer container's CPU and memory limits in the base manifest."""
-    import yaml
+    from snapcat.rollout.render import shipped_inferenceservice
 
-    document = yaml.safe_load((REPO_ROOT / "manifests/base/inferenceservice.yaml").read_text())
+    document = shipped_inferenceservice()
     limits = document["spec"]["transformer"]["containers"][0]["resources"]["limits"]
     cpu = str(limits["cpu"])
     cpus = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)

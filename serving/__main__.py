@@ -5,11 +5,13 @@ Takes KServe's standard model-server flags that apply to it (``--model_name``,
 the first, second and fourth) plus its own::
 
     python -m serving --model_name listing-category --predictor_host 127.0.0.1:8501 \\
-        --model_dir /mnt/models --http_port 8080 --top_k 3
+        --http_port 8080 --top_k 3
 
-``--model_dir`` is where the model's files are (KServe's storage initializer downloads the
-transformer's ``STORAGE_URI`` to ``/mnt/models``); the labels and the model version come from
-there. The predictor must be TF Serving's REST API (``--predictor_protocol v1``).
+The transformer reads no model files: labels, confidence threshold, version and image spec come
+with the predictor's answers (:mod:`snapcat.transformer_core`), so its pod needs no
+``STORAGE_URI``, no storage initializer and no storage credentials. ``--model_dir`` (what it
+took before) is still accepted and ignored with a log line, so an older manifest keeps working.
+The predictor must be TF Serving's REST API (``--predictor_protocol v1``).
 
 KServe flags that would do nothing here are not offered (and are ignored with a warning if
 given): gRPC (``--enable_grpc``, ``--grpc_port``, ...: the transformer serves HTTP only),
@@ -83,12 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     group = parser.add_argument_group("snapcat transformer")
-    group.add_argument(
-        "--model_dir",
-        default="/mnt/models",
-        help="the exported model folder (MODEL_DIR, TF Serving layout) whose labels and "
-        "version to use; path or URI",
-    )
+    # Before the answers described the model, the labels were read from here; now ignored.
+    group.add_argument("--model_dir", help=argparse.SUPPRESS)
     group.add_argument("--top_k", type=int, default=DEFAULT_TOP_K, help="categories per photo")
     group.add_argument(
         "--predictor_timeout",
@@ -183,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         ours.propagate = False
     if unknown:
         logger.warning("ignoring unknown or unsupported arguments: %s", " ".join(unknown))
+    if args.model_dir is not None:
+        logger.info(
+            "ignoring --model_dir=%s: labels and image spec come from the predictor's answers",
+            args.model_dir,
+        )
     if not args.predictor_host:
         parser.error("--predictor_host is required (KServe injects it; locally: HOST:PORT)")
     if args.predictor_protocol != "v1" or args.protocol != "v1":
@@ -212,18 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         decode_budget_bytes=args.decode_budget_bytes,
     )
 
-    model = ListingCategoryTransformer(
-        args.model_name, model_dir=args.model_dir, config=config, capacity=capacity
-    )
-    try:
-        model.load()
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        print(
-            f"python -m serving: error: cannot read the model's labels from --model_dir "
-            f"{args.model_dir}: {exc}",
-            file=sys.stderr,
-        )
-        return 2
+    model = ListingCategoryTransformer(args.model_name, config=config, capacity=capacity)
+    model.load()
     predictor_config = PredictorConfig(
         predictor_host=args.predictor_host,
         predictor_protocol="v1",

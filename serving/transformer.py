@@ -9,13 +9,14 @@ health, each a few lines around :class:`snapcat.transformer_core.TransformerCore
 - ``predict`` posts that body to TF Serving's ``/v1/models/<name>:predict`` with a bounded
   timeout. A refused connection or a timeout is HTTP 503 at once; nothing is cached, so the next
   request after the predictor comes back succeeds.
-- ``postprocess`` checks that the predictor returned one score per class of the model whose
-  labels this transformer loaded from ``--model_dir`` (HTTP 500 naming both otherwise) and shapes
-  the top-k answer. The version is deliberately not pinned: during a canary an old transformer
-  may call the new predictor and vice versa, which is safe for models with the same classes
-  (``snapcat rollout canary --check-classes``).
+- ``postprocess`` shapes the top-k answer with the labels, threshold and version the
+  predictor's answer carries (:meth:`snapcat.transformer_core.TransformerCore.read_predictions`):
+  the transformer has no model files of its own, so during a canary, when it calls two model
+  versions, each answer is labelled by the version that computed it.
 - ``healthy`` asks the predictor for the model's status: readiness (``GET /v1/models/<name>``,
-  ``/v2/health/ready``) follows the predictor.
+  ``/v2/health/ready``) follows the predictor. Before the first request the transformer learns
+  the model's image spec with a probe prediction (why: :mod:`snapcat.transformer_core`); the
+  readiness check does it, and so does a request that comes first.
 
 The predictor's own error text is logged, never passed to clients.
 """
@@ -46,7 +47,6 @@ from serving.metrics import (
     PREDICTOR_SECONDS,
 )
 from snapcat.decode_budget import DecodeBudget
-from snapcat.model_info import load_model_info
 from snapcat.responses import ResponseBuilder
 from snapcat.serving_errors import (
     InstanceError,
@@ -54,7 +54,12 @@ from snapcat.serving_errors import (
     PredictorResponseError,
     PredictorUnavailableError,
 )
-from snapcat.transformer_core import PredictorAnswer, TransformerConfig, TransformerCore
+from snapcat.transformer_core import (
+    PredictorAnswer,
+    TransformerConfig,
+    TransformerCore,
+    probe_photo,
+)
 
 logger = logging.getLogger("snapcat.serving")
 
@@ -83,12 +88,10 @@ class ListingCategoryTransformer(Model):
     def __init__(
         self,
         name: str,
-        model_dir: str,
         config: TransformerConfig | None = None,
         capacity: Capacity | None = None,
     ):
         super().__init__(name)
-        self.model_dir = model_dir
         self.config = config or TransformerConfig()
         self.capacity = capacity or Capacity()
         self.decode_budget = DecodeBudget(
@@ -109,19 +112,17 @@ class ListingCategoryTransformer(Model):
 
     # ---------------------------------------------------------------- lifecycle
     def load(self) -> bool:
-        info = load_model_info(self.model_dir)
-        self.core = TransformerCore(info, self.config, self.decode_budget)
-        self.responses = ResponseBuilder(info.labels, self.core.top_k, info.confidence_threshold)
+        """Nothing to download: labels, threshold, version and image spec come with the
+        predictor's answers."""
+        self.core = TransformerCore(self.config, self.decode_budget)
+        self.responses = ResponseBuilder(self.config.top_k)
         self.core.self_test()
         logger.info(
-            "model %s version %s: %d classes, %d px, top-%d, labels from %s; %d normalization "
-            "threads, at most %d photos in flight, decode budget %d MB (%d MB per photo)",
+            "model %s: top-%d, labels and image spec from the predictor's answers; %d "
+            "normalization threads, at most %d photos in flight, decode budget %d MB (%d MB per "
+            "photo)",
             self.name,
-            info.version,
-            len(info.classes),
-            info.image_size,
-            self.core.top_k,
-            self.model_dir,
+            self.config.top_k,
             self.capacity.workers,
             self.capacity.max_photos,
             self.decode_budget.total_bytes // 2**20,
@@ -169,8 +170,27 @@ class ListingCategoryTransformer(Model):
         return f"{base}/v1/models/{self.name}{suffix}"
 
     # ---------------------------------------------------------------- handlers
+    async def learn_model(self) -> None:
+        """One probe prediction: the answer tells the model's image spec (read_predictions keeps
+        it). A model that does not say (exported before it did) gets the default spec."""
+        call = PredictorCall("v1", 1, self.core.predictor_body([probe_photo()]))
+        result = await self._call_predictor(call, None)
+        if result.answer.spec is None:
+            self.core.use_default_spec()
+        logger.info(
+            "predictor %s serves model version %s: %d classes, normalizing at %d px, JPEG "
+            "quality %d",
+            self.predictor_host,
+            result.answer.version,
+            len(result.answer.classes[0]),
+            self.core.spec.size,
+            self.core.spec.jpeg_quality,
+        )
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         core = self.core
+        if not core.spec_learned:  # a request before the first readiness check
+            await self.learn_model()
         if isinstance(payload, InferRequest):
             items = core.parse_v2(payload.inputs)
             protocol, request_id = "v2", payload.id
@@ -323,6 +343,11 @@ class ListingCategoryTransformer(Model):
         if not self.ready or self.core is None:
             return False
         ok, detail = await self.predictor_status()
+        if ok and not self.core.spec_learned:
+            try:
+                await self.learn_model()
+            except (PredictorUnavailableError, PredictorResponseError) as exc:
+                ok, detail = False, f"the probe prediction failed: {exc.message}"
         self._set_predictor_ok(ok, detail)
         return ok
 
@@ -342,8 +367,9 @@ class ListingCategoryTransformer(Model):
             states = ", ".join(f"{s.get('version')} {s.get('state')}" for s in statuses)
             return False, f"no version AVAILABLE ({states})"
         detail = f"version {', '.join(available)} AVAILABLE"
-        if self.core.model_version not in available:
-            detail += f"; labels from version {self.core.model_version}"
+        answered = self.core.model_version
+        if answered is not None and answered not in available:
+            detail += f"; last answer from version {answered}"
         return True, detail
 
     def _set_predictor_ok(self, ok: bool, detail: str) -> None:

@@ -155,8 +155,11 @@ class VersionMetrics:
 def install(app, model) -> None:
     """Wraps ``app`` (outermost, so refusals by inner layers count too) for ``model``, a loaded
     :class:`serving.transformer.ListingCategoryTransformer`."""
+    from snapcat.transformer_core import packaged_labels
+
     app.add_middleware(
         VersionMetrics,
         own_version=lambda: model.core.model_version if model.core else "unknown",
-        classes=lambda: model.core.info.classes if model.core else (),
+        # the packaged taxonomy's slugs and the last answer's: a bounded set of label values
+        classes=lambda: (*packaged_labels(), *(model.core.classes if model.core else ())),
     )

@@ -8,6 +8,10 @@ with, per row, the class slugs and the model version. Beside the graph:
 ``assets/snapcat/model.json`` (class order, labels, image spec: :mod:`snapcat.model_info`), the
 taxonomy snapshot, and ``model_card.json``.
 
+Every answer describes the model that computed it (:data:`DESCRIPTION_OUTPUTS`): the serving
+transformer downloads no model files, it learns labels, confidence threshold and image spec from
+the predictor's answers (see :mod:`snapcat.transformer_core`).
+
 The version folder is written under a non-integer temporary name and renamed into place, so TF
 Serving (which only loads integer folders) never picks up a half-written model.
 """
@@ -47,6 +51,25 @@ OUTPUT_NAME = "probabilities"
 #: a new predictor, or the reverse, still labels every score correctly.
 CLASSES_OUTPUT = "classes"
 VERSION_OUTPUT = "model_version"
+#: Per row, the display (Korean) label of each column, the top-3 mass at or above which the answer
+#: is ``confident`` (:data:`NO_THRESHOLD` when the model was not calibrated: never confident), and
+#: the normalization the model was trained on (canonical JPEG side and quality). Models exported
+#: before these outputs existed answer without them; the transformer then falls back to the
+#: packaged taxonomy's labels and is never confident.
+LABELS_OUTPUT = "labels"
+THRESHOLD_OUTPUT = "confidence_threshold"
+IMAGE_SIZE_OUTPUT = "image_size"
+JPEG_QUALITY_OUTPUT = "jpeg_quality"
+#: The confidence threshold of an uncalibrated model (JSON has no NaN or infinity).
+NO_THRESHOLD = -1.0
+DESCRIPTION_OUTPUTS = (
+    CLASSES_OUTPUT,
+    VERSION_OUTPUT,
+    LABELS_OUTPUT,
+    THRESHOLD_OUTPUT,
+    IMAGE_SIZE_OUTPUT,
+    JPEG_QUALITY_OUTPUT,
+)
 _PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "pillow-heif", "snapcat")
 
 
@@ -106,6 +129,15 @@ def export_model(
         calibration=calibration.to_dict() if calibration else None,
     )
     temperature = info.temperature
+    threshold = NO_THRESHOLD if info.confidence_threshold is None else info.confidence_threshold
+    description = {  # (value, dtype): one copy per answered row
+        CLASSES_OUTPUT: (list(classes), tf.string),
+        VERSION_OUTPUT: (version, tf.int64),
+        LABELS_OUTPUT: ([info.labels[s] for s in classes], tf.string),
+        THRESHOLD_OUTPUT: (float(threshold), tf.float64),
+        IMAGE_SIZE_OUTPUT: (image_size, tf.int64),
+        JPEG_QUALITY_OUTPUT: (jpeg_quality, tf.int64),
+    }
 
     def serve(image_bytes):
         pixels = tf.map_fn(
@@ -118,11 +150,14 @@ def export_model(
             logits = tf.math.log(tf.maximum(probabilities, 1e-12))
             probabilities = tf.nn.softmax(logits / temperature, axis=-1)
         rows = tf.shape(image_bytes)[0]
-        return {
-            OUTPUT_NAME: probabilities,
-            CLASSES_OUTPUT: tf.tile(tf.constant([list(classes)]), [rows, 1]),
-            VERSION_OUTPUT: tf.fill([rows], tf.constant(version, tf.int64)),
-        }
+        outputs = {OUTPUT_NAME: probabilities}
+        for name, (value, dtype) in description.items():
+            constant = tf.constant(value, dtype)
+            if isinstance(value, list):
+                outputs[name] = tf.tile(constant[tf.newaxis], [rows, 1])
+            else:
+                outputs[name] = tf.fill([rows], constant)
+        return outputs
 
     # Not ``archive.track(model)``: tracking stores every weight a second time (under
     # ``variables/`` and ``_all_variables/``, keras-team/keras#23553) and TF Serving loads both,
@@ -154,7 +189,7 @@ def export_model(
             "signature": {
                 "name": SIGNATURE_NAME,
                 "input": INPUT_NAME,
-                "outputs": [OUTPUT_NAME, CLASSES_OUTPUT, VERSION_OUTPUT],
+                "outputs": [OUTPUT_NAME, *DESCRIPTION_OUTPUTS],
             },
             # TF Serving must be at least this TensorFlow version to load the graph (manifests
             # pin it).

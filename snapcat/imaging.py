@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
-from cykooz_resizer import FilterType, ResizeAlg, ResizeOptions, Resizer
+from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOptions, Resizer
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 #: Pillow plugins we decode with (JPEG covers multi-picture MPO). Others never run.
@@ -224,9 +224,25 @@ def _ceil_div(n: int, d: int) -> int:
     return -(-n // d)
 
 
+#: Decoded pixels: a Pillow image, or for the common JPEG the decoder's own ``uint8`` array
+#: (``H x W x 3`` RGB or ``H x W`` grey), which :func:`resize` shrinks without first copying the
+#: megapixel picture into Pillow's four-bytes-per-pixel layout (a quarter of what follows the
+#: decode of a 1 MP upload).
+Decoded = Image.Image | np.ndarray
+
+
 def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
-    """Decodes ``image`` (opened from ``data``) as ``plan`` says, to 8-bit L, RGB, RGBA or CMYK
-    pixels in the stored orientation. Raises a typed :class:`ImageError`."""
+    """Decodes ``image`` (opened from ``data``) as ``plan`` says, to an 8-bit L, RGB, RGBA or
+    CMYK picture in the stored orientation. Raises a typed :class:`ImageError`."""
+    pixels = decode_pixels(image, data, plan)
+    if isinstance(pixels, np.ndarray):
+        return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+    return pixels
+
+
+def decode_pixels(image: Image.Image, data: bytes, plan: DecodePlan) -> Decoded:
+    """:func:`decode`, leaving a JPEG decoded by libjpeg-turbo as its array (see
+    :data:`Decoded`)."""
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
         decoded = _decode_jpeg_turbo(data, image, plan)
         if decoded is not None:
@@ -244,7 +260,7 @@ def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
     return _to_working_mode(image)
 
 
-def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> Image.Image | None:
+def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> np.ndarray | None:
     """The common case, a YCbCr or greyscale JPEG, decoded by libjpeg-turbo straight from memory
     (simplejpeg): the same pixels as Pillow's decoder at the same scale, without Pillow's
     chunked, suspending reads. ``None`` when libjpeg-turbo reads another size from the header
@@ -265,7 +281,7 @@ def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> Ima
         return None
     if pixels.shape[:2] != (height, width):
         return None
-    return Image.fromarray(pixels[:, :, 0] if image.mode == "L" else pixels, image.mode)
+    return pixels[:, :, 0] if image.mode == "L" else pixels
 
 
 def _guess_kind(data: bytes) -> str:
@@ -375,17 +391,27 @@ _resizers = threading.local()
 _CATMULL_ROM = ResizeOptions(resize_alg=ResizeAlg.convolution(FilterType.catmull_rom))
 
 
-def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+def resize(image: Decoded, size: tuple[int, int]) -> Image.Image:
     """Bicubic (Catmull-Rom, Pillow's ``BICUBIC``) resize of an 8-bit L, RGB, RGBA (alpha
-    premultiplied) or CMYK image, with an antialiasing support that widens with the shrink
-    factor like Pillow's, by fast_image_resize's SIMD code: several times faster than Pillow's
-    and within a fraction of a grey level of it. One resizer per thread: a resizer serializes
-    the calls made through it, and the serving transformer normalizes on a thread pool."""
-    if image.size == size:
-        return image
+    premultiplied) or CMYK image, or of a decoder's grey/RGB array, with an antialiasing support
+    that widens with the shrink factor like Pillow's, by fast_image_resize's SIMD code: several
+    times faster than Pillow's and within a fraction of a grey level of it. One resizer per
+    thread: a resizer serializes the calls made through it, and the serving transformer
+    normalizes on a thread pool."""
     resizer = getattr(_resizers, "resizer", None)
     if resizer is None:
         resizer = _resizers.resizer = Resizer()
+    if isinstance(image, np.ndarray):
+        mode, pixel_type = ("L", PixelType.U8) if image.ndim == 2 else ("RGB", PixelType.U8x3)
+        height, width = image.shape[:2]
+        if (width, height) == size:
+            return Image.fromarray(image, mode)
+        source = ImageData(width, height, pixel_type, image.tobytes())
+        target = ImageData(size[0], size[1], pixel_type)
+        resizer.resize(source, target, _CATMULL_ROM)
+        return Image.frombuffer(mode, size, target.get_buffer(), "raw", mode, 0, 1)
+    if image.size == size:
+        return image
     resized = Image.new(image.mode, size, None)  # every pixel is written
     resizer.resize_pil(image, resized, _CATMULL_ROM)
     return resized
@@ -432,9 +458,11 @@ def to_canonical_image(
     plan = plan_decode(image, spec)
     if before_decode is not None:
         before_decode(image)
-    working = decode(image, data, plan)
+    working = decode_pixels(image, data, plan)
     icc = image.info.get("icc_profile")
-    if working.mode == "CMYK":  # no meaningful resize in press colours: to sRGB first
+    if (
+        isinstance(working, Image.Image) and working.mode == "CMYK"
+    ):  # no meaningful resize in press colours: to sRGB first
         working = _to_srgb(working, icc)
         icc = None
     rgb = _to_srgb(_flatten_alpha(resize(working, plan.content)), icc)

@@ -12,9 +12,23 @@ KServe and without TensorFlow (it runs no model: the predictor does).
    DecodeBudget`: the exact canonical JPEG bytes the model was trained on.
 3. :meth:`TransformerCore.predictor_body` builds TF Serving's REST predict request with those
    bytes as ``{"b64": ...}``: a few tens of KB per image instead of a megabyte of JSON floats.
-4. :meth:`TransformerCore.read_predictions` checks the predictor's answer against the model's
-   classes; :mod:`snapcat.responses` shapes the top-k categories with the labels saved beside
-   the model (never from code).
+4. :meth:`TransformerCore.read_predictions` reads the predictor's answer, which describes the
+   model that computed it (classes, display labels, confidence threshold, version, image spec:
+   :data:`snapcat.export.DESCRIPTION_OUTPUTS`); :mod:`snapcat.responses` shapes the top-k
+   categories with those labels (never from code).
+
+The transformer downloads no model files: it learns the normalization spec (canonical JPEG side
+and quality) from the predictor's answers too. Why answers rather than a second signature or
+TF Serving's metadata endpoint: TF Serving's REST ``:predict`` needs input rows (a signature
+without inputs cannot be called through it), the metadata endpoint carries tensor shapes but
+no values, and one signature is one code path, in TF Serving and in the local stand-in alike.
+So the transformer sends a one-pixel-sized probe photo (:func:`probe_photo`) before its first
+request (its readiness check does it), and afterwards every answer refreshes the spec: after a
+promotion to a model of another size, the first answer switches it. Mid-canary, when one
+transformer talks to two model versions of different sizes, a photo may be normalized at the
+other version's size; that degrades gracefully, because the signature decodes and resizes in the
+graph (:func:`snapcat.tf_image.decode_canonical`): the model sees the letterboxed photo resampled
+once more, never an error or a wrong label.
 
 Every refusal is a :class:`~snapcat.serving_errors.ServingError` carrying its HTTP status.
 """
@@ -27,20 +41,25 @@ import io
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any, Protocol
 
 from snapcat.decode_budget import DecodeBudget
 from snapcat.export import (
     CLASSES_OUTPUT,
+    IMAGE_SIZE_OUTPUT,
     INPUT_NAME,
+    JPEG_QUALITY_OUTPUT,
+    LABELS_OUTPUT,
+    NO_THRESHOLD,
     OUTPUT_NAME,
     SIGNATURE_NAME,
+    THRESHOLD_OUTPUT,
     VERSION_OUTPUT,
 )
 from snapcat.imaging import ImageError, ImageSpec, ImageTooLargeError, normalize_image
-from snapcat.model_info import ModelInfo
 from snapcat.serving_errors import (
     BadRequestError,
     InstanceError,
@@ -134,37 +153,78 @@ def _json_type(value: Any) -> str:
 
 @dataclass
 class PredictorAnswer:
-    """The predictor's scores, per row the classes they are for, and the version that served."""
+    """The predictor's scores and, per row, what the model that computed them says of itself:
+    the classes (slugs) of the columns, their display labels and the confidence threshold (None:
+    never confident); the version that served, and its image spec (None: the model does not say).
+    """
 
     probabilities: list[list[float]]
     classes: list[tuple[str, ...]]
     version: str
+    labels: list[tuple[str, ...]] = field(default_factory=list)
+    thresholds: list[float | None] = field(default_factory=list)
+    spec: ImageSpec | None = None
+
+
+@cache
+def packaged_labels() -> Mapping[str, str]:
+    """Slug -> display label of the taxonomy this package ships: the labels of a model exported
+    before answers carried their own (a slug it does not know is shown as itself)."""
+    from snapcat.taxonomy import Taxonomy
+
+    taxonomy = Taxonomy.load()
+    return {slug: taxonomy[slug].label for slug in taxonomy.slugs}
+
+
+@cache
+def probe_photo() -> bytes:
+    """A tiny JPEG the transformer sends to learn the model's description before serving."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------------- core
 class TransformerCore:
-    """Everything between a client's request and TF Serving, for one model's ``ModelInfo``."""
+    """Everything between a client's request and TF Serving. ``spec`` is the normalization of the
+    model the predictor serves: None until learned from an answer (:meth:`read_predictions`)."""
 
     def __init__(
         self,
-        info: ModelInfo,
         config: TransformerConfig | None = None,
         decode_budget: DecodeBudget | None = None,
+        *,
+        spec: ImageSpec | None = None,
     ):
-        self.info = info
         self.config = config or TransformerConfig()
         self.decode_budget = decode_budget or DecodeBudget(
             total_bytes=4 * self.config.max_decode_bytes,
             per_photo_bytes=self.config.max_decode_bytes,
             deadline_seconds=self.config.photo_deadline,
         )
-        self.spec = replace(info.spec, max_bytes=self.config.max_image_bytes)
-        self.top_k = min(self.config.top_k, len(info.classes))
-        self.num_classes = len(info.classes)
+        self.spec: ImageSpec | None = None
+        self.model_version: str | None = None  # of the last answer
+        self.classes: tuple[str, ...] = ()  # of the last answer
+        if spec is not None:
+            self.learn_spec(spec)
 
-    @property
-    def model_version(self) -> str:
-        return str(self.info.version)
+    def learn_spec(self, spec: ImageSpec) -> None:
+        """Normalize from now on as the model that answered last was trained (size, quality),
+        with this transformer's own input limits."""
+        learned = replace(spec, max_bytes=self.config.max_image_bytes)
+        if learned != self.spec:
+            if self.spec is not None:
+                logger.info(
+                    "the predictor's model is now normalized at %d px, JPEG quality %d "
+                    "(was %d px, %d)",
+                    learned.size,
+                    learned.jpeg_quality,
+                    self.spec.size,
+                    self.spec.jpeg_quality,
+                )
+            self.spec = learned
 
     # ---------------------------------------------------------------- requests
     def parse_v1(self, body: Any) -> list[bytes | InstanceError]:
@@ -309,6 +369,8 @@ class TransformerCore:
     ) -> bytes | InstanceError:
         """The canonical model input for one photo, or the reason it cannot be used. Decoding
         starts only once the decode budget admits the photo (``deadline``: a monotonic instant)."""
+        if self.spec is None:
+            raise RuntimeError("normalize() before the model's image spec was learned")
         try:
             with self.decode_budget.photo(deadline) as reservation:
                 return normalize_image(photo, self.spec, before_decode=reservation.admit)
@@ -332,15 +394,17 @@ class TransformerCore:
         return list(results)  # type: ignore[arg-type]
 
     def self_test(self) -> None:
-        """Normalizes a generated JPEG once: loads Pillow's and pillow-heif's plugins before the
-        first request and fails at start-up, not per request, if the image stack is broken."""
+        """Normalizes a generated JPEG once (at the default spec: the model's is not known yet):
+        loads Pillow's and pillow-heif's plugins before the first request and fails at start-up,
+        not per request, if the image stack is broken."""
         from PIL import Image
 
         buffer = io.BytesIO()
         Image.new("RGB", (64, 48), (200, 120, 40)).save(buffer, format="JPEG")
-        result = self.normalize(0, buffer.getvalue())
-        if isinstance(result, InstanceError):
-            raise RuntimeError(f"image normalization self-test failed: {result}")
+        try:
+            normalize_image(buffer.getvalue(), ImageSpec())
+        except ImageError as exc:
+            raise RuntimeError(f"image normalization self-test failed: {exc}") from exc
 
     # ---------------------------------------------------------------- predictor
     @staticmethod
@@ -353,14 +417,16 @@ class TransformerCore:
         return json.dumps(body, separators=(",", ":")).encode("ascii")
 
     def read_predictions(self, response: Any, count: int) -> PredictorAnswer:
-        """TF Serving's predict answer to rows of probabilities with the classes they are for.
+        """TF Serving's predict answer to rows of probabilities, each labelled by the model that
+        computed it.
 
-        A snapcat model's signature also returns, per row, its ``classes`` (slugs) and
-        ``model_version``, so the answer labels itself: whichever model version served it
-        (KServe splits transformer and predictor traffic independently during a canary), the
-        scores are labelled by that model's own class order. A model without those outputs (bare
-        rows, ``{"predictions": [[p0, ..., pC-1], ...]}``) is read with this transformer's classes,
-        and must then have as many columns.
+        A snapcat model's signature returns, per row, its ``classes`` (slugs), display ``labels``,
+        ``confidence_threshold``, ``model_version`` and image spec, so the answer labels itself:
+        whichever model version served it (mid-canary one transformer talks to two), its scores
+        get that model's own class order and labels. A model exported before labels and spec were
+        outputs is labelled from the packaged taxonomy and is never confident; an answer that does
+        not name its classes at all (bare score rows) cannot be labelled safely and is refused.
+        The spec the answer carries becomes the one the next photos are normalized with.
         """
         if not isinstance(response, dict) or "predictions" not in response:
             detail = response.get("error") if isinstance(response, dict) else None
@@ -373,30 +439,80 @@ class TransformerCore:
             raise PredictorResponseError(
                 f"the predictor returned {got} predictions for {count} images", status=500
             )
-        answer = PredictorAnswer(probabilities=[], classes=[], version=self.model_version)
+        answer = PredictorAnswer(probabilities=[], classes=[], version="unknown")
         for row in rows:
-            classes: Any = self.info.classes
-            if isinstance(row, dict):  # a signature with several outputs: one object per row
-                classes = row.get(CLASSES_OUTPUT, classes)
-                if row.get(VERSION_OUTPUT) is not None:
-                    answer.version = str(row[VERSION_OUTPUT])
-                row = row.get(OUTPUT_NAME)
-            if not isinstance(row, list) or not all(
-                isinstance(p, int | float) and math.isfinite(p) for p in row
+            described = row if isinstance(row, dict) else {}
+            scores = described.get(OUTPUT_NAME) if isinstance(row, dict) else row
+            if not isinstance(scores, list) or not all(
+                isinstance(p, int | float) and math.isfinite(p) for p in scores
             ):
                 raise PredictorResponseError(
                     f"the predictor's '{OUTPUT_NAME}' rows are not lists of numbers", status=500
                 )
-            if not isinstance(classes, list | tuple) or len(row) != len(classes):
-                described = len(classes) if isinstance(classes, list | tuple) else "no"
-                raise PredictorResponseError(
-                    f"the predictor returned {len(row)} scores per image for {described} "
-                    f"classes, but model version {self.model_version} (whose labels this "
-                    f"transformer loaded from --model_dir) has {self.num_classes}: the "
-                    "predictor serves a different model",
-                    status=500,
-                    reason="model-mismatch",
-                )
-            answer.probabilities.append([float(p) for p in row])
-            answer.classes.append(tuple(str(c) for c in classes))
+            classes = _strings(described.get(CLASSES_OUTPUT), len(scores), CLASSES_OUTPUT)
+            labels = described.get(LABELS_OUTPUT)
+            if labels is None:  # exported before answers carried labels
+                labels = [packaged_labels().get(c, c) for c in classes]
+            labels = _strings(labels, len(scores), LABELS_OUTPUT)
+            threshold = described.get(THRESHOLD_OUTPUT)
+            if not isinstance(threshold, int | float) or threshold == NO_THRESHOLD:
+                threshold = None
+            if described.get(VERSION_OUTPUT) is not None:
+                answer.version = str(described[VERSION_OUTPUT])
+            answer.probabilities.append([float(p) for p in scores])
+            answer.classes.append(classes)
+            answer.labels.append(labels)
+            answer.thresholds.append(float(threshold) if threshold is not None else None)
+            answer.spec = _spec_of(described) or answer.spec
+        if answer.spec is not None:
+            self.learn_spec(answer.spec)
+        self.model_version = answer.version
+        self.classes = answer.classes[-1]
         return answer
+
+    @property
+    def spec_learned(self) -> bool:
+        return self.spec is not None
+
+    def use_default_spec(self) -> None:
+        """For a model that does not describe its image spec (exported before it did): the
+        package default; the graph resizes whatever it gets, so a wrong size only costs a little
+        accuracy."""
+        logger.warning(
+            "the predictor's model does not say its image spec; normalizing at the default "
+            "%d px (the model resizes in its graph)",
+            ImageSpec().size,
+        )
+        self.learn_spec(ImageSpec())
+
+
+def _strings(values: Any, width: int, name: str) -> tuple[str, ...]:
+    if values is None and name == CLASSES_OUTPUT:
+        raise PredictorResponseError(
+            "the predictor's answer does not name its classes (no 'classes' output): it is not a "
+            "snapcat model, or one too old to label safely",
+            status=500,
+            reason="model-mismatch",
+        )
+    if not isinstance(values, list | tuple) or len(values) != width:
+        described = len(values) if isinstance(values, list | tuple) else "no"
+        raise PredictorResponseError(
+            f"the predictor returned {width} scores per image but {described} '{name}': "
+            "its signature is inconsistent",
+            status=500,
+            reason="model-mismatch",
+        )
+    return tuple(str(v) for v in values)
+
+
+def _spec_of(described: Mapping[str, Any]) -> ImageSpec | None:
+    size, quality = described.get(IMAGE_SIZE_OUTPUT), described.get(JPEG_QUALITY_OUTPUT)
+    if not isinstance(size, int) or not isinstance(quality, int):
+        return None
+    try:
+        return ImageSpec(size=size, jpeg_quality=quality)
+    except ValueError:
+        logger.warning(
+            "the predictor's model describes an unusable image spec: %s px, %s", size, quality
+        )
+        return None

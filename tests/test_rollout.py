@@ -70,20 +70,17 @@ def live_object(uri: str = OLD_URI, **status_overrides) -> dict:
 
 
 # ------------------------------------------------------------------------------ bodies
-def test_canary_patch_moves_both_model_uris_together():
+def test_canary_patch_changes_one_model_uri():
+    """The transformer reads no model files, so a canary is the predictor's storageUri alone: the
+    transformer keeps its single revision and labels each answer by the model that gave it."""
     current = live_object()
     patch = rollout.canary_patch(current, NEW_URI, 10)
-    assert patch["metadata"] == {"resourceVersion": "7"}
-    assert patch["spec"]["predictor"] == {
-        "canaryTrafficPercent": 10,
-        "model": {"storageUri": NEW_URI},
+    assert patch == {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {"predictor": {"canaryTrafficPercent": 10, "model": {"storageUri": NEW_URI}}},
     }
-    transformer = patch["spec"]["transformer"]
-    assert transformer["canaryTrafficPercent"] == 10
-    expected = copy.deepcopy(current["spec"]["transformer"]["containers"])
-    expected[0]["env"][0]["value"] = NEW_URI
-    assert transformer["containers"] == expected  # complete: a merge patch replaces lists whole
-    assert current["spec"]["transformer"]["containers"][0]["env"][0]["value"] == OLD_URI
+    transformer = current["spec"]["transformer"]["containers"][0]
+    assert "env" not in transformer or all(e["name"] != "STORAGE_URI" for e in transformer["env"])
 
 
 @pytest.mark.parametrize("percent", [-1, 100, 150, True, 10.0])
@@ -135,15 +132,22 @@ def test_promote_body_removes_the_canary_and_keeps_the_rest():
 
 def test_rollback_patch_is_the_documented_zero_percent():
     assert rollout.rollback_patch(live_object()) == {
-        "spec": {
-            "predictor": {"canaryTrafficPercent": 0},
-            "transformer": {"canaryTrafficPercent": 0},
-        }
+        "spec": {"predictor": {"canaryTrafficPercent": 0}}
     }
     predictor_only = live_object()
     del predictor_only["spec"]["transformer"]
     assert rollout.rollback_patch(predictor_only) == {
         "spec": {"predictor": {"canaryTrafficPercent": 0}}
+    }
+    # a canary an older snapcat started moved the transformer too: rolled back with it
+    legacy = live_object()
+    for c in ("predictor", "transformer"):
+        legacy["spec"][c]["canaryTrafficPercent"] = 10
+    assert rollout.rollback_patch(legacy) == {
+        "spec": {
+            "predictor": {"canaryTrafficPercent": 0},
+            "transformer": {"canaryTrafficPercent": 0},
+        }
     }
 
 
@@ -280,7 +284,7 @@ def test_cli_canary_dry_run_from_the_live_object(no_cluster, capsys, tmp_path):
     body = yaml.safe_load(out)
     assert body == rollout.canary_patch(current, NEW_URI, 25)
     assert body["metadata"]["resourceVersion"] == "7"
-    assert body["spec"]["transformer"]["containers"][0]["image"].endswith(":9.9")
+    assert "transformer" not in body["spec"]  # the live transformer (image 9.9) is left alone
 
 
 def test_cli_promote_rollback_status_dry_runs(no_cluster, capsys):
@@ -293,7 +297,6 @@ def test_cli_promote_rollback_status_dry_runs(no_cluster, capsys):
     assert yaml.safe_load(out) == {
         "spec": {
             "predictor": {"canaryTrafficPercent": 0},
-            "transformer": {"canaryTrafficPercent": 0},
         }
     }
 
@@ -602,7 +605,11 @@ def test_contract_canary_then_promote(fake_api):
         (f"{NAME}-predictor-00002", 10),
         (f"{NAME}-predictor-00001", 90),
     ]
-    assert result.status["components"]["transformer"]["model_uri"] == NEW_URI
+    # one URI moved: the transformer has no model of its own and keeps its single revision
+    assert result.status["components"]["transformer"]["model_uri"] is None
+    assert [t["revision"] for t in result.status["components"]["transformer"]["traffic"]] == [
+        f"{NAME}-transformer-00001"
+    ]
 
     fake.requests.clear()
     before_promote = fake.current()
@@ -612,21 +619,20 @@ def test_contract_canary_then_promote(fake_api):
     assert put["content_type"] == "application/json"
     expected = copy.deepcopy(before_promote)
     del expected["status"], expected["metadata"]["managedFields"]
-    for c in ("predictor", "transformer"):
-        del expected["spec"][c]["canaryTrafficPercent"]
+    del expected["spec"]["predictor"]["canaryTrafficPercent"]
     assert put["body"] == expected
-    for c in ("predictor", "transformer"):
+    for c, revision in (("predictor", 2), ("transformer", 1)):
         comp = result.status["components"][c]
         assert comp["traffic"] == [
             {
-                "revision": f"{NAME}-{c}-00002",
+                "revision": f"{NAME}-{c}-{revision:05d}",
                 "percent": 100,
                 "latest": True,
                 "tag": None,
                 "url": None,
             }
         ]
-        assert comp["latestRolledoutRevision"] == f"{NAME}-{c}-00002"
+        assert comp["latestRolledoutRevision"] == f"{NAME}-{c}-{revision:05d}"
     assert "canaryTrafficPercent" not in fake.obj["spec"]["predictor"]
     assert fake.obj["spec"]["predictor"]["model"]["storageUri"] == NEW_URI
 
@@ -646,17 +652,17 @@ def test_contract_canary_then_rollback(fake_api):
             {
                 "spec": {
                     "predictor": {"canaryTrafficPercent": 0},
-                    "transformer": {"canaryTrafficPercent": 0},
                 }
             },
         )
     ]
-    for c in ("predictor", "transformer"):
-        traffic = result.status["components"][c]["traffic"]
-        assert [(t["revision"], t["percent"], t["latest"]) for t in traffic] == [
-            (f"{NAME}-{c}-00002", 0, True),
-            (f"{NAME}-{c}-00001", 100, False),
-        ]
+    traffic = result.status["components"]["predictor"]["traffic"]
+    assert [(t["revision"], t["percent"], t["latest"]) for t in traffic] == [
+        (f"{NAME}-predictor-00002", 0, True),
+        (f"{NAME}-predictor-00001", 100, False),
+    ]
+    (transformer,) = result.status["components"]["transformer"]["traffic"]
+    assert (transformer["revision"], transformer["percent"]) == (f"{NAME}-transformer-00001", 100)
     # Promoting a rolled-back canary needs a new canary first.
     with pytest.raises(RolloutError, match="was rolled back"):
         rollout.promote(NAME, NS, cluster=cluster, **FAST)
@@ -692,20 +698,19 @@ def test_contract_canary_that_never_becomes_ready_is_rolled_back(fake_api):
     assert writes[1][1] == {
         "spec": {
             "predictor": {"canaryTrafficPercent": 0},
-            "transformer": {"canaryTrafficPercent": 0},
         }
     }
     assert set(fake.calls()) == {"GET", "PATCH"} and len(fake.requests) < 100
     fake.reconcile()
-    for c in ("predictor", "transformer"):
-        (served,) = [t for t in fake.status["components"][c]["traffic"] if t["percent"]]
-        assert served == {
-            "revisionName": f"{NAME}-{c}-00001",
-            "percent": 100,
-            "latestRevision": False,
-            "tag": "prev",
-            "url": f"http://prev-{NAME}-{c}.{NS}.example.com",
-        }
+    (served,) = [t for t in fake.status["components"]["predictor"]["traffic"] if t["percent"]]
+    assert served == {
+        "revisionName": f"{NAME}-predictor-00001",
+        "percent": 100,
+        "latestRevision": False,
+        "tag": "prev",
+        "url": f"http://prev-{NAME}-predictor.{NS}.example.com",
+    }
+    assert "canaryTrafficPercent" not in fake.obj["spec"]["transformer"]
 
 
 @pytest.mark.timeout(120)
@@ -816,6 +821,21 @@ def test_real_cluster_canary_promote_and_rollback():
         else:
             del component["serviceAccountName"]
     api = cluster.kserve.api_instance
+    # TF Serving's configuration, which kustomize generates from manifests/base/tfserving/
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api.api_client)
+    files = REPO_ROOT / "manifests" / "base" / "tfserving"
+    (volume,) = [v for v in body["spec"]["predictor"]["volumes"] if "configMap" in v]
+    config_map = f"{name}-tfserving"
+    volume["configMap"]["name"] = config_map
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": config_map},
+            "data": {f.name: f.read_text() for f in sorted(files.glob("*.txt"))},
+        },
+    )
     api.create_namespaced_custom_object(
         rollout.GROUP, rollout.VERSION, namespace, rollout.PLURAL, body
     )
@@ -851,7 +871,7 @@ def test_real_cluster_canary_promote_and_rollback():
             cluster,
             name,
             namespace,
-            rollout.traffic_pinned_to_previous(None, components),
+            rollout.traffic_pinned_to_previous(None, ("predictor",)),
             timeout=300,
             poll=5,
             what="automatic rollback",
@@ -864,6 +884,7 @@ def test_real_cluster_canary_promote_and_rollback():
         api.delete_namespaced_custom_object(
             rollout.GROUP, rollout.VERSION, namespace, rollout.PLURAL, name
         )
+        core.delete_namespaced_config_map(config_map, namespace)
 
 
 # ------------------------------------------------------------------------------ the champion

@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -40,6 +39,7 @@ from test_feedback import Sink, logger_event
 from snapcat.calibration import Calibration, is_confident
 from snapcat.cli import main
 from snapcat.client import SnapcatClient
+from snapcat.export import DESCRIPTION_OUTPUTS, OUTPUT_NAME
 from snapcat.feedback.events import PREDICTION_ID, REQUEST_TYPE, RESPONSE_TYPE
 from snapcat.imaging import ImageSpec, normalize_image
 from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
@@ -198,7 +198,6 @@ class Stack:
             predictor_host=f"127.0.0.1:{self.predictor_port}",
             port=self.port,
             model_name=MODEL_NAME,
-            model_dir=str(self.model_dir),
             extra=[
                 f"--max_image_bytes={MAX_IMAGE_BYTES}",
                 f"--max_request_bytes={MAX_REQUEST_BYTES}",
@@ -318,9 +317,13 @@ def test_predictor_predicts_row_and_columnar(stack, http, info, reference):
     assert row.status_code == 200, row.text
     # several outputs: TF Serving answers one object per row in the row format
     rows = row.json()["predictions"]
-    assert [sorted(r) for r in rows] == [["classes", "model_version", "probabilities"]] * 3
+    assert [sorted(r) for r in rows] == [sorted([OUTPUT_NAME, *DESCRIPTION_OUTPUTS])] * 3
     assert all(r["classes"] == list(info.classes) for r in rows)
     assert all(r["model_version"] == info.version for r in rows)
+    # the answer describes the model: the transformer needs no model files
+    assert all(r["labels"] == [info.labels[s] for s in info.classes] for r in rows)
+    assert all(r["confidence_threshold"] == info.confidence_threshold for r in rows)
+    assert all((r["image_size"], r["jpeg_quality"]) == (IMAGE_SIZE, 90) for r in rows)
     predictions = np.array([r["probabilities"] for r in rows])
     assert predictions.shape == (3, 5)
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
@@ -721,21 +724,14 @@ def test_predictor_killed_mid_run_then_restarted(stack, http, info, reference, s
     )
 
 
-def test_a_transformer_of_another_model_labels_by_the_predictors_classes(
-    stack, http, info, tmp_path, reference
+def test_a_transformer_started_as_before_ignores_model_dir_and_labels_from_the_predictor(
+    stack, http, info, tmp_path, reference, saved_labels
 ):
-    """A transformer whose --model_dir is another model (more classes, another version), as
-    mid-canary: the predictor's answer names its own classes and version, so it is labelled
-    right anyway."""
-    other = tmp_path / "other"
-    shutil.copytree(stack.model_dir, other)
-    info_file = other / str(info.version) / "assets" / "snapcat" / "model.json"
-    raw = json.loads(info_file.read_text())
-    extra = next(s for s in Taxonomy.load().trainable_slugs if s not in raw["classes"])
-    raw["classes"].append(extra)
-    raw["labels"][extra] = "추가"
-    info_file.write_text(json.dumps(raw, ensure_ascii=False))
+    """A transformer started the way older manifests start it (``--model_dir`` naming a folder
+    that does not exist): the flag is accepted and ignored with a log line, and the answers are
+    labelled, sized and thresholded from the predictor's own description of its model."""
     port = free_port()
+    log = tmp_path / "old-args.log"
     # Through the CLI this time: `snapcat serve transformer` replaces itself with python -m serving.
     process = spawn(
         [
@@ -747,9 +743,9 @@ def test_a_transformer_of_another_model_labels_by_the_predictors_classes(
             f"--predictor_host=127.0.0.1:{stack.predictor_port}",
             f"--http_port={port}",
             f"--model_name={MODEL_NAME}",
-            f"--model_dir={other}",
+            f"--model_dir={tmp_path / 'no-such-model'}",
         ],
-        tmp_path / "mismatch.log",
+        log,
     )
     try:
         start = time.monotonic()
@@ -765,7 +761,10 @@ def test_a_transformer_of_another_model_labels_by_the_predictors_classes(
         assert body["model_version"] == str(info.version)
         categories = body["predictions"][0]["categories"]
         assert all(c["slug"] in info.classes for c in categories)
-        assert_agrees(categories, reference(GOOD), info, info.labels)
+        assert_agrees(categories, reference(GOOD), info, saved_labels)
+        text = log.read_text(errors="replace")
+        assert "ignoring --model_dir" in text
+        assert f"normalizing at {IMAGE_SIZE} px" in text
     finally:
         stop_process(process)
 
@@ -869,7 +868,6 @@ def test_finding_3_overload_is_shed_with_a_fast_503_and_retry_after(stack, model
         predictor_host=f"127.0.0.1:{stack.predictor_port}",
         port=port,
         model_name=MODEL_NAME,
-        model_dir=str(model_dir),
         extra=["--max_photos_in_flight=1", "--enable_latency_logging=false"],
     )
     process = spawn(command, tmp_path / "shedding.log")

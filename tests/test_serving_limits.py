@@ -97,7 +97,7 @@ def test_core_maps_budget_errors_to_413_and_503(tmp_path):
     from snapcat.serving_errors import instance_errors
     from snapcat.transformer_core import TransformerConfig, TransformerCore
 
-    core = TransformerCore(make_info(), TransformerConfig(max_decode_bytes=64 * MB))
+    core = TransformerCore(TransformerConfig(max_decode_bytes=64 * MB), spec=make_info().spec)
     result = core.normalize(0, BOMB_WEBP.read_bytes())
     assert (result.reason, result.status) == ("over-decode-budget", 413)
     assert instance_errors([result]).status == 413

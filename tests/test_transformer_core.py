@@ -29,7 +29,6 @@ from snapcat.serving_errors import (
     PredictorResponseError,
 )
 from snapcat.transformer_core import (
-    PredictorAnswer,
     TransformerConfig,
     TransformerCore,
     decode_base64,
@@ -56,9 +55,27 @@ def normalize_all(core: TransformerCore, items) -> list[bytes]:
     )
 
 
-def answer_of(core: TransformerCore, rows) -> PredictorAnswer:
-    """Bare score rows as the predictor's answer for this model's classes."""
-    return core.read_predictions({"predictions": rows}, len(rows))
+def described(info: ModelInfo, scores, **override) -> dict:
+    """One row of a snapcat model's answer: the scores and the model's description of itself."""
+    row = {
+        "probabilities": scores,
+        "classes": list(info.classes),
+        "labels": [info.labels[s] for s in info.classes],
+        "confidence_threshold": -1.0
+        if info.confidence_threshold is None
+        else info.confidence_threshold,
+        "model_version": info.version,
+        "image_size": info.image_size,
+        "jpeg_quality": info.jpeg_quality,
+    }
+    return {**row, **override}
+
+
+def answer_of(core: TransformerCore, rows, info: ModelInfo | None = None, **override):
+    """Score rows as the answer of ``info``'s model (default: :func:`make_info`'s)."""
+    info = info or make_info()
+    body = {"predictions": [described(info, r, **override) for r in rows]}
+    return core.read_predictions(body, len(rows))
 
 
 def b64(data: bytes) -> str:
@@ -107,7 +124,7 @@ def info() -> ModelInfo:
 
 @pytest.fixture(scope="module")
 def core(info) -> TransformerCore:
-    return TransformerCore(info, TransformerConfig(max_batch=4, max_image_bytes=200_000))
+    return TransformerCore(TransformerConfig(max_batch=4, max_image_bytes=200_000), spec=info.spec)
 
 
 def v1(*photos: bytes) -> dict:
@@ -277,31 +294,35 @@ def test_predictor_body_is_tf_serving_row_format_with_b64(core):
     assert len(body) < len(canonical[0]) * 4 / 3 + 100
 
 
-def test_read_predictions_checks_count_and_width(core):
+def test_read_predictions_checks_count_and_width(core, info):
     rows = [[0.1, 0.2, 0.3, 0.25, 0.15], [0.5, 0.1, 0.1, 0.2, 0.1]]
-    assert core.read_predictions({"predictions": rows}, 2).probabilities == rows
-    named = [{"probabilities": r} for r in rows]  # several-output signatures answer objects
-    answer = core.read_predictions({"predictions": named}, 2)
+    answer = answer_of(core, rows)
     assert answer.probabilities == rows
-    assert answer.classes == [tuple(core.info.classes)] * 2  # bare scores: this model's classes
+    assert answer.classes == [tuple(info.classes)] * 2
+    assert answer.labels == [tuple(info.labels[s] for s in info.classes)] * 2
+    # bare scores name no classes: nothing to label them with safely
     with pytest.raises(PredictorResponseError) as caught:
-        core.read_predictions({"predictions": [[0.5, 0.5]]}, 1)
+        core.read_predictions({"predictions": rows}, 2)
+    assert (caught.value.status, caught.value.reason) == (500, "model-mismatch")
+    assert "does not name its classes" in caught.value.message
+    with pytest.raises(PredictorResponseError) as caught:
+        answer_of(core, [[0.5, 0.5]])
     assert caught.value.status == 500
     assert caught.value.reason == "model-mismatch"
-    assert "2 scores per image" in caught.value.message and "5 classes" in caught.value.message
+    assert "2 scores per image but 5 'classes'" in caught.value.message
     with pytest.raises(PredictorResponseError, match="1 predictions for 2 images"):
-        core.read_predictions({"predictions": rows[:1]}, 2)
+        core.read_predictions({"predictions": [described(info, rows[0])]}, 2)
     # Finding 6: the predictor's own error text is logged, never passed to the client.
     with pytest.raises(PredictorResponseError, match="no 'predictions'") as caught:
         core.read_predictions({"error": "boom at /srv/model/variables"}, 1)
     assert "boom" not in caught.value.message
     with pytest.raises(PredictorResponseError, match="not lists of numbers"):
-        core.read_predictions({"predictions": [["a"] * 5]}, 1)
+        answer_of(core, [["a"] * 5])
 
 
-def test_responses_use_the_models_labels_and_top_k(core, info):
+def test_responses_use_the_answering_models_labels_and_top_k(core, info):
     rows = [[0.05, 0.6, 0.1, 0.2, 0.05]]
-    responses = ResponseBuilder(info.labels, core.top_k)
+    responses = ResponseBuilder(top_k=3)
     response = responses.v1_response(answer_of(core, rows))
     assert response["model_version"] == "1234567890"
     categories = response["predictions"][0]["categories"]
@@ -315,73 +336,105 @@ def test_responses_use_the_models_labels_and_top_k(core, info):
 
 
 def test_every_answer_says_whether_it_is_confident(core, info):
-    """The threshold on the top-3 score sum comes from model.json; a model without one (not
+    """The threshold on the top-3 score sum comes with the answer; a model without one (not
     calibrated) is never confident."""
     sure, unsure = [0.05, 0.6, 0.1, 0.2, 0.05], [0.2, 0.2, 0.2, 0.2, 0.2]  # top-3: 0.9, 0.6
-    calibrated = ResponseBuilder(info.labels, core.top_k, confidence_threshold=0.85)
-    response = calibrated.v1_response(answer_of(core, [sure, unsure]))
+    responses = ResponseBuilder(top_k=3)
+    calibrated = answer_of(core, [sure, unsure], confidence_threshold=0.85)
+    response = responses.v1_response(calibrated)
     assert [p["confident"] for p in response["predictions"]] == [True, False]
-    outputs = {o["name"]: o for o in calibrated.v2_outputs(answer_of(core, [sure, unsure]))}
+    outputs = {o["name"]: o for o in responses.v2_outputs(calibrated)}
     assert outputs["confident"] == {
         "name": "confident",
         "datatype": "BOOL",
         "shape": [2],
         "data": [True, False],
     }
-    assert info.confidence_threshold is None
-    uncalibrated = ResponseBuilder(info.labels, core.top_k, info.confidence_threshold)
-    assert uncalibrated.v1_response(answer_of(core, [sure]))["predictions"][0]["confident"] is False
+    assert info.confidence_threshold is None  # exported as -1: never confident
+    uncalibrated = answer_of(core, [sure])
+    assert responses.v1_response(uncalibrated)["predictions"][0]["confident"] is False
 
 
 def test_self_describing_answers_are_labelled_by_the_model_that_served_them(core, info):
-    """Mid-canary, this transformer may reach a predictor serving another model version: the
-    answer's own classes and version win, so no score is ever put under the wrong label."""
+    """Mid-canary, one transformer reaches a predictor serving two model versions: each answer's
+    own classes, labels and version win, so no score is ever put under the wrong label."""
     other_order = list(reversed(info.classes))
-    response = {
-        "predictions": [
-            {
-                "probabilities": [0.7, 0.1, 0.1, 0.05, 0.05],
-                "classes": other_order,
-                "model_version": 42,
-            }
-        ]
-    }
-    answer = core.read_predictions(response, 1)
+    answer = answer_of(
+        core,
+        [[0.7, 0.1, 0.1, 0.05, 0.05]],
+        classes=other_order,
+        labels=[f"다른-{s}" for s in other_order],
+        model_version=42,
+    )
     assert answer.version == "42" and answer.classes == [tuple(other_order)]
-    responses = ResponseBuilder(info.labels, core.top_k)
+    responses = ResponseBuilder(top_k=3)
     body = responses.v1_response(answer)
     assert body["model_version"] == "42"
     top = body["predictions"][0]["categories"][0]
-    assert top["slug"] == other_order[0] and top["label"] == info.labels[other_order[0]]
-    # a category this transformer's model does not know is shown by its slug, not dropped
-    newer = {
-        "predictions": [
-            {
-                "probabilities": [0.1] * 5 + [0.5],
-                "classes": [*info.classes, "brand-new"],
-                "model_version": 43,
-            }
-        ]
-    }
-    (top,) = responses.v1_response(core.read_predictions(newer, 1))["predictions"][0]["categories"][
-        :1
-    ]
-    assert top == {"slug": "brand-new", "label": "brand-new", "score": 0.5}
+    assert top == {"slug": other_order[0], "label": f"다른-{other_order[0]}", "score": 0.7}
+    # a category no taxonomy of this package knows is shown with the label its model carries
+    newer = answer_of(
+        core,
+        [[0.1] * 5 + [0.5]],
+        classes=[*info.classes, "brand-new"],
+        labels=[*(info.labels[s] for s in info.classes), "새 분류"],
+        model_version=43,
+    )
+    (top,) = responses.v1_response(newer)["predictions"][0]["categories"][:1]
+    assert top == {"slug": "brand-new", "label": "새 분류", "score": 0.5}
     # classes and scores that disagree in length are refused, not guessed at
     with pytest.raises(PredictorResponseError) as caught:
-        core.read_predictions(
-            {"predictions": [{"probabilities": [0.5, 0.5], "classes": ["a", "b", "c"]}]}, 1
-        )
+        answer_of(core, [[0.5, 0.5]], classes=["a", "b", "c"])
     assert caught.value.reason == "model-mismatch"
 
 
-def test_top_k_is_capped_by_the_number_of_classes(info):
-    core = TransformerCore(info, TransformerConfig(top_k=10))
-    responses = ResponseBuilder(info.labels, core.top_k)
-    assert (
-        len(responses.v1_response(answer_of(core, [[0.2] * 5]))["predictions"][0]["categories"])
-        == 5
-    )
+def test_a_model_exported_before_answers_described_it_is_served_sensibly(info):
+    """An older model answers with scores, classes and version only: the labels come from the
+    packaged taxonomy (an unknown slug as itself), it is never confident, and the transformer
+    keeps the image spec it has (the transformer falls back to the default one)."""
+    from snapcat.taxonomy import Taxonomy
+
+    core = TransformerCore(TransformerConfig())
+    old = {"predictions": [
+        {"probabilities": [0.9, 0.05, 0.03, 0.01, 0.01], "classes": [*info.classes[:4], "gone"],
+         "model_version": 7},
+    ]}  # fmt: skip
+    answer = core.read_predictions(old, 1)
+    assert answer.spec is None and not core.spec_learned
+    taxonomy = Taxonomy.load()
+    assert answer.labels == [(*(taxonomy[s].label for s in info.classes[:4]), "gone")]
+    assert answer.thresholds == [None]
+    body = ResponseBuilder(top_k=3).v1_response(answer)
+    assert body["model_version"] == "7"
+    assert body["predictions"][0]["confident"] is False
+    assert body["predictions"][0]["categories"][0]["label"] == taxonomy[info.classes[0]].label
+    core.use_default_spec()
+    assert core.spec == ImageSpec(max_bytes=core.config.max_image_bytes)
+
+
+def test_the_image_spec_is_learned_from_the_answers(info):
+    """The transformer normalizes as the model that answered last was trained: a promotion to a
+    model of another size switches it with the first answer."""
+    core = TransformerCore(TransformerConfig(max_image_bytes=123_456))
+    assert not core.spec_learned
+    with pytest.raises(RuntimeError, match="spec was learned"):
+        core.normalize(0, make_image_bytes("JPEG"))
+    answer_of(core, [[0.2] * 5], info)
+    assert core.spec == ImageSpec(size=96, jpeg_quality=90, max_bytes=123_456)
+    photo = make_image_bytes("JPEG", size=(200, 150), seed=2)
+    assert core.normalize(0, photo) == normalize_image(photo, ImageSpec(size=96))
+    answer_of(core, [[0.2] * 5], info, image_size=128, jpeg_quality=85, model_version=9)
+    assert (core.spec.size, core.spec.jpeg_quality, core.model_version) == (128, 85, "9")
+    assert core.normalize(0, photo) == normalize_image(photo, ImageSpec(size=128, jpeg_quality=85))
+    answer_of(core, [[0.2] * 5], info, image_size=3)  # unusable: the spec is kept
+    assert core.spec.size == 128
+
+
+def test_top_k_is_capped_by_the_number_of_classes(core):
+    responses = ResponseBuilder(top_k=10)
+    answer = answer_of(core, [[0.2] * 5])
+    assert len(responses.v1_response(answer)["predictions"][0]["categories"]) == 5
+    assert {o["name"]: o["shape"] for o in responses.v2_outputs(answer)}["slug"] == [1, 5]
 
 
 def test_config_validation():

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "canary",
         help="send PERCENT%% of the traffic to a new model",
         description=(
-            "Points the predictor's storageUri and the transformer's STORAGE_URI at the new model "
-            "with canaryTrafficPercent: PERCENT. If the new revisions are not ready within "
+            "Points the predictor's storageUri at the new model with canaryTrafficPercent: "
+            "PERCENT (the transformer has no model of its own). If the new revision is not ready within "
             "--timeout, the canary is rolled back and the command fails."
         ),
     )
@@ -112,58 +112,32 @@ def _analysis_flags(p: argparse.ArgumentParser, auto: bool) -> None:
             help="what to do when still undecided at --analysis-timeout (default rollback)",
         )
     g = p.add_argument_group("thresholds")
-    g.add_argument(
-        "--min-requests",
-        type=int,
-        default=t.min_requests,
-        help=f"requests each version must answer before any decision ({t.min_requests})",
-    )
-    g.add_argument(
-        "--max-error-rate-increase",
-        type=float,
-        default=t.max_error_rate_increase,
-        help=f"canary minus stable error rate ({t.max_error_rate_increase})",
-    )
-    g.add_argument(
-        "--max-latency-ratio",
-        type=float,
-        default=t.max_latency_ratio,
-        help=f"canary over stable p95 latency ({t.max_latency_ratio})",
-    )
-    g.add_argument(
-        "--max-category-divergence",
-        type=float,
-        default=t.max_category_divergence,
-        help=f"Jensen-Shannon divergence of the predicted categories ({t.max_category_divergence})",
-    )
-    g.add_argument(
-        "--max-score-shift",
-        type=float,
-        default=t.max_score_shift,
-        help=f"largest gap between the top-1 score distributions ({t.max_score_shift})",
-    )
-    g.add_argument(
-        "--min-feedback",
-        type=int,
-        default=t.min_feedback,
-        help=f"sellers' answers per version before agreement counts ({t.min_feedback})",
-    )
-    g.add_argument("--max-agreement-drop", type=float, default=t.max_agreement_drop,
-                   help=f"stable minus canary top-1/top-3 agreement ({t.max_agreement_drop})")  # fmt: skip
+    for name, text in THRESHOLD_HELP.items():
+        default = getattr(t, name)
+        g.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{text} ({default})",
+        )
+
+
+#: What each field of :class:`snapcat.rollout.Thresholds` limits: one flag each.
+THRESHOLD_HELP = {
+    "min_requests": "requests each version must answer before any decision",
+    "max_error_rate_increase": "canary minus stable error rate",
+    "max_latency_ratio": "canary over stable p95 latency",
+    "max_category_divergence": "Jensen-Shannon divergence of the predicted categories",
+    "max_score_shift": "largest gap between the top-1 score distributions",
+    "min_feedback": "sellers' answers per version before agreement counts",
+    "max_agreement_drop": "stable minus canary top-1/top-3 agreement",
+}
 
 
 def _thresholds(args: argparse.Namespace):
     from snapcat.rollout import Thresholds
 
-    return Thresholds(
-        min_requests=args.min_requests,
-        max_error_rate_increase=args.max_error_rate_increase,
-        max_latency_ratio=args.max_latency_ratio,
-        max_category_divergence=args.max_category_divergence,
-        max_score_shift=args.max_score_shift,
-        min_feedback=args.min_feedback,
-        max_agreement_drop=args.max_agreement_drop,
-    )
+    return Thresholds(**{name: getattr(args, name) for name in THRESHOLD_HELP})
 
 
 def _common(p: argparse.ArgumentParser, writes: bool) -> None:
@@ -214,21 +188,22 @@ def _current(args: argparse.Namespace) -> dict | None:
     return docs[0]
 
 
-def _connection(args: argparse.Namespace) -> dict:
-    return {
+def _options(args: argparse.Namespace, *, writes: bool = True) -> dict:
+    """The keyword arguments every action takes (:class:`snapcat.rollout.Options`), from the
+    flags :func:`_common` adds."""
+    options = {
         "dry_run": args.dry_run,
         "current": _current(args),
         "kubeconfig": args.kubeconfig,
         "context": args.context,
     }
+    if writes:
+        if args.timeout <= 0 or args.poll <= 0:
+            from snapcat.errors import UserError
 
-
-def _waiting(args: argparse.Namespace) -> dict:
-    if args.timeout <= 0 or args.poll <= 0:
-        from snapcat.errors import UserError
-
-        raise UserError("--timeout and --poll must be positive")
-    return {"timeout": args.timeout, "poll": args.poll, "wait": not args.no_wait}
+            raise UserError("--timeout and --poll must be positive")
+        options.update(timeout=args.timeout, poll=args.poll, wait=not args.no_wait)
+    return options
 
 
 def _report(result) -> int:
@@ -255,8 +230,7 @@ def _run_canary(args: argparse.Namespace) -> int:
         args.model_uri,
         args.percent,
         check_classes=args.check_classes,
-        **_connection(args),
-        **_waiting(args),
+        **_options(args),
     )
     return _report(result)
 
@@ -264,23 +238,21 @@ def _run_canary(args: argparse.Namespace) -> int:
 def _run_promote(args: argparse.Namespace) -> int:
     from snapcat import rollout
 
-    result = rollout.promote(
-        args.name, args.namespace, model_uri=args.model_uri, **_connection(args), **_waiting(args)
-    )
+    result = rollout.promote(args.name, args.namespace, model_uri=args.model_uri, **_options(args))
     return _report(result)
 
 
 def _run_rollback(args: argparse.Namespace) -> int:
     from snapcat import rollout
 
-    result = rollout.rollback(args.name, args.namespace, **_connection(args), **_waiting(args))
+    result = rollout.rollback(args.name, args.namespace, **_options(args))
     return _report(result)
 
 
 def _run_status(args: argparse.Namespace) -> int:
     from snapcat import rollout
 
-    result = rollout.status(args.name, args.namespace, **_connection(args))
+    result = rollout.status(args.name, args.namespace, **_options(args, writes=False))
     if result.status is None:  # dry run without --current: only the request
         sys.stdout.write(result.yaml)
     elif args.yaml:
@@ -308,7 +280,7 @@ def _run_auto_canary(args: argparse.Namespace) -> int:
         canary_version=args.canary_version,
         stable_version=args.stable_version,
     )
-    connection = _connection(args)
+    options = _options(args)
     outcome = rollout.auto_canary(
         args.name,
         args.namespace,
@@ -316,8 +288,8 @@ def _run_auto_canary(args: argparse.Namespace) -> int:
         args.percent,
         analysis,
         check_classes=args.check_classes,
-        kubeconfig=connection["kubeconfig"],
-        context=connection["context"],
+        kubeconfig=options["kubeconfig"],
+        context=options["context"],
         timeout=args.timeout,
         poll=args.poll,
     )

@@ -21,18 +21,17 @@ def transformer_command(
     predictor_host: str,
     port: int,
     model_name: str,
-    model_dir: str,
     top_k: int | None = None,
     host: str = "127.0.0.1",
     extra: list[str] | tuple[str, ...] = (),
 ) -> list[str]:
-    """``python -m serving ...`` with KServe's flags, bound to ``host``."""
+    """``python -m serving ...`` with the flags KServe's controller passes, bound to ``host``. No
+    model folder: the transformer learns everything about the model from the predictor."""
     command = serving_module_command(
         f"--model_name={model_name}",
         f"--predictor_host={predictor_host}",
         f"--http_port={port}",
         f"--host={host}",
-        f"--model_dir={model_dir}",
     )
     if top_k is not None:
         command.append(f"--top_k={top_k}")
@@ -123,7 +122,6 @@ class LocalStack:
                 predictor_host=f"{self.host}:{self.predictor_port}",
                 port=self.port,
                 model_name=self.model_name,
-                model_dir=self.model_dir,
                 top_k=self.top_k,
                 host=self.host,
                 extra=self.transformer_args,

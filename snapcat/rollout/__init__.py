@@ -1,6 +1,6 @@
 """Rolling new model versions out to the KServe InferenceService: canary, analyze, promote, rollback.
 
-The InferenceService (``manifests/base/inferenceservice.yaml``) runs in KServe's Knative mode, where
+The InferenceService (``snapcat/data/kserve/inferenceservice.yaml``, included by ``manifests/base``) runs in KServe's Knative mode, where
 every change of a component's pod template makes a new revision and
 ``spec.<component>.canaryTrafficPercent`` splits traffic between that latest revision and the last
 one that had taken 100% (KServe's "Canary Rollout"). One job per module:
@@ -24,7 +24,7 @@ result's ``yaml`` is the exact body that would be sent. Nothing here parses comm
 
 from snapcat.rollout.actions import canary, production_model_uri, promote, rollback, status
 from snapcat.rollout.analysis import Decision, Thresholds, analyze, decide
-from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Plan, RolloutResult
+from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Options, Plan, RolloutResult
 from snapcat.rollout.auto import AutoAnalysis, AutoResult, auto_canary
 from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch, to_yaml
 from snapcat.rollout.cluster import Cluster
@@ -42,7 +42,7 @@ from snapcat.rollout.isvc import (
     check_model_uri,
     isvc_path,
     model_uri_of,
-    transformer_storage_uri,
+    rollout_components,
 )
 from snapcat.rollout.pipeline import deploy_canary, kserve_storage_uri
 from snapcat.rollout.prometheus import Prometheus
@@ -62,11 +62,11 @@ from snapcat.rollout.waiting import (
 
 __all__ = [
     "API_VERSION", "AutoAnalysis", "AutoResult", "Decision", "Thresholds", "analyze", "auto_canary", "decide", "COMPONENTS", "DEFAULT_NAME", "DEFAULT_POLL", "DEFAULT_TIMEOUT", "GROUP", "KIND",
-    "PLURAL", "Prometheus", "SERVE_IMAGE_REPOSITORY", "TF_SERVING_VERSION", "VERSION", "Cluster", "Plan",
+    "PLURAL", "Prometheus", "SERVE_IMAGE_REPOSITORY", "TF_SERVING_VERSION", "VERSION", "Cluster", "Options", "Plan",
     "Request", "RolloutError", "RolloutResult", "RolloutTimeout", "all_traffic_to_latest",
     "canary", "canary_patch", "canary_percent_of", "canary_ready", "check_model_uri",
     "deploy_canary", "format_status", "is_ready", "isvc_path", "kserve_storage_uri",
     "model_uri_of", "production_model_uri", "promote", "promote_body", "render_inferenceservice", "rollback",
     "rollback_patch", "serve_image", "status", "summarize", "to_yaml", "traffic_pinned_to_previous",
-    "transformer_storage_uri", "wait_for",
+    "rollout_components", "wait_for",
 ]  # fmt: skip

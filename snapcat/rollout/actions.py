@@ -1,30 +1,33 @@
 """The rollout actions: canary, promote, rollback (writes, each a :class:`Plan` run by
 :func:`snapcat.rollout.apply.apply`) and status (a read).
 
-- :func:`canary` merge-patches the predictor's ``storageUri`` *and* the transformer's
-  ``STORAGE_URI`` together with ``canaryTrafficPercent``; if the new revisions never become ready it
+- :func:`canary` merge-patches the predictor's ``storageUri`` with its ``canaryTrafficPercent``
+  (one URI: the transformer reads no model files); if the new revision never becomes ready it
   rolls back on its own.
 - :func:`promote` PUTs the object without ``canaryTrafficPercent`` (a JSON merge patch from the SDK
   cannot remove it: its model objects drop ``None``).
 - :func:`rollback` patches ``canaryTrafficPercent: 0``, KServe's documented rollback.
+
+The three take the same keyword arguments, :class:`~snapcat.rollout.apply.Options`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from snapcat.rollout.apply import DEFAULT_POLL, DEFAULT_TIMEOUT, Plan, RolloutResult, apply
+from snapcat.rollout.apply import Options, Plan, RolloutResult, apply
 from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.isvc import (
     RolloutError,
     canary_percent_of,
     check_model_uri,
-    components_of,
     isvc_path,
     model_uri_of,
     ref,
     require_knative,
+    rollout_components,
 )
 from snapcat.rollout.status import summarize
 from snapcat.rollout.waiting import (
@@ -38,8 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def _check_same_classes(current_uri: str | None, new_uri: str) -> None:
-    """Refuses a canary that changes the class list: during a canary the old transformer may call
-    the new predictor and vice versa, and would then label scores with the wrong classes."""
+    """Refuses a canary that changes the class list. Labels are always right (each answer names
+    its classes), but the canary analysis compares the two versions' category mixes, and an app
+    may not expect a category appearing for a share of its sellers only."""
     from snapcat.model_info import load_model_info
 
     if not current_uri:
@@ -63,7 +67,7 @@ def _log(message: str, *args) -> bool:
 
 
 def _percents(live: dict) -> list[int | None]:
-    return [live["spec"][c].get("canaryTrafficPercent") for c in components_of(live)]
+    return [live["spec"][c].get("canaryTrafficPercent") for c in rollout_components(live)]
 
 
 def canary(
@@ -72,22 +76,17 @@ def canary(
     model_uri: str,
     percent: int,
     *,
-    dry_run: bool = False,
-    current: dict | None = None,
-    cluster: Cluster | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    poll: float = DEFAULT_POLL,
-    wait: bool = True,
     check_classes: bool = False,
+    **options: Any,
 ) -> RolloutResult:
     """Sends ``percent``% of the traffic to ``model_uri`` and waits until it is served.
 
-    If the new revisions are not ready within ``timeout`` seconds (or KServe reports that the model
+    If the new revision is not ready within ``timeout`` seconds (or KServe reports that the model
     failed to load), the canary is rolled back (:func:`rollback_patch`) and RolloutError raised.
+    ``options``: :class:`~snapcat.rollout.apply.Options`.
     """
-    check_model_uri(model_uri, local_ok=dry_run)
+    opts = Options(**options)
+    check_model_uri(model_uri, local_ok=opts.dry_run)
 
     def plan_for(live: dict) -> Plan:
         require_knative(live)
@@ -100,18 +99,15 @@ def canary(
             )
         if check_classes:
             _check_same_classes(model_uri_of(live), model_uri)
+        components = rollout_components(live)
         replaced = {}
-        if model_uri_of(live) != model_uri:  # new revisions are coming; the newest ones are out
-            replaced = {
-                c: (statuses.get(c) or {}).get("latestCreatedRevision") for c in components_of(live)
-            }
+        if model_uri_of(live) != model_uri:  # a new revision is coming; the newest one is out
+            replaced = {c: (statuses.get(c) or {}).get("latestCreatedRevision") for c in components}
         return Plan(
             "PATCH",
             canary_patch(live, model_uri, percent),
             what=f"canary of {model_uri}",
-            until=lambda generation: canary_ready(
-                generation, percent, components_of(live), replaced
-            ),
+            until=lambda generation: canary_ready(generation, percent, components, replaced),
             vet=lambda result: _log(
                 "canary: %s%% of %s/%s to %s", percent, namespace, name, model_uri
             ),
@@ -121,10 +117,7 @@ def canary(
             ),
         )
 
-    return apply(
-        "canary", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
-        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
-    )  # fmt: skip
+    return apply("canary", name, namespace, plan_for, opts)
 
 
 def _roll_back_after(
@@ -146,22 +139,12 @@ def _roll_back_after(
 
 
 def promote(
-    name: str,
-    namespace: str,
-    *,
-    model_uri: str | None = None,
-    dry_run: bool = False,
-    current: dict | None = None,
-    cluster: Cluster | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    poll: float = DEFAULT_POLL,
-    wait: bool = True,
+    name: str, namespace: str, *, model_uri: str | None = None, **options: Any
 ) -> RolloutResult:
     """Gives the canary all traffic. With ``model_uri``, refuses unless that is the canary's model."""
+    opts = Options(**options)
     if model_uri is not None:
-        check_model_uri(model_uri, local_ok=dry_run)
+        check_model_uri(model_uri, local_ok=opts.dry_run)
 
     def plan_for(live: dict) -> Plan:
         if model_uri is not None and model_uri_of(live) != model_uri:
@@ -180,7 +163,7 @@ def promote(
                     "(canaryTrafficPercent 0); start a new canary before promoting"
                 )
             statuses = (live.get("status") or {}).get("components") or {}
-            for c in components_of(live):
+            for c in rollout_components(live):
                 comp = statuses.get(c) or {}
                 if comp.get("latestCreatedRevision") != comp.get("latestReadyRevision"):
                     raise RolloutError(
@@ -194,30 +177,14 @@ def promote(
             "PUT",
             promote_body(live),
             what=f"promotion of {model_uri_of(live)}",
-            until=lambda generation: all_traffic_to_latest(generation, components_of(live)),
+            until=lambda generation: all_traffic_to_latest(generation, rollout_components(live)),
             vet=vet,
         )
 
-    return apply(
-        "promote", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
-        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
-        offline_uri=model_uri,
-    )  # fmt: skip
+    return apply("promote", name, namespace, plan_for, opts, offline_uri=model_uri)
 
 
-def rollback(
-    name: str,
-    namespace: str,
-    *,
-    dry_run: bool = False,
-    current: dict | None = None,
-    cluster: Cluster | None = None,
-    kubeconfig: str | None = None,
-    context: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
-    poll: float = DEFAULT_POLL,
-    wait: bool = True,
-) -> RolloutResult:
+def rollback(name: str, namespace: str, **options: Any) -> RolloutResult:
     """Pins all traffic to the previously rolled-out revisions (``canaryTrafficPercent: 0``)."""
 
     def plan_for(live: dict) -> Plan:
@@ -240,14 +207,13 @@ def rollback(
             "PATCH",
             rollback_patch(live),
             what="rollback",
-            until=lambda generation: traffic_pinned_to_previous(generation, components_of(live)),
+            until=lambda generation: traffic_pinned_to_previous(
+                generation, rollout_components(live)
+            ),
             vet=vet,
         )
 
-    return apply(
-        "rollback", name, namespace, plan_for, dry_run=dry_run, current=current, cluster=cluster,
-        kubeconfig=kubeconfig, context=context, timeout=timeout, poll=poll, wait=wait,
-    )  # fmt: skip
+    return apply("rollback", name, namespace, plan_for, Options(**options))
 
 
 def status(

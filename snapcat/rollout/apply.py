@@ -42,6 +42,33 @@ class RolloutResult:
         return self.request.to_yaml()
 
 
+@dataclass(frozen=True)
+class Options:
+    """How an action reaches the cluster and waits, the same for canary, promote and rollback
+    (which take these as keyword arguments).
+
+    ``dry_run``: build the request only, contact nothing; ``current``: the live object to work
+    from instead of reading it; ``cluster`` (or ``kubeconfig`` / ``context`` to connect with);
+    ``timeout`` / ``poll``: seconds to wait for the result and between checks; ``wait=False``:
+    send and return."""
+
+    dry_run: bool = False
+    current: dict | None = None
+    cluster: Cluster | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    poll: float = DEFAULT_POLL
+    wait: bool = True
+
+    def connect(self) -> Cluster:
+        return (
+            self.cluster
+            if self.cluster is not None
+            else Cluster.connect(self.kubeconfig, self.context)
+        )
+
+
 @dataclass
 class Plan:
     """One write: the body, the live-state check before sending it, and what to wait for after."""
@@ -63,20 +90,13 @@ def apply(
     name: str,
     namespace: str,
     plan_for: Callable[[dict], Plan],
+    options: Options,
     *,
-    dry_run: bool,
-    current: dict | None,
-    cluster: Cluster | None,
-    kubeconfig: str | None,
-    context: str | None,
-    timeout: float,
-    poll: float,
-    wait: bool,
     offline_uri: str | None = None,
 ) -> RolloutResult:
-    if not dry_run:
-        cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
-    live = load_current(None if dry_run else cluster, name, namespace, current, offline_uri)
+    dry_run = options.dry_run
+    cluster = None if dry_run else options.connect()
+    live = load_current(cluster, name, namespace, options.current, offline_uri)
     plan = plan_for(live)
     content_type = MERGE_PATCH if plan.method == "PATCH" else JSON
     request = Request(plan.method, isvc_path(name, namespace), plan.body, content_type)
@@ -91,7 +111,7 @@ def apply(
     send = cluster.patch if plan.method == "PATCH" else cluster.replace
     sent = send(name, namespace, plan.body)
     result.sent = True
-    if not wait:
+    if not options.wait:
         result.status = summarize(sent)
         return result
     generation = (sent.get("metadata") or {}).get("generation")
@@ -102,8 +122,8 @@ def apply(
             name,
             namespace,
             plan.until(generation),
-            timeout=timeout,
-            poll=poll,
+            timeout=options.timeout,
+            poll=options.poll,
             what=plan.what,
             failed=(lambda isvc: failed(isvc, generation)) if failed else None,
         )

@@ -12,16 +12,14 @@ from typing import Any
 import yaml
 
 from snapcat.rollout.isvc import (
-    STORAGE_URI_ENV,
+    COMPONENTS,
     RolloutError,
     canary_percent_of,
     check_model_uri,
-    components_of,
     model_uri_of,
     predictor_implementation,
     ref,
-    spec_of,
-    transformer_container_index,
+    rollout_components,
 )
 
 
@@ -50,11 +48,11 @@ def to_yaml(obj: Any) -> str:
 def canary_patch(current: dict, model_uri: str, percent: int) -> dict:
     """JSON merge patch that starts (or re-weights) a canary of ``model_uri`` at ``percent``%.
 
-    It sets the predictor's storageUri and the transformer's STORAGE_URI together, with the same
-    canaryTrafficPercent on both components. A merge patch replaces lists whole, so the
-    transformer's containers are sent complete (copied from ``current`` with the env var changed),
-    guarded by ``current``'s resourceVersion: if anyone changed the object since it was read, the
-    API server refuses the patch instead of losing their change.
+    It changes one URI, the predictor's storageUri, with its canaryTrafficPercent: the
+    transformer reads no model files (each answer describes the model that computed it), so it
+    keeps its single revision and serves both model versions. The patch is guarded by
+    ``current``'s resourceVersion: if anyone changed the object since it was read, the API server
+    refuses the patch instead of losing their change.
     """
     check_model_uri(model_uri, local_ok=True)
     if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 99:
@@ -69,22 +67,9 @@ def canary_patch(current: dict, model_uri: str, percent: int) -> dict:
     resource_version = (current.get("metadata") or {}).get("resourceVersion")
     if resource_version:
         patch["metadata"] = {"resourceVersion": resource_version}
-    spec: dict = {
+    patch["spec"] = {
         "predictor": {"canaryTrafficPercent": percent, implementation: {"storageUri": model_uri}}
     }
-    index = transformer_container_index(current)
-    if index is not None:
-        containers = copy.deepcopy(spec_of(current)["transformer"]["containers"])
-        env = containers[index].setdefault("env", [])
-        for var in env:
-            if var.get("name") == STORAGE_URI_ENV:
-                var.clear()
-                var.update({"name": STORAGE_URI_ENV, "value": model_uri})
-                break
-        else:
-            env.insert(0, {"name": STORAGE_URI_ENV, "value": model_uri})
-        spec["transformer"] = {"canaryTrafficPercent": percent, "containers": containers}
-    patch["spec"] = spec
     return patch
 
 
@@ -95,11 +80,11 @@ def promote_body(current: dict) -> dict:
     body.pop("status", None)
     metadata = body.setdefault("metadata", {})
     metadata.pop("managedFields", None)
-    for component in components_of(body):
-        body["spec"][component].pop("canaryTrafficPercent", None)
+    for component in COMPONENTS:
+        (body["spec"].get(component) or {}).pop("canaryTrafficPercent", None)
     return body
 
 
 def rollback_patch(current: dict) -> dict:
     """JSON merge patch pinning all traffic to the previously rolled-out revisions."""
-    return {"spec": {c: {"canaryTrafficPercent": 0} for c in components_of(current)}}
+    return {"spec": {c: {"canaryTrafficPercent": 0} for c in rollout_components(current)}}

@@ -16,7 +16,6 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 DEFAULT_NAME = "listing-category"
 TRANSFORMER_CONTAINER = "kserve-container"
-STORAGE_URI_ENV = "STORAGE_URI"
 
 DEPLOYMENT_MODE_ANNOTATION = f"{GROUP}/deploymentMode"
 KNATIVE_MODES = ("Knative", "Serverless")  # "Serverless" is the legacy name of the Knative mode
@@ -88,33 +87,17 @@ def model_uri_of(isvc: dict) -> str | None:
     return spec_of(isvc)["predictor"][predictor_implementation(isvc)].get("storageUri")
 
 
-def transformer_container_index(isvc: dict) -> int | None:
-    transformer = spec_of(isvc).get("transformer")
-    if not transformer:
-        return None
-    containers = transformer.get("containers") or []
-    if not containers:
-        raise RolloutError(f"{ref(isvc)}: spec.transformer has no containers")
-    for i, container in enumerate(containers):
-        if container.get("name") == TRANSFORMER_CONTAINER:
-            return i
-    return 0  # KServe renames the first container to kserve-container
-
-
-def transformer_storage_uri(isvc: dict) -> str | None:
-    index = transformer_container_index(isvc)
-    if index is None:
-        return None
-    container = spec_of(isvc)["transformer"]["containers"][index]
-    for env in container.get("env") or []:
-        if env.get("name") == STORAGE_URI_ENV:
-            return env.get("value")
-    return None
-
-
-def components_of(isvc: dict) -> tuple[str, ...]:
+def rollout_components(isvc: dict) -> tuple[str, ...]:
+    """The components whose traffic a rollout splits: the predictor, since a canary changes its
+    storageUri only (the transformer reads no model files, so it keeps one revision), plus any
+    other component with a canaryTrafficPercent (a canary started by an older snapcat, which
+    moved the transformer too), so promote and rollback finish what it started."""
     spec = spec_of(isvc)
-    return tuple(c for c in COMPONENTS if spec.get(c))
+    return ("predictor",) + tuple(
+        c
+        for c in COMPONENTS
+        if c != "predictor" and (spec.get(c) or {}).get("canaryTrafficPercent") is not None
+    )
 
 
 def canary_percent_of(isvc: dict) -> int | None:

@@ -1,33 +1,43 @@
-"""The InferenceService ``manifests/base`` deploys, rendered from Python.
+"""The InferenceService ``manifests/base`` deploys, rendered from the same file.
 
-Used as the starting object of an offline dry run and for a first deployment without kustomize.
-tests/test_manifests.py checks it equals the kustomize build of the base.
+The object is package data, ``snapcat/data/kserve/inferenceservice.yaml``: the kustomize base
+includes that folder, and this module reads it from the installed package (a wheel carries it),
+so a first deployment from Python, an offline dry run and ``kubectl apply -k`` start from one
+source. That file is also the one source of the TF Serving release (:data:`TF_SERVING_VERSION`).
+tests/test_manifests.py checks the rendering equals the kustomize build of the base.
 """
 
 from __future__ import annotations
 
-from snapcat.rollout.isvc import (
-    API_VERSION,
-    DEPLOYMENT_MODE_ANNOTATION,
-    GROUP,
-    KIND,
-    STORAGE_URI_ENV,
-    TRANSFORMER_CONTAINER,
-    check_model_uri,
-)
+import copy
+from functools import cache
+from importlib.resources import files
+from typing import Any
 
-#: TF Serving release for the predictor (``runtimeVersion``, i.e. the tensorflow/serving image tag).
-#: TF Serving X.Y is built on TensorFlow X.Y; this matches the training TensorFlow (2.21, see
-#: requirements/all.lock), so the model is served by the runtime it was trained and evaluated on.
-TF_SERVING_VERSION = "2.21.0"
+import yaml
+
+from snapcat.rollout.isvc import check_model_uri, predictor_implementation
+
+#: The shipped InferenceService, inside the ``snapcat`` package.
+ISVC_RESOURCE = ("data", "kserve", "inferenceservice.yaml")
 SERVE_IMAGE_REPOSITORY = "ghcr.io/snapcat/snapcat-serve"
-SERVICE_ACCOUNT = "snapcat-model-reader"
-#: Where KServe's storage initializer puts the STORAGE_URI model in a custom (transformer) container.
-MODEL_MOUNT = "/mnt/models"
-TOP_K = 3
-#: Where KServe's payload logger sends requests and responses: the sink of manifests/feedback.
-FEEDBACK_SINK_URL = "http://snapcat-feedback/"
-TAG_ROUTING_ANNOTATION = f"{GROUP}/enable-tag-routing"
+
+
+@cache
+def _shipped() -> dict:
+    path = files("snapcat").joinpath(*ISVC_RESOURCE)
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def shipped_inferenceservice() -> dict:
+    """A copy of the InferenceService as shipped (before kustomize sets namespace and tags)."""
+    return copy.deepcopy(_shipped())
+
+
+#: TF Serving release for the predictor (``runtimeVersion``, i.e. the tensorflow/serving image
+#: tag), as the shipped manifest pins it; it matches the training TensorFlow (tests check the
+#: locks), so the model is served by the runtime it was trained and evaluated on.
+TF_SERVING_VERSION: str = _shipped()["spec"]["predictor"]["model"]["runtimeVersion"]
 
 
 def serve_image(tag: str | None = None) -> str:
@@ -45,103 +55,39 @@ def render_inferenceservice(
     model_uri: str,
     *,
     image: str | None = None,
-    runtime_version: str = TF_SERVING_VERSION,
-    service_account: str = SERVICE_ACCOUNT,
-    top_k: int = TOP_K,
+    runtime_version: str | None = None,
 ) -> dict:
-    """The InferenceService of ``manifests/base`` (CPU, one replica) for ``model_uri``.
+    """The shipped InferenceService (CPU, one replica) named ``name`` in ``namespace``, serving
+    ``model_uri``, with the transformer ``image`` (default: this version's, as the base's
+    ``images:`` sets it) and TF Serving ``runtime_version`` (default: the shipped one).
 
-    tests/test_manifests.py checks this equals the kustomize build of the base, so a first
-    deployment from Python and one from the manifests are the same object.
-    """
+    The predictor mounts TF Serving's batching and monitoring files from the ConfigMap
+    ``snapcat-tfserving``, which kustomize generates from ``manifests/base/tfserving/`` (with a
+    content hash in its name): a first deployment from this object alone needs that ConfigMap,
+    under the name its volume gives."""
     check_model_uri(model_uri, local_ok=True)
-    probe = {"initialDelaySeconds": 5, "periodSeconds": 5, "timeoutSeconds": 3}
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "snapcat",
-                "app.kubernetes.io/component": name,
-            },
-            "annotations": {
-                DEPLOYMENT_MODE_ANNOTATION: "Knative",
-                TAG_ROUTING_ANNOTATION: "true",
-            },
-        },
-        "spec": {
-            "predictor": {
-                "serviceAccountName": service_account,
-                "minReplicas": 1,
-                "maxReplicas": 1,
-                "model": {
-                    "modelFormat": {"name": "tensorflow"},
-                    "runtimeVersion": runtime_version,
-                    "protocolVersion": "v1",
-                    "storageUri": model_uri,
-                    "resources": {
-                        "requests": {"cpu": "1", "memory": "2Gi"},
-                        "limits": {"cpu": "2", "memory": "4Gi"},
-                    },
-                    "readinessProbe": {
-                        "httpGet": {"path": f"/v1/models/{name}/metadata", "port": 8080},
-                        **probe,
-                        "failureThreshold": 6,
-                    },
-                },
-            },
-            "transformer": {
-                "serviceAccountName": service_account,
-                "minReplicas": 1,
-                "maxReplicas": 1,
-                "logger": {"mode": "all", "url": FEEDBACK_SINK_URL},
-                "containers": [
-                    {
-                        "name": TRANSFORMER_CONTAINER,
-                        "image": image or serve_image(),
-                        "args": [
-                            "--http_port=8080",
-                            f"--top_k={top_k}",
-                            f"--model_dir={MODEL_MOUNT}",
-                        ],
-                        "env": [
-                            {"name": STORAGE_URI_ENV, "value": model_uri},
-                            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-                        ],
-                        "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
-                        "resources": {
-                            "requests": {"cpu": "500m", "memory": "512Mi"},
-                            "limits": {"cpu": "1", "memory": "1Gi"},
-                        },
-                        "readinessProbe": {
-                            "httpGet": {"path": f"/v1/models/{name}", "port": 8080},
-                            **probe,
-                            "initialDelaySeconds": 2,
-                            "failureThreshold": 6,
-                        },
-                        "livenessProbe": {
-                            "httpGet": {"path": "/v2/health/live", "port": 8080},
-                            "initialDelaySeconds": 10,
-                            "periodSeconds": 10,
-                            "timeoutSeconds": 3,
-                            "failureThreshold": 3,
-                        },
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 10001,
-                            "runAsGroup": 10001,
-                            "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False,
-                            "privileged": False,
-                            "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                    }
-                ],
-                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
-            },
-        },
-    }
+    isvc = shipped_inferenceservice()
+    isvc = _renamed(isvc, isvc["metadata"]["name"], name)
+    isvc["metadata"]["namespace"] = namespace
+    model = isvc["spec"]["predictor"][predictor_implementation(isvc)]
+    model["storageUri"] = model_uri
+    if runtime_version is not None:
+        model["runtimeVersion"] = runtime_version
+    for container in isvc["spec"].get("transformer", {}).get("containers", []):
+        if container["image"].split(":")[0] == SERVE_IMAGE_REPOSITORY:
+            container["image"] = image or serve_image()
+    return isvc
+
+
+def _renamed(value: Any, old: str, new: str) -> Any:
+    """``value`` with the shipped name replaced where it names the InferenceService: a string
+    equal to it (name, labels) or a model path in it (``/v1/models/<name>`` in probes)."""
+    if isinstance(value, dict):
+        return {k: _renamed(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, old, new) for v in value]
+    if isinstance(value, str):
+        if value == old:
+            return new
+        return value.replace(f"/models/{old}", f"/models/{new}")
+    return value

@@ -9,7 +9,6 @@ from snapcat.rollout.isvc import (
     RolloutError,
     deployment_mode,
     model_uri_of,
-    transformer_storage_uri,
 )
 
 
@@ -84,9 +83,12 @@ def summarize(isvc: dict) -> dict:
 
 
 def _model_uri_or_none(isvc: dict, component: str) -> str | None:
+    """The predictor's storageUri; None for the transformer, which has no model of its own."""
+    if component != "predictor":
+        return None
     try:
-        return model_uri_of(isvc) if component == "predictor" else transformer_storage_uri(isvc)
-    except RolloutError:  # not a predictor/transformer this module can roll out
+        return model_uri_of(isvc)
+    except RolloutError:  # not a predictor this module can roll out
         return None
 
 
@@ -104,7 +106,8 @@ def format_status(summary: dict) -> str:
     for name, comp in summary["components"].items():
         canary = comp["canaryTrafficPercent"]
         lines.append(f"  {name}:")
-        lines.append(f"    model: {comp['model_uri']}")
+        if comp["model_uri"]:
+            lines.append(f"    model: {comp['model_uri']}")
         lines.append(f"    canaryTrafficPercent: {'-' if canary is None else canary}")
         for key in (
             "latestCreatedRevision",

@@ -31,6 +31,37 @@ def _latest_share(comp_status: dict) -> int:
     )
 
 
+ComponentCheck = Callable[[str, dict], "str | None"]
+
+
+def _each_component(
+    generation: int | None,
+    components: tuple[str, ...],
+    problem: ComponentCheck,
+    *,
+    needs_ready: bool = True,
+    done: str = "ready",
+) -> Check:
+    """The prelude every wait shares (the controller has seen ``generation``; the Ready
+    condition, unless ``needs_ready`` is False), then ``problem(name, component_status)`` per
+    component: the first text it returns is why the wait goes on."""
+
+    def check(isvc: dict) -> tuple[bool, str]:
+        ok, why = _observed(isvc, generation)
+        if not ok:
+            return ok, why
+        if needs_ready and not is_ready(isvc):
+            return False, not_ready_reason(isvc)
+        statuses = (isvc.get("status") or {}).get("components") or {}
+        for name in components:
+            found = problem(name, statuses.get(name) or {})
+            if found:
+                return False, found
+        return True, done
+
+    return check
+
+
 def canary_ready(
     generation: int | None,
     percent: int,
@@ -45,62 +76,39 @@ def canary_ready(
     """
     replaced = replaced or {}
 
-    def check(isvc: dict) -> tuple[bool, str]:
-        ok, why = _observed(isvc, generation)
-        if not ok:
-            return ok, why
-        if not is_ready(isvc):
-            return False, not_ready_reason(isvc)
-        statuses = (isvc.get("status") or {}).get("components") or {}
-        for name in components:
-            comp = statuses.get(name) or {}
-            created, ready_rev = comp.get("latestCreatedRevision"), comp.get("latestReadyRevision")
-            if replaced.get(name) and ready_rev == replaced[name]:
-                return False, f"{name}: no new revision is ready yet"
-            if created and created != ready_rev:
-                return False, f"{name} revision {created} is not ready yet"
-            rolled = comp.get("latestRolledoutRevision")
-            if rolled and rolled != ready_rev and _latest_share(comp) != percent:
-                return False, f"{name} traffic is not split {100 - percent}/{percent} yet"
-        return True, "ready"
+    def problem(name: str, comp: dict) -> str | None:
+        created, ready_rev = comp.get("latestCreatedRevision"), comp.get("latestReadyRevision")
+        if replaced.get(name) and ready_rev == replaced[name]:
+            return f"{name}: no new revision is ready yet"
+        if created and created != ready_rev:
+            return f"{name} revision {created} is not ready yet"
+        rolled = comp.get("latestRolledoutRevision")
+        if rolled and rolled != ready_rev and _latest_share(comp) != percent:
+            return f"{name} traffic is not split {100 - percent}/{percent} yet"
+        return None
 
-    return check
+    return _each_component(generation, components, problem)
 
 
 def all_traffic_to_latest(generation: int | None, components: tuple[str, ...]) -> Check:
-    def check(isvc: dict) -> tuple[bool, str]:
-        ok, why = _observed(isvc, generation)
-        if not ok:
-            return ok, why
-        if not is_ready(isvc):
-            return False, not_ready_reason(isvc)
-        statuses = (isvc.get("status") or {}).get("components") or {}
-        for name in components:
-            comp = statuses.get(name) or {}
-            if comp.get("traffic") and _latest_share(comp) != 100:
-                return False, f"{name} does not send all traffic to its latest revision yet"
-        return True, "ready"
+    def problem(name: str, comp: dict) -> str | None:
+        if comp.get("traffic") and _latest_share(comp) != 100:
+            return f"{name} does not send all traffic to its latest revision yet"
+        return None
 
-    return check
+    return _each_component(generation, components, problem)
 
 
 def traffic_pinned_to_previous(generation: int | None, components: tuple[str, ...]) -> Check:
     """No traffic on the latest revisions. Readiness is not required: the rejected revision may be
     the very reason the InferenceService is not ready."""
 
-    def check(isvc: dict) -> tuple[bool, str]:
-        ok, why = _observed(isvc, generation)
-        if not ok:
-            return ok, why
-        statuses = (isvc.get("status") or {}).get("components") or {}
-        for name in components:
-            comp = statuses.get(name) or {}
-            traffic = comp.get("traffic") or []
-            if not traffic or _latest_share(comp) != 0:
-                return False, f"{name} traffic is not pinned to its previous revision yet"
-        return True, "pinned"
+    def problem(name: str, comp: dict) -> str | None:
+        if not comp.get("traffic") or _latest_share(comp) != 0:
+            return f"{name} traffic is not pinned to its previous revision yet"
+        return None
 
-    return check
+    return _each_component(generation, components, problem, needs_ready=False, done="pinned")
 
 
 def failed_load(isvc: dict, generation: int | None) -> str | None:
