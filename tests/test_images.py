@@ -1,8 +1,9 @@
 """The real images, built with Docker on this machine and run as production runs them.
 
 - The serving image (``Dockerfile.serve``) runs with the transformer container's settings from
-  ``manifests/base/inferenceservice.yaml`` (its args, read-only root, dropped capabilities, CPU
-  and memory limits, the /tmp scratch volume) plus the arguments KServe's controller appends,
+  the shipped InferenceService (``snapcat/data/kserve/inferenceservice.yaml``: its args,
+  read-only root, dropped capabilities, CPU and memory limits, the /tmp scratch volume) plus the
+  arguments KServe's controller appends,
   and classifies photos (V1 and V2) against the local TF-Serving-compatible predictor serving a
   small exported model; its answers must agree with that SavedModel run in this process.
 - The training and light images (``Dockerfile.train``, ``Dockerfile.pipeline``) run the whole
@@ -24,20 +25,18 @@ import subprocess
 import sys
 import time
 import uuid
-from importlib import metadata
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
 
 from components.images import default_light_image, default_train_image
+from snapcat.rollout.render import serve_image, shipped_inferenceservice
 
 BUILD_TIMEOUT = 1800
-SERVE_IMAGE = f"ghcr.io/snapcat/snapcat-serve:{metadata.version('snapcat')}"
-MANIFEST = REPO_ROOT / "manifests" / "base" / "inferenceservice.yaml"
+SERVE_IMAGE = serve_image()  # the name and tag the InferenceService deploys
 MODEL_NAME = "listing-category"
 IMAGE_SIZE = 71
 #: scores come back rounded to 4 decimals; batching may move float32 results a little
@@ -92,9 +91,9 @@ def b64(data: bytes) -> str:
 
 # ------------------------------------------------------ the transformer container as deployed
 def transformer_spec() -> tuple[dict, list[dict]]:
-    """The transformer's container and its volumes, as the base InferenceService declares them."""
-    isvc = yaml.safe_load(MANIFEST.read_text("utf-8"))
-    transformer = isvc["spec"]["transformer"]
+    """The transformer's container and its volumes, as the shipped InferenceService declares
+    them (``snapcat/data/kserve/inferenceservice.yaml``, what ``manifests/base`` deploys)."""
+    transformer = shipped_inferenceservice()["spec"]["transformer"]
     return transformer["containers"][0], transformer.get("volumes", [])
 
 
@@ -124,17 +123,14 @@ def _bytes(quantity: str) -> int:
     return int(float(number) * units.get(unit, 1))
 
 
-def docker_run_flags(container: dict, volumes: list[dict], model_dir: Path) -> list[str]:
-    """`docker run` flags for what the pod spec sets: environment, the model folder where
-    KServe's storage initializer puts STORAGE_URI, scratch volumes, the security context, the
-    resource limits. The image's own user is kept: it must be the non-root one the manifest
-    names (checked separately)."""
+def docker_run_flags(container: dict, volumes: list[dict]) -> list[str]:
+    """`docker run` flags for what the pod spec sets: environment, scratch volumes, the
+    security context, the resource limits. No model folder: the transformer has none (labels
+    come with the predictor's answers). The image's own user is kept: it must be the non-root
+    one the manifest names (checked separately)."""
     flags = ["--network=host"]
     for variable in container.get("env", []):
-        if variable["name"] == "STORAGE_URI":
-            flags += ["-v", f"{model_dir}:/mnt/models:ro"]
-        else:
-            flags += ["-e", f"{variable['name']}={variable['value']}"]
+        flags += ["-e", f"{variable['name']}={variable['value']}"]
     scratch = {v["name"]: v["emptyDir"] for v in volumes if "emptyDir" in v}
     for mount in container.get("volumeMounts", []):
         size = scratch[mount["name"]].get("sizeLimit")
@@ -157,7 +153,7 @@ def docker_run_flags(container: dict, volumes: list[dict], model_dir: Path) -> l
 
 # -------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def serve_image() -> str:
+def serving_image() -> str:
     build_image("serve")
     return SERVE_IMAGE
 
@@ -220,8 +216,6 @@ def model_dir(tmp_path_factory) -> Path:
         jpeg_quality=90,
         backbone="efficientnet-lite0",
     )
-    for path in [root, *root.rglob("*")]:  # readable by the image's user
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     return root
 
 
@@ -313,14 +307,14 @@ def predictor(model_dir, tmp_path_factory):
 class Container:
     """The transformer container, started as the InferenceService would start it."""
 
-    def __init__(self, image: str, model_dir: Path, predictor_host: str):
+    def __init__(self, image: str, predictor_host: str):
         spec, volumes = transformer_spec()
         self.port = _free_port()
         self.name = f"snapcat-image-test-{uuid.uuid4().hex[:8]}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = kserve_args(spec, predictor_host, self.port)
         self.ready_path = spec["readinessProbe"]["httpGet"]["path"]
-        flags = docker_run_flags(spec, volumes, model_dir)
+        flags = docker_run_flags(spec, volumes)
         docker("run", "-d", "--name", self.name, *flags, image, *self.args)
 
     def running(self) -> bool:
@@ -336,8 +330,8 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def transformer(serve_image, model_dir, predictor):
-    container = Container(serve_image, model_dir, predictor)
+def transformer(serving_image, predictor):
+    container = Container(serving_image, predictor)
     try:
         _wait_ok(container.url + container.ready_path, 120, container.running, container.logs)
         yield container
@@ -346,8 +340,8 @@ def transformer(serve_image, model_dir, predictor):
 
 
 # ----------------------------------------------------------------------------- serving image
-def test_serving_image_is_non_root_without_tensorflow(serve_image, capsys):
-    user = docker("image", "inspect", "-f", "{{.Config.User}}", serve_image).stdout.strip()
+def test_serving_image_is_non_root_without_tensorflow(serving_image, capsys):
+    user = docker("image", "inspect", "-f", "{{.Config.User}}", serving_image).stdout.strip()
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, f"USER {user!r}: Kubernetes' runAsNonRoot needs a uid"
     spec, _ = transformer_spec()
@@ -358,19 +352,19 @@ def test_serving_image_is_non_root_without_tensorflow(serve_image, capsys):
         "if u.find_spec(m)]]))"
     )
     ran = docker(
-        "run", "--rm", "--network=host", "--entrypoint", "python", serve_image, "-c", probe
+        "run", "--rm", "--network=host", "--entrypoint", "python", serving_image, "-c", probe
     )
     assert json.loads(ran.stdout) == [int(uid), []]
-    size = image_size(serve_image)
-    report(capsys, f"{serve_image}: {size / 1e6:.0f} MB")
+    size = image_size(serving_image)
+    report(capsys, f"{serving_image}: {size / 1e6:.0f} MB")
     assert size < SERVE_IMAGE_MAX_BYTES
 
 
-def test_serving_image_refuses_bad_arguments_clearly(serve_image):
+def test_serving_image_refuses_bad_arguments_clearly(serving_image):
     """A typo in the InferenceService's args stops the container at once with argparse's
     message, instead of a pod that starts and serves something else."""
     ran = docker(
-        "run", "--rm", "--network=host", serve_image, "--top_kk=3", check=False, timeout=60
+        "run", "--rm", "--network=host", serving_image, "--top_kk=3", check=False, timeout=60
     )
     assert ran.returncode == 2 and "--top_kk" in ran.stderr
 
