@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 LOCKS := requirements/all.lock requirements/train.lock requirements/serve.lock requirements/pipeline.lock
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test lint format lock clean bench
+.PHONY: venv demo test image-test lint format lock clean bench
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,17 @@ demo: venv
 
 test: venv lint
 	$(BIN)/python -m pytest -q -rs
+
+# The real images, built with Docker here and run as production runs them (tests marked `image`).
+# From nothing: installs and starts Docker, builds the Python base stand-in (Docker Hub is out of
+# reach), builds the serving, training and light images, runs the image tests, prints the sizes.
+image-test: venv
+	scripts/docker-daemon.sh
+	scripts/python-base-image.sh
+	scripts/build-image.sh serve train pipeline
+	$(BIN)/python -m pytest -q -rs -m image
+	@docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' \
+		| grep -E '^(ghcr.io/snapcat|snapcat-local)/' | sort
 
 lint: venv
 	$(BIN)/ruff check .

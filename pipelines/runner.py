@@ -141,15 +141,30 @@ def submit(
     return run.run_id
 
 
+#: How ``run_local`` runs each step: in this Python environment, or in the step's own image.
+RUNNERS = ("subprocess", "docker")
+
+
 def run_local(
-    input_uri: str, workdir: str | Path, params: dict, settings: ClusterSettings | None = None
+    input_uri: str,
+    workdir: str | Path,
+    params: dict,
+    settings: ClusterSettings | None = None,
+    runner: str = "subprocess",
 ) -> dict[str, str]:
-    """Runs the pipeline with ``kfp.local`` (subprocesses, no Docker); returns artifact paths.
+    """Runs the pipeline with ``kfp.local``; returns artifact paths.
+
+    ``runner="subprocess"`` runs every step as a subprocess of this Python environment;
+    ``runner="docker"`` runs each in the image its component names (``settings.image`` /
+    ``settings.light_image``), as the cluster does (see :func:`docker_runner`).
 
     kfp.local deletes the workspace when a run ends (as a cluster deletes the run's PVC); one that
     was killed leaves it, and the next run with this workdir resumes training from it."""
     from kfp import local
 
+    if runner not in RUNNERS:
+        raise ValueError(f"runner {runner!r}: choose from {', '.join(RUNNERS)}")
+    settings = settings or ClusterSettings()
     # The steps are subprocesses of this one: spare their logs TensorFlow's C++ start-up chatter
     # (the training image sets the same).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -159,7 +174,11 @@ def run_local(
     if "://" not in input_uri:
         input_uri = str(Path(input_uri).resolve())
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=(
+            docker_runner(input_uri, settings)
+            if runner == "docker"
+            else local.SubprocessRunner(use_venv=False)
+        ),
         pipeline_root=str(root),
         workspace_root=str(workdir / "workspace"),
         raise_on_error=True,
@@ -167,7 +186,7 @@ def run_local(
     before = set(root.iterdir())
     pipeline = build_pipeline(settings)
     with warnings.catch_warnings():
-        # KFP warns that the image has no "python" in its name: locally the image is not used.
+        # KFP warns that the image has no "python" in its name: ours have Python and kfp.
         warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
         pipeline(
             **{
@@ -181,6 +200,74 @@ def run_local(
     if not runs:
         raise RuntimeError(f"kfp.local produced no run folder under {root}")
     return locate_artifacts(runs[-1])
+
+
+class ImageUnavailableError(RuntimeError):
+    """A step's image is neither on this machine nor pullable."""
+
+
+def docker_runner(input_uri: str, settings: ClusterSettings):
+    """``kfp.local.DockerRunner`` set up to run the steps' containers as a cluster would.
+
+    kfp mounts the pipeline root and the workspace at their paths; on top of that:
+
+    - the input folder (when ``input_uri`` is a path) is mounted read-only at its own path;
+    - the image's ENTRYPOINT is cleared: Kubernetes replaces it with the component's command,
+      whereas Docker would put that command after it as arguments (``snapcat sh -ec ...``);
+    - the steps run as the calling user, so they can write the caller's pipeline root and what
+      they write belongs to the caller (on a cluster KFP's launcher moves the artifacts);
+    - host networking, so steps reach what this machine reaches (object storage, a cluster API);
+    - storage credentials set in this environment are passed on (on a cluster they come from the
+      ``storage_secret``), and nothing else of it.
+
+    Images must be on this machine or pullable (``scripts/build-image.sh train pipeline`` builds
+    them here); a missing one is reported before anything runs."""
+    from docker.types import Mount
+    from kfp import local
+
+    ensure_images([settings.image, settings.light_image])
+    mounts = []
+    if "://" not in input_uri:
+        mounts.append(Mount(target=input_uri, source=input_uri, type="bind", read_only=True))
+    environment = {"HOME": "/tmp"}  # any user id has a writable home (matplotlib, fsspec)
+    for _, variable in settings.storage_secret_env:
+        if variable in os.environ:
+            environment[variable] = os.environ[variable]
+    return local.DockerRunner(
+        entrypoint=[""],
+        user=f"{os.getuid()}:{os.getgid()}",
+        network_mode="host",
+        mounts=mounts,
+        environment=environment,
+    )
+
+
+def ensure_images(images: list[str]) -> None:
+    """Pulls each image that is not on this machine; says how to build it when that fails."""
+    import docker
+
+    try:
+        client = docker.from_env()
+    except docker.errors.DockerException as exc:
+        raise ImageUnavailableError(
+            f"no Docker daemon answers ({exc}); start one (as root here: scripts/docker-daemon.sh)"
+        ) from exc
+    try:
+        for image in dict.fromkeys(images):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                log.info("pulling %s", image)
+                try:
+                    client.images.pull(image)
+                except docker.errors.APIError as exc:
+                    raise ImageUnavailableError(
+                        f"image {image} is not on this machine and cannot be pulled "
+                        f"({exc.explanation or exc}); build it here with "
+                        "scripts/build-image.sh train pipeline, or pass --image/--light-image"
+                    ) from exc
+    finally:
+        client.close()
 
 
 def locate_artifacts(run_dir: Path) -> dict[str, str]:

@@ -134,13 +134,45 @@ def resolve_weights(backbone: str, weights: str, connect_timeout: float = 3.0) -
     return "imagenet"
 
 
-def bake_imagenet_weights(names=None) -> None:
-    """Puts every backbone's ImageNet weights into the Keras cache (image build time), so that
-    training pods need no network."""
+@dataclass(frozen=True)
+class BakedWeights:
+    """What :func:`bake_imagenet_weights` put into the Keras cache, and what it could not."""
+
+    baked: tuple[str, ...]
+    skipped: dict[str, str]  # backbone -> why its weights are not in the cache
+
+    def __str__(self) -> str:
+        lines = [f"ImageNet weights baked: {', '.join(self.baked) or 'none'}"]
+        lines += [f"skipped {name}: {why}" for name, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+def bake_imagenet_weights(names=None, missing: str = "skip") -> BakedWeights:
+    """Puts the ImageNet weights of the ``names`` backbones (default: all) into the Keras cache
+    at image build time, so that training pods need no network.
+
+    Weights that must be downloaded (Xception, InceptionV3) cannot be where the build has no
+    internet: with ``missing="skip"`` such a backbone is left out and the result says why (pods
+    then refuse ``--weights imagenet`` for it with a clear error); ``missing="fail"`` raises
+    instead, for release builds that must carry every backbone. Weights that come with an
+    installed package (EfficientNet-Lite0) are always baked: failing there is a real error."""
+    if missing not in ("skip", "fail"):
+        raise ValueError(f"missing={missing!r}: choose 'skip' or 'fail'")
+    baked, skipped = [], {}
     for name in names or BACKBONES:
-        backbone = BACKBONES[name]
+        backbone = get_backbone(name)
         size = (backbone.default_size, backbone.default_size, 3)
-        backbone.constructor(include_top=False, weights="imagenet", input_shape=size)
+        try:
+            weights = resolve_weights(name, "imagenet")
+            backbone.constructor(include_top=False, weights=weights, input_shape=size)
+        except Exception as exc:
+            if backbone.weights_file is None or missing == "fail":
+                raise
+            cause = exc.__cause__ or exc
+            skipped[name] = f"cannot download {backbone.weights_file} ({cause})"
+            continue
+        baked.append(name)
+    return BakedWeights(tuple(baked), skipped)
 
 
 def build_model(spec: ModelSpec) -> tuple[keras.Model, keras.Model]:

@@ -142,3 +142,15 @@ def taxonomy():
     from snapcat.taxonomy import Taxonomy
 
     return Taxonomy.load()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``image`` build and run the Docker images (minutes, and Docker as root): they
+    run only when the marker expression asks for them (``-m image``, as ``make image-test``
+    does), never as part of a plain ``pytest`` or ``make test``."""
+    if "image" in (config.getoption("markexpr") or ""):
+        return
+    skipped = [item for item in items if item.get_closest_marker("image")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if not item.get_closest_marker("image")]

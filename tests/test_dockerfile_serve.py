@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile.serve"
@@ -112,16 +111,8 @@ def test_copied_sources_exist_and_are_not_dockerignored():
         if keyword != "COPY" or "--from=" in rest:
             continue
         for source in rest.split()[:-1]:
-            if source == "README.md":
-                continue  # test_readme_for_the_image_build
             assert (REPO_ROOT / source).exists(), source
             assert source.split("/")[0] not in ignored, f"{source} is in .dockerignore"
-
-
-def test_readme_for_the_image_build():
-    # pyproject.toml declares readme = "README.md", so `pip install .` in the image needs it.
-    if not (REPO_ROOT / "README.md").exists():
-        pytest.skip("README.md is not written yet; the image build copies it")
 
 
 def test_serve_lock_has_no_tensorflow():

@@ -32,7 +32,10 @@ def test_base_image_tensorflow_matches_the_lock():
     lock = (REPO / "requirements" / "train.lock").read_text()
     locked = re.search(r"^tensorflow-cpu==(\S+)$", lock, re.M).group(1)
     assert pinned == locked
-    assert "FROM tensorflow/tensorflow:${TF_VERSION}-gpu" in text
+    # the default base is TensorFlow's CUDA image at that version; every stage starts from it
+    assert "ARG BASE_IMAGE=tensorflow/tensorflow:${TF_VERSION}-gpu" in text
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert bases and set(bases) == {"${BASE_IMAGE}"}
 
 
 def test_installs_from_the_locks_and_bakes_every_backbones_weights():
@@ -42,6 +45,34 @@ def test_installs_from_the_locks_and_bakes_every_backbones_weights():
     assert sorted(baked) == sorted(BACKBONES)
     assert "bake_imagenet_weights(" in text
     assert "KERAS_HOME=/opt/keras" in text
+
+
+def test_a_base_without_tensorflow_gets_the_locks():
+    """On a plain Python base (the stand-in where Docker Hub is out of reach) TensorFlow comes
+    from the lock; on TensorFlow's image the lock's CPU wheel is left out."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    assert re.search(r'if python -c "import tensorflow".*grep -v \'\^tensorflow-cpu==\'', text)
+    assert "cp requirements/train.lock /tmp/train.txt" in text
+
+
+def test_baking_skips_weights_it_cannot_download_and_says_why(tmp_path, monkeypatch):
+    import socket
+
+    from snapcat import modeling
+
+    with socket.socket() as s:  # a port nothing listens on: the download host is unreachable
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(modeling, "WEIGHTS_HOST", ("127.0.0.1", closed))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    result = modeling.bake_imagenet_weights(["xception", "inceptionv3"])
+    assert result.baked == ()
+    assert sorted(result.skipped) == ["inceptionv3", "xception"]
+    assert "cannot download xception_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(result)
+    with pytest.raises(modeling.WeightsUnavailableError):
+        modeling.bake_imagenet_weights(["xception"], missing="fail")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        modeling.bake_imagenet_weights(["resnet"])
 
 
 def test_runs_as_non_root_without_secrets():

@@ -107,6 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--input", required=True, help="labelled photos: folder, manifest or URI")
     r.add_argument("--workdir", required=True, help="where kfp.local keeps runs and artifacts")
     r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    r.add_argument(
+        "--runner",
+        choices=("subprocess", "docker"),
+        default="subprocess",
+        help="subprocess: every step in this Python environment; docker: every step in its own "
+        "image (--image, --light-image), as on the cluster (kfp.local.DockerRunner)",
+    )
     _cluster_flags(r)
     r.set_defaults(handler=run_local)
 
@@ -150,10 +157,16 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from pipelines.runner import describe_result
+    from pipelines.runner import ImageUnavailableError, describe_result
     from pipelines.runner import run_local as run
+    from snapcat.cli import UserError
 
     settings = settings_from_args(args)
-    artifacts = run(args.input, args.workdir, _params(args, settings), settings)
+    try:
+        artifacts = run(
+            args.input, args.workdir, _params(args, settings), settings, runner=args.runner
+        )
+    except ImageUnavailableError as exc:
+        raise UserError(str(exc)) from exc
     print(describe_result(artifacts))
     return 0
