@@ -167,6 +167,37 @@ def make_backbone_weights(
     return [np.array(w.numpy()) for w in model.weights]
 
 
+def spread_head_scores(model, photos: list[bytes], image_size: int) -> None:
+    """A randomly initialised backbone gives nearly the same features for every photo, so its
+    softmax is nearly uniform. Rescale the head (from the features' measured spread on
+    ``photos``) so different photos get clearly different scores, and an answer that mixes
+    photos up or reorders classes cannot pass."""
+    import io
+
+    import keras
+    from PIL import Image
+
+    from snapcat.imaging import ImageSpec, normalize_image
+
+    spec = ImageSpec(size=image_size)
+    pixels = np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(normalize_image(p, spec))).convert("RGB"), "float32")
+            for p in photos
+        ]
+    )
+    features = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
+        pixels, verbose=0
+    )
+    dense = model.get_layer("probabilities")
+    kernel, _ = dense.get_weights()
+    spread = float((features - features.mean(0)).std()) or 1.0
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 3 / (spread * np.sqrt(kernel.shape[0])), kernel.shape)
+    kernel = kernel.astype(np.float32)
+    dense.set_weights([kernel, (-(features.mean(0) @ kernel)).astype(np.float32)])
+
+
 def history_rows(history_csv: Path) -> list[dict[str, str]]:
     """history.csv rows exactly as logged (no de-duplication of re-logged epochs)."""
     import csv

@@ -17,7 +17,6 @@ them, installing and starting Docker first. The images are built by ``scripts/bu
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
@@ -28,11 +27,12 @@ import uuid
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
+from _training_fixtures import spread_head_scores
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
 
 from components.images import default_light_image, default_train_image
+from snapcat.local.processes import free_port
 from snapcat.rollout.render import serve_image, shipped_inferenceservice
 
 BUILD_TIMEOUT = 1800
@@ -158,38 +158,6 @@ def serving_image() -> str:
     return SERVE_IMAGE
 
 
-def _distinct_head(model, photos: list[Path]) -> None:
-    """A randomly initialised backbone gives nearly the same features for every photo, so its
-    softmax is nearly uniform. Rescale the head so different photos get clearly different
-    scores, and an answer that mixes photos up or reorders classes cannot pass."""
-    import keras
-    from PIL import Image
-
-    from snapcat.imaging import ImageSpec, normalize_image
-
-    pixels = np.stack(
-        [
-            np.asarray(
-                Image.open(
-                    io.BytesIO(normalize_image(p.read_bytes(), ImageSpec(size=IMAGE_SIZE)))
-                ).convert("RGB"),
-                np.float32,
-            )
-            for p in photos
-        ]
-    )
-    features = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
-        pixels, verbose=0
-    )
-    dense = model.get_layer("probabilities")
-    kernel, _ = dense.get_weights()
-    spread = float((features - features.mean(0)).std()) or 1.0
-    rng = np.random.default_rng(0)
-    kernel = rng.normal(0, 3 / (spread * np.sqrt(kernel.shape[0])), kernel.shape)
-    kernel = kernel.astype(np.float32)
-    dense.set_weights([kernel, (-(features.mean(0) @ kernel)).astype(np.float32)])
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A small exported model (EfficientNet-Lite0, no pretrained weights, 5 classes, 71 px)."""
@@ -206,7 +174,7 @@ def model_dir(tmp_path_factory) -> Path:
             weights="none",
         )
     )
-    _distinct_head(model, sample_photos(8))
+    spread_head_scores(model, [p.read_bytes() for p in sample_photos(8)], IMAGE_SIZE)
     root = tmp_path_factory.mktemp("model") / MODEL_NAME
     export_model(
         model,
@@ -235,14 +203,6 @@ def reference(model_dir):
     return probabilities
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ok(url: str, timeout: float, alive, describe) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -263,7 +223,7 @@ def _wait_ok(url: str, timeout: float, alive, describe) -> None:
 @pytest.fixture(scope="module")
 def predictor(model_dir, tmp_path_factory):
     """The local TF-Serving stand-in, through its CLI, on 127.0.0.1."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("predictor") / "predictor.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -309,7 +269,7 @@ class Container:
 
     def __init__(self, image: str, predictor_host: str):
         spec, volumes = transformer_spec()
-        self.port = _free_port()
+        self.port = free_port()
         self.name = f"snapcat-image-test-{uuid.uuid4().hex[:8]}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = kserve_args(spec, predictor_host, self.port)

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _training_fixtures import spread_head_scores
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
 from test_feedback import Sink, logger_event
 
@@ -41,7 +42,7 @@ from snapcat.cli import main
 from snapcat.client import SnapcatClient
 from snapcat.export import DESCRIPTION_OUTPUTS, OUTPUT_NAME
 from snapcat.feedback.events import PREDICTION_ID, REQUEST_TYPE, RESPONSE_TYPE
-from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.imaging import normalize_image
 from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
 from snapcat.local.stack import predictor_command, transformer_command
 from snapcat.model_info import load_model_info
@@ -85,37 +86,6 @@ def sample_photos(n: int) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------ fixtures
-def _distinct_head(model, image_size: int) -> None:
-    """An untrained Xception pools to features of ~1e-5 that barely differ between images, so its
-    softmax is uniform (every score 0.2). Rescale the head so scores differ per photo."""
-    import keras
-    from PIL import Image
-
-    pixels = np.stack(
-        [
-            np.asarray(
-                Image.open(
-                    io.BytesIO(
-                        normalize_image(
-                            make_image_bytes("JPEG", (160, 120), seed=s), ImageSpec(size=image_size)
-                        )
-                    )
-                ).convert("RGB"),
-                np.float32,
-            )
-            for s in range(8)
-        ]
-    )
-    features = keras.Model(model.inputs, model.get_layer("avg_pool").output).predict(
-        pixels, verbose=0
-    )
-    dense = model.get_layer("probabilities")
-    kernel, _ = dense.get_weights()
-    rng = np.random.default_rng(0)
-    kernel = rng.normal(0, 3e5 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
-    dense.set_weights([kernel, (-(features.mean(0) @ kernel)).astype(np.float32)])
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     from snapcat.export import export_model
@@ -127,7 +97,9 @@ def model_dir(tmp_path_factory) -> Path:
             backbone="xception", num_classes=len(classes), image_size=IMAGE_SIZE, weights="none"
         )
     )
-    _distinct_head(model, IMAGE_SIZE)
+    spread_head_scores(
+        model, [make_image_bytes("JPEG", (160, 120), seed=s) for s in range(8)], IMAGE_SIZE
+    )
     root = tmp_path_factory.mktemp("model") / MODEL_NAME
     export_model(
         model,
