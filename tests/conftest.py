@@ -124,6 +124,16 @@ def make_tree(
     return written
 
 
+def v2_categories(body: dict, index: int, k: int = 3) -> list[dict]:
+    """Photo ``index``'s top-``k`` categories from a V2 (Open Inference Protocol) answer, whose
+    ``slug``/``label``/``score`` outputs hold ``k`` entries per photo, flattened."""
+    outputs = {o["name"]: o["data"][k * index : k * index + k] for o in body["outputs"]}
+    return [
+        {"slug": s, "label": label, "score": score}
+        for s, label, score in zip(outputs["slug"], outputs["label"], outputs["score"], strict=True)
+    ]
+
+
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _training_fixtures import spread_head_scores
-from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
+from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 
 from components.images import default_light_image, default_train_image
 from snapcat.local.processes import free_port
@@ -383,17 +383,8 @@ def test_classifies_photos_v2(transformer, reference):
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["model_name"], body["id"]) == (MODEL_NAME, "image-test")
-    outputs = {o["name"]: o for o in body["outputs"]}
     for i, photo in enumerate(photos):
-        categories = [
-            {"slug": s, "label": label, "score": score}
-            for s, label, score in zip(
-                outputs["slug"]["data"][3 * i : 3 * i + 3],
-                outputs["label"]["data"][3 * i : 3 * i + 3],
-                outputs["score"]["data"][3 * i : 3 * i + 3],
-                strict=True,
-            )
-        ]
+        categories = v2_categories(body, i)
         assert_agrees(categories, reference(photo))
 
 

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 import pytest
 from _training_fixtures import spread_head_scores
-from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes
+from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 from test_feedback import Sink, logger_event
 
 from snapcat.calibration import Calibration, is_confident
@@ -391,15 +391,7 @@ def test_v2_protocol(stack, http, info, reference, saved_labels):
     outputs = {o["name"]: o for o in body["outputs"]}
     assert outputs["slug"]["shape"] == outputs["score"]["shape"] == [2, 3]
     for i, photo in enumerate(photos):
-        categories = [
-            {"slug": s, "label": lab, "score": sc}
-            for s, lab, sc in zip(
-                outputs["slug"]["data"][3 * i : 3 * i + 3],
-                outputs["label"]["data"][3 * i : 3 * i + 3],
-                outputs["score"]["data"][3 * i : 3 * i + 3],
-                strict=True,
-            )
-        ]
+        categories = v2_categories(body, i)
         assert_agrees(categories, reference(photo), info, saved_labels)
     assert outputs["confident"]["datatype"] == "BOOL" and outputs["confident"]["shape"] == [2]
     assert outputs["confident"]["data"] == [
