@@ -8,7 +8,7 @@ UV_VERSION := 0.13.8
 LOCKS := requirements/all.lock requirements/train.lock requirements/serve.lock requirements/pipeline.lock
 DEMO_DIR ?= demo-output
 
-.PHONY: venv demo test image-test lint format lock clean bench
+.PHONY: venv demo test test-long image-test lint format lock clean bench
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,11 @@ demo: venv
 
 test: venv lint
 	$(BIN)/python -m pytest -q -rs
+
+# The few tests of several minutes each (marked `long`: kill-and-resume runs, InceptionV3), kept
+# out of `make test` so that it stays under ~15 minutes; CI runs them after it.
+test-long: venv
+	$(BIN)/python -m pytest -q -rs -m long
 
 # The real images, built with Docker here and run as production runs them (tests marked `image`).
 # From nothing: installs and starts Docker, builds the Python base stand-in (Docker Hub is out of

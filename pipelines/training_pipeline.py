@@ -26,6 +26,7 @@ from components import deploy, evaluate, fingerprint, prepare, select, train
 from components.images import default_light_image, default_train_image
 from snapcat.metrics import GateConfig
 from snapcat.prepare import PrepareConfig
+from snapcat.service_name import DEFAULT_MODEL_NAME
 from snapcat.training import TrainConfig
 
 PIPELINE_NAME = "snapcat-training"
@@ -177,7 +178,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         min_top1: float = GATE.min_top1,
         min_top3: float = GATE.min_top3,
         max_ece_increase: float = GATE.max_ece_increase,
-        isvc_name: str = "listing-category",
+        isvc_name: str = DEFAULT_MODEL_NAME,
         isvc_namespace: str = "snapcat",
         canary_percent: int = 10,
         deploy_dry_run: bool = False,

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from snapcat.transformer_core import DEFAULT_MODEL_NAME
+from snapcat.service_name import DEFAULT_MODEL_NAME
 
 Photo = str | os.PathLike | bytes | bytearray
 

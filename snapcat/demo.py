@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from snapcat.service_name import DEFAULT_MODEL_NAME
+
 #: Settings for a few hundred photos on two CPU cores; production defaults are in the pipeline.
 DEMO_PARAMS = {
     "candidates": ["efficientnet-lite0:two-phase"],
@@ -38,7 +40,7 @@ DEMO_PARAMS = {
     "min_top1": 0.0,  # no production floor on clip art: bless it to show the deploy step
     "min_top3": 0.0,
 }
-MODEL_NAME = "listing-category"
+MODEL_NAME = DEFAULT_MODEL_NAME
 #: What a kfp.local log line looks like when a task starts or ends, and how the demo says it.
 _TASK_EVENTS = (("Executing task", "  started  "), ("finished with status", "  finished "))
 

@@ -41,6 +41,7 @@ from snapcat.model_info import (
     resolve_version_dir,
     taxonomy_path,
 )
+from snapcat.service_name import DEFAULT_MODEL_NAME
 from snapcat.taxonomy import Taxonomy
 from snapcat.warmup import WARMUP_BATCH_SIZES, WARMUP_FILE, write_warmup_requests
 
@@ -100,7 +101,7 @@ def export_model(
     taxonomy_dir: str | None = None,
     card: dict | None = None,
     calibration: Calibration | None = None,
-    model_name: str = "listing-category",
+    model_name: str = DEFAULT_MODEL_NAME,
 ) -> str:
     """Writes ``model`` as a new version under ``model_dir``; returns the version folder.
 

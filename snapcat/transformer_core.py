@@ -70,8 +70,6 @@ from snapcat.serving_errors import (
 
 logger = logging.getLogger(__name__)
 
-#: The InferenceService name the manifests, the CLI and the client default to.
-DEFAULT_MODEL_NAME = "listing-category"
 DEFAULT_TOP_K = 3
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_IMAGE_BYTES = ImageSpec.max_bytes

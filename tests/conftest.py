@@ -154,13 +154,19 @@ def taxonomy():
     return Taxonomy.load()
 
 
+#: Markers whose tests run only when the marker expression names them: ``image`` builds and runs
+#: the Docker images (minutes, and Docker as root; ``make image-test``), ``long`` are the few tests
+#: of several minutes each, kill-and-resume runs and the alternative backbone's training
+#: (``make test-long``). CI runs both after ``make test``, which stays under ~15 minutes.
+ON_REQUEST_MARKERS = ("image", "long")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``image`` build and run the Docker images (minutes, and Docker as root): they
-    run only when the marker expression asks for them (``-m image``, as ``make image-test``
-    does), never as part of a plain ``pytest`` or ``make test``."""
-    if "image" in (config.getoption("markexpr") or ""):
-        return
-    skipped = [item for item in items if item.get_closest_marker("image")]
+    """Deselects the :data:`ON_REQUEST_MARKERS` tests unless ``-m`` asks for their marker, so a
+    plain ``pytest`` or ``make test`` never runs them."""
+    asked = config.getoption("markexpr") or ""
+    held_back = [m for m in ON_REQUEST_MARKERS if m not in asked]
+    skipped = [item for item in items if any(item.get_closest_marker(m) for m in held_back)]
     if skipped:
         config.hook.pytest_deselected(items=skipped)
-        items[:] = [item for item in items if not item.get_closest_marker("image")]
+        items[:] = [item for item in items if item not in skipped]

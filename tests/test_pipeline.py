@@ -500,6 +500,7 @@ def test_local_run_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
     """Preemption, locally: kill the whole kfp.local run (as a node loss kills the pod) once the
     train step has finished an epoch, then run again with the same workspace. The second run

@@ -263,6 +263,7 @@ def test_image_size_below_the_backbone_minimum(prepared, tmp_path):
 
 
 # ------------------------------------------------------------------------------ backbones
+@pytest.mark.long
 def test_inceptionv3_trains_and_exports(prepared, prepared_stats, tmp_path):
     from _training_fixtures import FitSpy
 
@@ -363,6 +364,7 @@ def _wait_for(predicate, timeout: float, process: subprocess.Popen | None = None
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+@pytest.mark.long
 def test_resume_after_a_killed_run_continues_from_the_saved_epoch(prepared, tmp_path):
     from _training_fixtures import history_rows
 
@@ -434,6 +436,7 @@ def test_without_validation_photos_the_model_is_exported_uncalibrated(caplog):
     assert "uncalibrated" in caplog.text
 
 
+@pytest.mark.long
 def test_checkpoints_outside_the_output_survive_a_lost_output(prepared, tmp_path):
     """A pod whose attempt finished training but died before its output was uploaded: the retry
     gets a fresh, empty output folder and the same checkpoint folder (the run's workspace). It

@@ -9,7 +9,7 @@ import unicodedata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.transformer_core import DEFAULT_MODEL_NAME
+    from snapcat.service_name import DEFAULT_MODEL_NAME
 
     p = sub.add_parser(
         "classify",

@@ -19,10 +19,8 @@ import time
 
 def register(sub: argparse._SubParsersAction) -> None:
     from snapcat.local.predictor import DEFAULT_PORT
-    from snapcat.transformer_core import (
-        DEFAULT_MODEL_NAME,
-        DEFAULT_TOP_K,
-    )
+    from snapcat.service_name import DEFAULT_MODEL_NAME
+    from snapcat.transformer_core import DEFAULT_TOP_K
 
     p = sub.add_parser(
         "serve",

@@ -89,7 +89,7 @@ class LocalStack:
         transformer_args: tuple[str, ...] = (),
         batching_parameters_file: str | None = None,
     ):
-        from snapcat.transformer_core import DEFAULT_MODEL_NAME
+        from snapcat.service_name import DEFAULT_MODEL_NAME
 
         self.model_dir = str(model_dir)
         self.host = host

@@ -7,6 +7,7 @@ bodies, checks and status formatting share one reading of it.
 from __future__ import annotations
 
 from snapcat.errors import UserError
+from snapcat.service_name import DEFAULT_MODEL_NAME
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -14,7 +15,7 @@ PLURAL = "inferenceservices"
 KIND = "InferenceService"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-DEFAULT_NAME = "listing-category"
+DEFAULT_NAME = DEFAULT_MODEL_NAME
 TRANSFORMER_CONTAINER = "kserve-container"
 
 DEPLOYMENT_MODE_ANNOTATION = f"{GROUP}/deploymentMode"
