@@ -23,8 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-from snapcat.service_name import DEFAULT_MODEL_NAME
-
 #: Settings for a few hundred photos on two CPU cores; production defaults are in the pipeline.
 DEMO_PARAMS = {
     "candidates": ["efficientnet-lite0:two-phase"],
@@ -40,7 +38,6 @@ DEMO_PARAMS = {
     "min_top1": 0.0,  # no production floor on clip art: bless it to show the deploy step
     "min_top3": 0.0,
 }
-MODEL_NAME = DEFAULT_MODEL_NAME
 #: What a kfp.local log line looks like when a task starts or ends, and how the demo says it.
 _TASK_EVENTS = (("Executing task", "  started  "), ("finished with status", "  finished "))
 
@@ -136,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n3/3 serving it (predictor + KServe transformer on 127.0.0.1), classifying test photos")
     photos = held_out_photos(artifacts["dataset"])
     with (
-        LocalStack(artifacts["model"], model_name=MODEL_NAME, log_dir=logs) as stack,
-        SnapcatClient(stack.url, MODEL_NAME) as client,
+        LocalStack(artifacts["model"], log_dir=logs) as stack,
+        SnapcatClient(stack.url, stack.model_name) as client,
     ):
         results = [client.classify_one(str(Path(args.data, p["path"]))) for p in photos]
     table, right = suggestions_table(photos, results)
