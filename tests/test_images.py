@@ -32,7 +32,7 @@ from _training_fixtures import spread_head_scores
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 
 from components.images import default_light_image, default_train_image
-from snapcat.local.processes import free_port
+from snapcat.local.processes import free_port, stop_process, wait_http_ok
 from snapcat.rollout.render import serve_image, shipped_inferenceservice
 
 BUILD_TIMEOUT = 1800
@@ -203,21 +203,12 @@ def reference(model_dir):
     return probabilities
 
 
-def _wait_ok(url: str, timeout: float, alive, describe) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if not alive():
-            raise AssertionError(f"exited before {url} answered\n{describe()}")
-        try:
-            response = httpx.get(url, timeout=5)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready within {timeout:.0f} s ({last})\n{describe()}")
+def _wait_ok(url: str, timeout: float, describe, **watch) -> None:
+    """``wait_http_ok``, failing with the server's log."""
+    try:
+        wait_http_ok(url, timeout, interval=0.5, **watch)
+    except (RuntimeError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}\n{describe()}") from exc
 
 
 @pytest.fixture(scope="module")
@@ -251,17 +242,12 @@ def predictor(model_dir, tmp_path_factory):
         _wait_ok(
             f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}",
             240,
-            lambda: process.poll() is None,
             lambda: log.read_text(errors="replace")[-3000:],
+            processes=[process],
         )
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
 
 class Container:
@@ -293,7 +279,7 @@ class Container:
 def transformer(serving_image, predictor):
     container = Container(serving_image, predictor)
     try:
-        _wait_ok(container.url + container.ready_path, 120, container.running, container.logs)
+        _wait_ok(container.url + container.ready_path, 120, container.logs, alive=container.running)
         yield container
     finally:
         container.remove()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -70,9 +71,14 @@ def stop_process(process: subprocess.Popen, grace: float = 15.0) -> None:
 
 
 def wait_http_ok(
-    url: str, timeout: float, processes: list[subprocess.Popen] = (), interval: float = 0.25
+    url: str,
+    timeout: float,
+    processes: list[subprocess.Popen] = (),
+    interval: float = 0.25,
+    alive: Callable[[], bool] | None = None,
 ) -> None:
-    """Polls ``url`` until it answers 200; fails early if one of ``processes`` exits."""
+    """Polls ``url`` until it answers 200; fails early if one of ``processes`` exits, or when
+    ``alive`` (for what is not a child process, such as a container) says it has stopped."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -81,6 +87,8 @@ def wait_http_ok(
         for process in processes:
             if process.poll() is not None:
                 raise RuntimeError(f"{process.args[:4]} exited with code {process.returncode}")
+        if alive is not None and not alive():
+            raise RuntimeError(f"stopped before {url} answered")
         try:
             response = httpx.get(url, timeout=2.0)
             if response.status_code == 200:
