@@ -25,6 +25,9 @@ The policy, in order:
 6. Encode as baseline JPEG at a fixed quality and 4:2:0 subsampling, without metadata: a few tens
    of KB per image, cheap to ship to the predictor and to store in training shards.
 
+A JPEG goes through all of this as ``numpy`` memory: decoded into a buffer the thread reuses,
+resized in place, rotated as a view, copied once into the letterbox, encoded from there.
+
 On a typical upload (a ~1 MP, ~200 KB JPEG) all of this costs little more than the JPEG decode
 alone; ``benchmarks/normalize_bench.py`` measures it.
 """
@@ -41,8 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
-from cykooz_resizer import FilterType, ImageData, PixelType, ResizeAlg, ResizeOptions, Resizer
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from cykooz_resizer import FilterType, ResizeAlg, ResizeOptions, Resizer
+from cykooz_resizer.alpha import set_image_mode
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from snapcat import colour
 
 #: Pillow plugins we decode with (JPEG covers multi-picture MPO). Others never run.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
@@ -225,10 +231,34 @@ def _ceil_div(n: int, d: int) -> int:
 
 
 #: Decoded pixels: a Pillow image, or for the common JPEG the decoder's own ``uint8`` array
-#: (``H x W x 3`` RGB or ``H x W`` grey), which :func:`resize` shrinks without first copying the
-#: megapixel picture into Pillow's four-bytes-per-pixel layout (a quarter of what follows the
-#: decode of a 1 MP upload).
+#: (``H x W x 4`` RGBX, Pillow's own four-bytes-per-pixel layout, or ``H x W`` grey) in this
+#: thread's reused decode buffer, which :func:`resize` reads in place. A megapixel picture is
+#: then never copied, and its memory is not freshly mapped for every photo (the page faults
+#: alone cost a twentieth of the decode).
 Decoded = Image.Image | np.ndarray
+
+
+class _ThreadScratch(threading.local):
+    """Per thread (the serving transformer normalizes on a thread pool): a resizer, which
+    serializes the calls made through it, and the decode buffer, reused from photo to photo."""
+
+    def __init__(self) -> None:
+        self.resizer = Resizer()
+        self.buffer = np.empty(0, np.uint8)
+
+
+_scratch = _ThreadScratch()
+#: Decode buffers up to this size are kept for the thread's next photo (a 1 MP upload decoded at
+#: 1/2 needs 1.2 MB, a 12 MP one at 1/8 0.75 MB); a bigger one is freed after use.
+_KEPT_DECODE_BYTES = 4 * 1024 * 1024
+
+
+def _decode_buffer(nbytes: int) -> np.ndarray:
+    if nbytes > _KEPT_DECODE_BYTES:
+        return np.empty(nbytes, np.uint8)
+    if _scratch.buffer.size < nbytes:
+        _scratch.buffer = np.empty(nbytes, np.uint8)
+    return _scratch.buffer[:nbytes]
 
 
 def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
@@ -236,13 +266,13 @@ def decode(image: Image.Image, data: bytes, plan: DecodePlan) -> Image.Image:
     CMYK picture in the stored orientation. Raises a typed :class:`ImageError`."""
     pixels = decode_pixels(image, data, plan)
     if isinstance(pixels, np.ndarray):
-        return Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB")
+        return Image.fromarray(pixels if pixels.ndim == 2 else pixels[:, :, :3])  # a copy
     return pixels
 
 
 def decode_pixels(image: Image.Image, data: bytes, plan: DecodePlan) -> Decoded:
     """:func:`decode`, leaving a JPEG decoded by libjpeg-turbo as its array (see
-    :data:`Decoded`)."""
+    :data:`Decoded`; valid until this thread decodes the next photo)."""
     if image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L"):
         decoded = _decode_jpeg_turbo(data, image, plan)
         if decoded is not None:
@@ -262,26 +292,28 @@ def decode_pixels(image: Image.Image, data: bytes, plan: DecodePlan) -> Decoded:
 
 def _decode_jpeg_turbo(data: bytes, image: Image.Image, plan: DecodePlan) -> np.ndarray | None:
     """The common case, a YCbCr or greyscale JPEG, decoded by libjpeg-turbo straight from memory
-    (simplejpeg): the same pixels as Pillow's decoder at the same scale, without Pillow's
-    chunked, suspending reads. ``None`` when libjpeg-turbo reads another size from the header
-    than Pillow did (so the caps checked stay the caps decoded) or reports anything wrong, even a
-    mere warning: Pillow then decodes it and decides (it accepts what only warns, refuses a
-    truncated file)."""
+    (simplejpeg) into the thread's decode buffer: the same pixels as Pillow's decoder at the same
+    scale, without Pillow's chunked, suspending reads. ``None`` when libjpeg-turbo reads another
+    size from the header than Pillow did (so the caps checked stay the caps decoded) or reports
+    anything wrong, even a mere warning: Pillow then decodes it and decides (it accepts what only
+    warns, refuses a truncated file)."""
     width, height = plan.size
+    grey = image.mode == "L"
     try:
         if simplejpeg.decode_jpeg_header(data)[:2] != plan.source[::-1]:
             return None
         pixels = simplejpeg.decode_jpeg(
             data,
-            colorspace="GRAY" if image.mode == "L" else "RGB",
+            colorspace="GRAY" if grey else "RGBX",
             min_width=width,
             min_height=height,
+            buffer=_decode_buffer(width * height * (1 if grey else 4)),
         )
     except ValueError:
         return None
     if pixels.shape[:2] != (height, width):
         return None
-    return pixels[:, :, 0] if image.mode == "L" else pixels
+    return pixels.reshape(height, width) if grey else pixels
 
 
 def _guess_kind(data: bytes) -> str:
@@ -322,94 +354,22 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return canvas
 
 
-@functools.cache
-def _srgb_profile() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-#: Marks a profile whose conversion to sRGB changes no pixel by more than one grey level.
-_ALREADY_SRGB = "already sRGB"
-
-
-#: Profiles up to this size have their transform cached (16 of them at most): phone profiles are
-#: a few KB, press (CMYK) profiles up to a few hundred; a bigger one is rare, so it is not kept.
-_CACHED_PROFILE_BYTES = 1024 * 1024
-
-
-def _srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | str | None:
-    """The conversion from ``icc`` to sRGB, built once per distinct profile (phones embed the
-    same few profiles in every photo, and building a transform costs more than applying it).
-    ``_ALREADY_SRGB`` for an sRGB profile (converting would change nothing); ``None`` for a
-    profile that cannot be used, which is then ignored (the pixels are taken as sRGB, which is
-    what browsers do too)."""
-    if len(icc) > _CACHED_PROFILE_BYTES:
-        return _build_srgb_transform.__wrapped__(icc, mode)
-    return _build_srgb_transform(icc, mode)
-
-
-@functools.lru_cache(maxsize=16)
-def _build_srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | str | None:
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        transform = ImageCms.buildTransform(source, _srgb_profile(), mode, "RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None
-    if mode == "RGB":
-        probe = _colour_probe()
-        converted = ImageCms.applyTransform(probe, transform)
-        if converted is not None:
-            moved = np.abs(np.asarray(converted, np.int16) - np.asarray(probe, np.int16))
-            if moved.max() <= 1:
-                return _ALREADY_SRGB
-    return transform
-
-
-@functools.cache
-def _colour_probe() -> Image.Image:
-    """Every grey level plus a 16-step cube of colours: enough to tell a profile that is sRGB."""
-    grid = np.linspace(0, 255, 16).round().astype(np.uint8)
-    cube = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), axis=-1).reshape(-1, 3)
-    greys = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
-    return Image.fromarray(np.concatenate([greys, cube])[None], "RGB")
-
-
-def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
-    """Converts with the embedded ICC profile when there is one; a broken profile is ignored."""
-    if icc and image.mode in ("RGB", "CMYK", "L"):
-        transform = _srgb_transform(icc, image.mode)
-        if isinstance(transform, ImageCms.ImageCmsTransform):
-            try:
-                converted = ImageCms.applyTransform(image, transform)
-                if converted is not None:
-                    return converted
-            except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-                pass
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
-_resizers = threading.local()
 _CATMULL_ROM = ResizeOptions(resize_alg=ResizeAlg.convolution(FilterType.catmull_rom))
 
 
-def resize(image: Decoded, size: tuple[int, int]) -> Image.Image:
+def resize(image: Decoded, size: tuple[int, int]) -> Decoded:
     """Bicubic (Catmull-Rom, Pillow's ``BICUBIC``) resize of an 8-bit L, RGB, RGBA (alpha
-    premultiplied) or CMYK image, or of a decoder's grey/RGB array, with an antialiasing support
-    that widens with the shrink factor like Pillow's, by fast_image_resize's SIMD code: several
-    times faster than Pillow's and within a fraction of a grey level of it. One resizer per
-    thread: a resizer serializes the calls made through it, and the serving transformer
-    normalizes on a thread pool."""
-    resizer = getattr(_resizers, "resizer", None)
-    if resizer is None:
-        resizer = _resizers.resizer = Resizer()
+    premultiplied) or CMYK image, or of a decoder's RGBX or grey array (then into a new array of
+    the same layout), with an antialiasing support that widens with the shrink factor like
+    Pillow's, by fast_image_resize's SIMD code: several times faster than Pillow's and within a
+    fraction of a grey level of it."""
+    resizer = _scratch.resizer
     if isinstance(image, np.ndarray):
-        mode, pixel_type = ("L", PixelType.U8) if image.ndim == 2 else ("RGB", PixelType.U8x3)
-        height, width = image.shape[:2]
-        if (width, height) == size:
-            return Image.fromarray(image, mode)
-        source = ImageData(width, height, pixel_type, image.tobytes())
-        target = ImageData(size[0], size[1], pixel_type)
-        resizer.resize(source, target, _CATMULL_ROM)
-        return Image.frombuffer(mode, size, target.get_buffer(), "raw", mode, 0, 1)
+        if image.shape[1::-1] == size:
+            return image.copy()  # not a view of the decode buffer
+        resized = np.empty((size[1], size[0], *image.shape[2:]), np.uint8)
+        resizer.resize_pil(_pillow_view(image), _pillow_view(resized), _CATMULL_ROM)
+        return resized
     if image.size == size:
         return image
     resized = Image.new(image.mode, size, None)  # every pixel is written
@@ -417,15 +377,38 @@ def resize(image: Decoded, size: tuple[int, int]) -> Image.Image:
     return resized
 
 
-#: EXIF orientation -> the transposition that makes the picture upright.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+def _pillow_view(pixels: np.ndarray) -> Image.Image:
+    """A Pillow image on the memory of a C-contiguous grey or RGBX array, for the resizer to read
+    or write in place. An RGBX array is labelled RGB: that is how Pillow lays out RGB (fourth
+    byte unused), and the label the resizer reads (as cykooz-resizer's own helper does it)."""
+    height, width = pixels.shape[:2]
+    if pixels.ndim == 2:
+        return Image.frombuffer("L", (width, height), pixels, "raw", "L", 0, 1)
+    view = Image.frombuffer("RGBX", (width, height), pixels, "raw", "RGBX", 0, 1)
+    set_image_mode(view, "RGB")
+    return view
+
+
+def _as_srgb_array(image: Decoded, icc: bytes | None) -> np.ndarray:
+    """The resized picture as an sRGB ``uint8`` array (grey, RGB or RGBX), transparency on white.
+    Pillow is needed only for an alpha channel or a profile that is not sRGB."""
+    if isinstance(image, np.ndarray):
+        mode = "L" if image.ndim == 2 else "RGB"
+        if not colour.needs_conversion(icc, mode):
+            return image
+        image = Image.fromarray(image if image.ndim == 2 else image[:, :, :3])
+    return np.asarray(colour.to_srgb(_flatten_alpha(image), icc))
+
+
+#: EXIF orientation -> the array view that makes the picture upright (rows are y, columns x).
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],  # mirrored
+    3: lambda a: a[::-1, ::-1],  # upside down
+    4: lambda a: a[::-1],  # mirrored upside down
+    5: lambda a: a.swapaxes(0, 1),  # transposed
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],  # shot in portrait: turn 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+    8: lambda a: a.swapaxes(0, 1)[::-1],  # turn 90 degrees counter-clockwise
 }
 
 
@@ -436,46 +419,68 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1  # unreadable EXIF: take the picture as stored
 
 
-def letterbox(image: Image.Image, size: int) -> Image.Image:
-    """Fits ``image`` (RGB) inside ``size`` x ``size`` keeping its aspect ratio, centred on white."""
-    target = content_size(image.width, image.height, size)
-    image = resize(image, target)
-    if target == (size, size):
-        return image
-    canvas = Image.new("RGB", (size, size), BACKGROUND)
-    canvas.paste(image, ((size - target[0]) // 2, (size - target[1]) // 2))
+#: One RGBX pixel of the background, as the ``uint32`` it is in memory.
+_BACKGROUND_WORD = np.frombuffer(bytes((*BACKGROUND, 255)), np.uint32)[0]
+
+
+def letterbox(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Centres ``pixels`` (grey, RGB or RGBX, each side at most ``size``) on a white ``size`` x
+    ``size`` RGBX canvas (the layout the encoder reads). Any view (an EXIF rotation) is read in
+    the same copy, of whole 4-byte pixels for RGBX (copying 3 of every 4 bytes is 20x slower)."""
+    height, width = pixels.shape[:2]
+    canvas = np.empty((size, size, 4), np.uint8)
+    words = canvas.view(np.uint32)[:, :, 0]
+    words.fill(_BACKGROUND_WORD)  # filling with a 4-tuple instead takes 50x longer
+    top, left = (size - height) // 2, (size - width) // 2
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        region = words[top : top + height, left : left + width]
+        region[:] = pixels.view(np.uint32)[:, :, 0]  # any view: a rotation is read here
+    else:
+        region = canvas[top : top + height, left : left + width, :3]
+        region[:] = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return canvas
 
 
-def to_canonical_image(
+def canonical_pixels(
     data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
-) -> Image.Image:
-    """Decodes and normalizes to the ``size`` x ``size`` RGB image the canonical bytes encode.
+) -> np.ndarray:
+    """Decodes and normalizes to the ``size`` x ``size`` RGBX array the canonical bytes encode.
 
     Everything after the decode works on the small picture: the one resize comes first (colour
-    management and compositing are per-pixel), and the EXIF rotation last."""
+    management and compositing are per-pixel), and the EXIF rotation, a view read by the
+    letterbox's copy, last."""
     image = open_image(data, spec)
     plan = plan_decode(image, spec)
     if before_decode is not None:
         before_decode(image)
     working = decode_pixels(image, data, plan)
     icc = image.info.get("icc_profile")
-    if (
-        isinstance(working, Image.Image) and working.mode == "CMYK"
-    ):  # no meaningful resize in press colours: to sRGB first
-        working = _to_srgb(working, icc)
+    if isinstance(working, Image.Image) and working.mode == "CMYK":
+        working = colour.to_srgb(working, icc)  # no meaningful resize in press colours
         icc = None
-    rgb = _to_srgb(_flatten_alpha(resize(working, plan.content)), icc)
-    transpose = _UPRIGHT.get(_exif_orientation(image))
-    if transpose is not None:
-        rgb = rgb.transpose(transpose)
-    return letterbox(rgb, spec.size)
+    pixels = _as_srgb_array(resize(working, plan.content), icc)
+    upright = _UPRIGHT.get(_exif_orientation(image))
+    return letterbox(pixels if upright is None else upright(pixels), spec.size)
 
 
-def encode_canonical(image: Image.Image, spec: ImageSpec) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=spec.jpeg_quality, subsampling=2, optimize=False)
-    return buffer.getvalue()
+def to_canonical_image(
+    data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
+) -> Image.Image:
+    """:func:`canonical_pixels` as a Pillow RGB image."""
+    pixels = canonical_pixels(data, spec, before_decode)
+    return Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]))
+
+
+def encode_canonical(image: Image.Image | np.ndarray, spec: ImageSpec) -> bytes:
+    """Baseline JPEG, 4:2:0, at the spec's quality, without metadata, by libjpeg-turbo (simplejpeg:
+    straight from an RGB or RGBX array, a quarter faster than through Pillow)."""
+    pixels = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else image
+    return simplejpeg.encode_jpeg(
+        np.ascontiguousarray(pixels),
+        quality=spec.jpeg_quality,
+        colorspace="RGBX" if pixels.shape[2] == 4 else "RGB",
+        colorsubsampling="420",
+    )
 
 
 def normalize_image(
@@ -484,4 +489,4 @@ def normalize_image(
     """Photo bytes in, canonical model-input JPEG bytes out. Raises a typed :class:`ImageError`.
     ``before_decode`` can refuse the photo once its decode size is known."""
     spec = spec or ImageSpec()
-    return encode_canonical(to_canonical_image(data, spec, before_decode), spec)
+    return encode_canonical(canonical_pixels(data, spec, before_decode), spec)
