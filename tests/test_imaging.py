@@ -115,6 +115,27 @@ def test_threads_normalizing_at_once_get_the_same_bytes():
     assert results == expected * 6
 
 
+def test_the_reused_decode_buffer_leaves_no_trace_of_the_previous_photo():
+    """Each thread decodes JPEGs into one buffer it keeps: a photo normalized after others of
+    other sizes and modes (a bigger one, a grey one, one decoded bigger than the buffer kept)
+    gets the bytes it gets in a thread that never decoded anything."""
+    photo = (make_image_bytes("JPEG", size=(640, 480), seed=5), SPEC)
+    others = [
+        (make_image_bytes("JPEG", size=(1280, 960), seed=6), SPEC),
+        (make_image_bytes("JPEG", size=(800, 600), mode="L", seed=7), SPEC),
+        # Decoded at full size for a 1200 px canvas: 2400x1800 RGBX, 17 MB, over the kept 4 MB.
+        (make_image_bytes("JPEG", size=(2400, 1800), seed=8), ImageSpec(size=1200)),
+    ]
+
+    def in_a_new_thread(*photos: tuple[bytes, ImageSpec]) -> list[bytes]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(lambda: [normalize_image(d, s) for d, s in photos]).result()
+
+    (fresh,) = in_a_new_thread(photo)
+    assert in_a_new_thread(*others, photo)[-1] == fresh
+    assert in_a_new_thread(photo, *others, photo)[-1] == fresh
+
+
 def test_letterbox_keeps_aspect_ratio_and_centres():
     # 200x100 at 96 px: 96x48 content with 24 white rows above and below, nothing cropped.
     image = Image.new("RGB", (200, 100), (0, 0, 200))
