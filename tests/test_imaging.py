@@ -4,6 +4,7 @@ with a typed error, cheaply."""
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import io
 import struct
 import time
@@ -370,7 +371,9 @@ def _opened_and_planned(data: bytes):
 
 
 # ------------------------------------------------------------------------- ICC profiles
+@functools.cache
 def _srgb_icc() -> bytes:
+    """Built once: a new profile carries its creation time, so two built a second apart differ."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
