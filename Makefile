@@ -25,8 +25,9 @@ demo: venv
 test: venv lint
 	$(BIN)/python -m pytest -q -rs
 
-# The few tests of several minutes each (marked `long`: kill-and-resume runs, InceptionV3), kept
-# out of `make test` so that it stays under ~15 minutes; CI runs them after it.
+# The few tests of minutes each (marked `long`: kill-and-resume runs, InceptionV3, ImageNet
+# features learning), kept out of `make test` so that it stays under ~15 minutes; CI runs them
+# after it.
 test-long: venv
 	$(BIN)/python -m pytest -q -rs -m long
 

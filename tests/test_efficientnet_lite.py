@@ -202,6 +202,7 @@ def _feature_extraction(prepared: Path, output: Path, weights: str) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # three trainings: about 3 minutes
 def test_pretrained_features_learn_and_broken_transfer_paths_do_not(
     prepared_160, tmp_path, monkeypatch
 ):
