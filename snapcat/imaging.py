@@ -464,14 +464,6 @@ def canonical_pixels(
     return letterbox(pixels if upright is None else upright(pixels), spec.size)
 
 
-def to_canonical_image(
-    data: bytes, spec: ImageSpec, before_decode: BeforeDecode | None = None
-) -> Image.Image:
-    """:func:`canonical_pixels` as a Pillow RGB image."""
-    pixels = canonical_pixels(data, spec, before_decode)
-    return Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]))
-
-
 def encode_canonical(image: Image.Image | np.ndarray, spec: ImageSpec) -> bytes:
     """Baseline JPEG, 4:2:0, at the spec's quality, without metadata, by libjpeg-turbo (simplejpeg:
     straight from an RGB or RGBX array, a quarter faster than through Pillow)."""
