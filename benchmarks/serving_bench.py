@@ -109,7 +109,7 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
         # Once every worker has warmed up (the first requests can take longer than a whole
         # measurement on a loaded machine), before any is released: the window and the CPU
         # baseline leave the warm-up out.
-        cpu_at_start[0] = sum(process_cpu(p) for p in pids)
+        cpu_at_start[:] = [process_cpu(p) for p in pids]
         stop_at[0] = time.perf_counter() + seconds
 
     start_gate = threading.Barrier(concurrency + 1, action=start_clock)
@@ -138,7 +138,7 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
     for t in threads:
         t.join()
     wall = time.perf_counter() - begin
-    cpu = sum(process_cpu(p) for p in pids) - cpu_at_start[0]
+    cpu = [process_cpu(p) - at_start for p, at_start in zip(pids, cpu_at_start, strict=True)]
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
     ordered = sorted(latencies)
@@ -146,7 +146,9 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
         "throughput": len(ordered) / wall,
         "p50": statistics.median(ordered) * 1000,
         "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000,
-        "cpu_ms": cpu / len(ordered) * 1000,
+        "cpu_ms": sum(cpu) / len(ordered) * 1000,
+        # per server process, in the order of ``pids``
+        "cpu_ms_by_process": [c / len(ordered) * 1000 for c in cpu],
     }
 
 
@@ -249,9 +251,13 @@ def main() -> int:
             f"   {med(f'raw{b}', 'cpu_ms'):6.1f} CPU-ms/img"
         )
     for c in (1, 8):
+        predictor_ms, transformer_ms = (
+            statistics.median(r["cpu_ms_by_process"][i] for r in runs[f"e2e{c}"]) for i in (0, 1)
+        )
         print(
             f"end-to-end, concurrency {c}:           {med(f'e2e{c}', 'throughput'):6.2f} img/s"
-            f"   {med(f'e2e{c}', 'cpu_ms'):6.1f} CPU-ms/img (servers)"
+            f"   {med(f'e2e{c}', 'cpu_ms'):6.1f} CPU-ms/img (servers: predictor "
+            f"{predictor_ms:.1f} + transformer {transformer_ms:.1f})"
             f"   p50 {med(f'e2e{c}', 'p50'):5.0f} ms   p95 {med(f'e2e{c}', 'p95'):5.0f} ms"
         )
     print(
@@ -270,6 +276,12 @@ def main() -> int:
         f"bytes per image sent to the predictor: {per_image / 1024:.1f} KB at {info.image_size} px "
         "(the transformer's counters; target <= 40 KB at 299 px)"
     )
+    normalize_ms = (
+        metric(metrics, "snapcat_normalize_seconds_sum")
+        / metric(metrics, "snapcat_normalize_seconds_count")
+        * 1000
+    )
+    print(f"normalization in the transformer: {normalize_ms:.1f} ms per image (its own histogram)")
     return 0
 
 

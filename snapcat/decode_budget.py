@@ -28,9 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from PIL import Image
-
-from snapcat.imaging import ImageError
+from snapcat.imaging import DecodeTarget, ImageError
 
 #: Peak bytes per decoded pixel of normalization, by the mode the decoder produces: the decoded
 #: buffer (Pillow keeps RGB as 4 bytes a pixel) plus the working copies made before the resize
@@ -83,9 +81,9 @@ class DecodeDeadlineError(ImageError):
     status = 503
 
 
-def estimate_decode_bytes(image: Image.Image) -> int:
+def estimate_decode_bytes(image: DecodeTarget) -> int:
     """Peak memory to normalize ``image``, from its header only (``image.size`` and ``mode`` are
-    the decode scale's once the decoder's draft mode is set)."""
+    the decode scale's: a JPEG's DCT-scaled size)."""
     width, height = image.size
     per_pixel = max(
         PEAK_BYTES_PER_PIXEL.get(image.mode, DEFAULT_PEAK_BYTES_PER_PIXEL),
@@ -160,8 +158,8 @@ class PhotoReservation:
         self.deadline = deadline
         self.reserved = 0
 
-    def admit(self, image: Image.Image) -> None:
-        """Called with the opened (not yet decoded) image: refuses it or reserves its memory."""
+    def admit(self, image: DecodeTarget) -> None:
+        """Called with the photo about to be decoded: refuses it or reserves its memory."""
         if time.monotonic() > self.deadline:
             raise DecodeDeadlineError(
                 f"the photo waited over {self.budget.deadline_seconds:g} s before decoding "

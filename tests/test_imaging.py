@@ -28,6 +28,7 @@ from snapcat.imaging import (
     UnsupportedFormatError,
     normalize_image,
 )
+from snapcat.jpeg_header import read_jpeg_header
 
 SIZE = 96
 SPEC = ImageSpec(size=SIZE)
@@ -349,9 +350,9 @@ def test_gray_and_bilevel_become_rgb():
 
 def test_greyscale_jpeg_takes_the_fast_decoder():
     data = make_image_bytes("JPEG", size=(800, 600), mode="L", color=90)
-    image = imaging.open_image(data, ImageSpec())
-    decoded = imaging.decode(image, data, imaging.plan_decode(image, ImageSpec()))
-    assert (decoded.mode, decoded.size) == ("L", (400, 300))
+    header = read_jpeg_header(data)
+    decoded = imaging.decode_jpeg_turbo(data, header, _planned(data, ImageSpec()))
+    assert (header.grey, decoded.ndim, decoded.shape) == (True, 2, (300, 400))
     assert close(pixels(data)[48, 48], (90, 90, 90), 3)
 
 
@@ -361,13 +362,13 @@ def test_jpeg_with_a_decoder_warning_is_still_accepted():
     clean = make_image_bytes("JPEG", size=(640, 480), seed=8)
     tables = clean.index(b"\xff\xdb")
     junk = clean[:tables] + b"\x00\x00\x00" + clean[tables:]
-    assert imaging._decode_jpeg_turbo(junk, *_opened_and_planned(junk)) is None
+    assert imaging.decode_jpeg_turbo(junk, read_jpeg_header(clean), _planned(junk, SPEC)) is None
+    assert read_jpeg_header(junk) is None  # nor does the header reader take it
     assert normalize_image(junk, SPEC) == normalize_image(clean, SPEC)
 
 
-def _opened_and_planned(data: bytes):
-    image = imaging.open_image(data, SPEC)
-    return image, imaging.plan_decode(image, SPEC)
+def _planned(data: bytes, spec: ImageSpec) -> imaging.DecodePlan:
+    return imaging.plan_decode(imaging.open_image(data, spec), spec)
 
 
 # ------------------------------------------------------------------------- ICC profiles
