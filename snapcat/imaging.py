@@ -52,7 +52,7 @@ import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from snapcat import colour
-from snapcat.jpeg_header import JpegHeader, read_jpeg_header
+from snapcat.jpeg_header import JpegHeader, TooManySegmentsError, read_jpeg_header
 from snapcat.resizing import resize
 
 #: Pillow plugins we decode with (JPEG covers multi-picture MPO). Others never run.
@@ -475,7 +475,10 @@ def _canonical_jpeg(data: bytes, spec: ImageSpec, admit: _AdmitOnce) -> np.ndarr
     """:func:`canonical_pixels` of a JPEG read and decoded without Pillow; ``None`` when it
     must take Pillow's path (see :func:`snapcat.jpeg_header.read_jpeg_header` and
     :func:`decode_jpeg_turbo`)."""
-    header = read_jpeg_header(data)
+    try:
+        header = read_jpeg_header(data)
+    except TooManySegmentsError as exc:
+        raise CorruptImageError(f"the JPEG file has {exc}") from exc
     if header is None:
         return None
     _check_dimensions(header.width, header.height, spec)

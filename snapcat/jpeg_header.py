@@ -32,6 +32,15 @@ _READABLE_TYPES = frozenset(range(1, 14)) | {16}
 #: Start-of-frame markers (every SOFn but DHT 0xC4, JPG 0xC8 and DAC 0xCC).
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _START_OF_SCAN = 0xDA
+#: The segments, fill bytes and stray bytes walked before the first scan, at most. A camera or
+#: app writes a few dozen segments (a long XMP packet or ICC profile takes one per 64 KB); a file
+#: of millions of empty ones costs nothing to send and seconds of Python to walk (Pillow's parser
+#: too), so past this many it is refused instead (~2 ms).
+MAX_STEPS = 4096
+
+
+class TooManySegmentsError(ValueError):
+    """Over :data:`MAX_STEPS` segments or padding bytes before the image data: no photo."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +57,14 @@ class JpegHeader:
 def read_jpeg_header(data: bytes) -> JpegHeader | None:
     """The header of ``data``; ``None`` when it is not a JPEG whose header libjpeg-turbo reads,
     when it is CMYK (which needs Pillow's colour handling), or when its markers are anything but
-    well-formed, so that Pillow reads it and decides."""
+    well-formed, so that Pillow reads it and decides.
+
+    Raises :class:`TooManySegmentsError` for a file that is mostly segments or padding before
+    its image data, before libjpeg-turbo or Pillow spend time on it."""
     if not data.startswith(b"\xff\xd8"):
+        return None
+    segments = _segments_before_scan(data)  # first: it bounds the work on a hostile file
+    if segments is None:
         return None
     try:
         height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -57,8 +72,7 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
         return None
     if colourspace not in ("YCbCr", "RGB", "Gray"):
         return None
-    segments = _segments_before_scan(data)
-    if segments is None or any(
+    if any(
         marker == 0xE2 and payload.startswith(_ICC_SIGNATURE) and len(payload) < 14
         for marker, payload in segments
     ):
@@ -68,27 +82,34 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
 
 
 def _segments_before_scan(data: bytes) -> list[tuple[int, bytes]] | None:
-    """``(marker, payload)`` of each segment from SOI to the first SOS; ``None`` when the bytes
-    between them are not a plain sequence of segments (junk, standalone markers, a cut file)."""
-    segments = []
-    position, end = 2, len(data)
-    while position + 4 <= end:
-        if data[position] != 0xFF:
+    """``(marker, payload)`` of the segments from SOI to the first SOS that carry metadata (APP1,
+    APP2, the frame header); ``None`` when the bytes between them are not a plain sequence of
+    segments (stray bytes, standalone markers, a cut file). Stray bytes and standalone markers
+    are walked past, as Pillow does, so that the steps Pillow would take are bounded too."""
+    kept = []
+    position, end, unusual = 2, len(data), False
+    for _ in range(MAX_STEPS):
+        if position + 4 > end:
             return None
+        if data[position] != 0xFF:  # a stray byte
+            position, unusual = position + 1, True
+            continue
         marker = data[position + 1]
         if marker == 0xFF:  # a fill byte before the marker
             position += 1
             continue
         if marker == _START_OF_SCAN:
-            return segments
-        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # TEM, RSTn, SOI, EOI: not before a scan
-            return None
+            return None if unusual else kept
+        if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # TEM, RSTn, SOI, EOI: no segment follows
+            position, unusual = position + 2, True
+            continue
         length = (data[position + 2] << 8) | data[position + 3]
         if length < 2 or position + 2 + length > end:
             return None
-        segments.append((marker, data[position + 4 : position + 2 + length]))
+        if marker in (0xE1, 0xE2) or marker in _SOF_MARKERS:
+            kept.append((marker, data[position + 4 : position + 2 + length]))
         position += 2 + length
-    return None
+    raise TooManySegmentsError(f"over {MAX_STEPS} segments or padding bytes before its image data")
 
 
 def _metadata(segments: list[tuple[int, bytes]]) -> tuple[int, bytes | None]:

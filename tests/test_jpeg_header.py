@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 
 import pytest
 from conftest import encode, make_image, make_image_bytes
 from PIL import Image
 
 from snapcat import imaging, jpeg_header
-from snapcat.imaging import DecompressionBombError, ImageSpec, normalize_image
+from snapcat.imaging import CorruptImageError, DecompressionBombError, ImageSpec, normalize_image
 from snapcat.jpeg_header import exif_orientation, read_jpeg_header
 
 SPEC = ImageSpec(size=96)
@@ -293,3 +294,32 @@ def test_exif_orientation_reader_on_bare_blocks():
     assert exif_orientation(b"Exif\x00\x00" + b"II*\x00") == 1  # too short to hold an IFD offset
     assert exif_orientation(b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 4000)) is None
     assert all(exif_orientation(_tiff([(*ORIENTATION_SHORT, _short(o))])) == o for o in range(1, 9))
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [b"\xff\xfe\x00\x02" * 250_000, b"\xff" * 1_000_000, b"\xff\xd0" * 500_000, bytes(1_000_000)],
+    ids=["empty-comment-segments", "fill-bytes", "restart-markers", "stray-bytes"],
+)
+def test_a_jpeg_of_padding_before_its_image_is_refused_cheaply(padding, monkeypatch):
+    """A megabyte of empty segments or padding costs nothing to send; walked in Python (ours or
+    Pillow's parser) it cost a quarter to half a second, 30 MB some seconds. It is refused after
+    a few thousand steps, before Pillow or libjpeg-turbo see it."""
+    data = _plain_jpeg()[:2] + padding + _plain_jpeg()[2:]
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("Pillow opened the file"))
+    started = time.process_time()
+    with pytest.raises(CorruptImageError, match="segments or padding") as info:
+        normalize_image(data, SPEC)
+    assert time.process_time() - started < 0.05
+    assert info.value.reason == "corrupt"
+
+
+def test_a_few_stray_bytes_or_comments_are_still_a_photo():
+    clean = _plain_jpeg()
+    padded = clean[:2] + b"\xff\xfe\x00\x02" * 100 + clean[2:]  # a hundred empty comments
+    assert normalize_image(padded, SPEC) == normalize_image(clean, SPEC)
+    assert read_jpeg_header(padded) is not None
+    tables = clean.index(b"\xff\xdb")
+    stray = clean[:tables] + b"\x00" * 100 + clean[tables:]  # Pillow decides: it skips them
+    assert read_jpeg_header(stray) is None
+    assert normalize_image(stray, SPEC) == normalize_image(clean, SPEC)
