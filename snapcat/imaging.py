@@ -219,7 +219,6 @@ class DecodePlan:
     scale: int  # DCT scale denominator: 1, 2, 4 or 8 (always 1 for formats other than JPEG)
     size: tuple[int, int]  # decoded width x height, as stored (before the EXIF orientation)
     content: tuple[int, int]  # what the decoded pixels are resized to, as stored
-    source: tuple[int, int]  # width x height the header gives
 
 
 #: The decoded picture keeps at least 4/3 of the content's size on each side, so that a real
@@ -249,7 +248,7 @@ def _plan(width: int, height: int, spec: ImageSpec, *, jpeg: bool) -> DecodePlan
     content = content_size(width, height, spec.size)
     scale = decode_scale(width, height, content) if jpeg else 1
     size = (_ceil_div(width, scale), _ceil_div(height, scale))
-    return DecodePlan(scale, size, content, (width, height))
+    return DecodePlan(scale, size, content)
 
 
 def plan_decode(image: Image.Image, spec: ImageSpec) -> DecodePlan:

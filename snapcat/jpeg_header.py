@@ -72,11 +72,6 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
         return None
     if colourspace not in ("YCbCr", "RGB", "Gray"):
         return None
-    if any(
-        marker == 0xE2 and payload.startswith(_ICC_SIGNATURE) and len(payload) < 14
-        for marker, payload in segments
-    ):
-        return None  # a cut ICC chunk header: Pillow refuses such a file
     orientation, icc = _metadata(segments)
     return JpegHeader(width, height, colourspace == "Gray", orientation, icc)
 
@@ -84,8 +79,9 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
 def _segments_before_scan(data: bytes) -> list[tuple[int, bytes]] | None:
     """``(marker, payload)`` of the segments from SOI to the first SOS that carry metadata (APP1,
     APP2, the frame header); ``None`` when the bytes between them are not a plain sequence of
-    segments (stray bytes, standalone markers, a cut file). Stray bytes and standalone markers
-    are walked past, as Pillow does, so that the steps Pillow would take are bounded too."""
+    segments (stray bytes, standalone markers, a cut file or a cut ICC chunk header, which
+    Pillow refuses). Stray bytes and standalone markers are walked past, as Pillow does, so that
+    the steps Pillow would take are bounded too."""
     kept = []
     position, end, unusual = 2, len(data), False
     for _ in range(MAX_STEPS):
@@ -107,7 +103,10 @@ def _segments_before_scan(data: bytes) -> list[tuple[int, bytes]] | None:
         if length < 2 or position + 2 + length > end:
             return None
         if marker in (0xE1, 0xE2) or marker in _SOF_MARKERS:
-            kept.append((marker, data[position + 4 : position + 2 + length]))
+            payload = data[position + 4 : position + 2 + length]
+            if marker == 0xE2 and payload.startswith(_ICC_SIGNATURE) and len(payload) < 14:
+                return None  # no room for the chunk's sequence number and count
+            kept.append((marker, payload))
         position += 2 + length
     raise TooManySegmentsError(f"over {MAX_STEPS} segments or padding bytes before its image data")
 
