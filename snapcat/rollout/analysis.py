@@ -29,7 +29,7 @@ When the analysis waits (``wait_timeout``) and the evidence is still unusable or
 deadline, the answer becomes *rollback*, naming what was missing: a model does not get all the
 traffic on evidence that never arrived. Too little traffic at the deadline stays *wait* (the
 caller's ``undecided`` policy decides). The whole analysis, queries included, ends by its
-deadline (``wait_timeout``, or one query timeout when answering once).
+deadline: ``wait_timeout``, or one query timeout if that is longer (so a first round can finish).
 """
 
 from __future__ import annotations
@@ -275,12 +275,14 @@ def analyze(
 ) -> Decision:
     """Decides now; with ``wait_timeout`` > 0, asks again every ``interval`` s while the answer is
     *wait*, until it is not or the time is up (then *rollback* when the evidence is unusable or
-    incomplete, else the last answer, *wait*). Every query ends by the deadline: ``wait_timeout``
-    from now, or one Prometheus timeout when answering once (RolloutError past it)."""
+    incomplete, else the last answer, *wait*). Every query ends by the analysis's deadline,
+    ``max(wait_timeout, prometheus.timeout)`` from now (RolloutError past it, unless an earlier
+    round already decided *wait*)."""
     thresholds = thresholds or Thresholds()
     started = time.monotonic()
     deadline = started + wait_timeout if wait_timeout > 0 else None
-    query_deadline = deadline if deadline is not None else started + prometheus.timeout
+    # Queries end by the wait deadline, but a first round always has one query timeout.
+    query_deadline = started + max(wait_timeout, prometheus.timeout)
     last: Decision | None = None
     while True:
         try:
