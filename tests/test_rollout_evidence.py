@@ -76,6 +76,8 @@ GARBAGE = [
      "is not a count"),
     ("categories negative", version(), set_value("categories", "2", "-40", "books"),
      "is not a count"),
+    ("score histogram not cumulative", version(), set_value("scores", "2", "5000", "0.5"),
+     "top-1 scores: no score histogram"),
 ]  # fmt: skip
 
 
