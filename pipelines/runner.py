@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -187,11 +188,19 @@ def _probe(host: str) -> None:
     kfp.Client's retries and a urllib3 traceback."""
     import requests
 
+    url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
     try:
-        requests.get(f"{host.rstrip('/')}/apis/v2beta1/healthz", timeout=10)
+        status = requests.get(url, timeout=10, allow_redirects=False).status_code
     except requests.RequestException as exc:
-        reason = str(exc.__context__ or exc).splitlines()[0][:200] if str(exc) else type(exc)
+        found = re.search(r"\[Errno -?\d+\] [^'\")]+|Read timed out|timed out", str(exc))
+        reason = found.group(0) if found else type(exc).__name__
         raise PipelineSubmitError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from exc
+    # 401/403/302 may be an auth proxy kfp.Client authenticates with; 404 or 5xx is not KFP.
+    if status == 404 or status >= 500:
+        raise PipelineSubmitError(
+            f"{host} answered HTTP {status} to {url}: not a Kubeflow Pipelines API there (behind "
+            "the central dashboard it is usually https://HOST/pipeline)"
+        )
 
 
 def submit(

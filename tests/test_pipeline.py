@@ -716,3 +716,25 @@ def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
     assert [int(r["epoch"]) for r in after] == [0, 1, 2]  # none re-trained from scratch
     assert after[: len(before)] == before  # the killed run's epochs, as they were
     assert not (tmp_path / "workspace").exists(), "kfp.local drops a finished run's workspace"
+
+
+def test_submit_to_something_that_is_not_kfp_is_one_line(capsys):
+    class NotKfp(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotKfp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        argv = ["pipeline", "submit", "--host", host, "--param", "input_uri=gs://b/p"]
+        assert cli_main(argv) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "answered HTTP 404" in err and "not a Kubeflow Pipelines API" in err
+    assert err.count("\n") == 1
