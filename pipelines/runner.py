@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,11 @@ DEFAULT_PACKAGE = Path(__file__).with_name("training_pipeline.yaml")
 
 class PipelineParameterError(ValueError):
     """A ``--param`` that the pipeline does not have, or whose value does not fit its type."""
+
+
+class PipelineSubmitError(ValueError):
+    """No KFP API to submit to (host unset or unreachable), or one that refused the run: the
+    message is one line, for the command line to print without a traceback."""
 
 
 def pipeline_parameters(settings: ClusterSettings | None = None) -> dict[str, inspect.Parameter]:
@@ -89,6 +95,114 @@ def compile_pipeline(output: str | Path, settings: ClusterSettings | None = None
     return output
 
 
+def check_package(
+    package: str | Path | None,
+    settings: ClusterSettings | None = None,
+    *,
+    kfp_version: tuple[int, int] = (2, 17),
+) -> tuple[Path, list[str]]:
+    """The package to submit (compiled now unless given) and what a KFP backend of
+    ``kfp_version`` would refuse in it (:mod:`pipelines.kfp_backend`), plus a deploy deadline
+    shorter than what the deploy step waits for."""
+    import tempfile
+
+    from pipelines import kfp_backend
+    from pipelines.training_pipeline import ClusterSettings, deploy_deadline
+
+    settings = settings or ClusterSettings()
+    if package is None:
+        package = compile_pipeline(Path(tempfile.mkdtemp()) / "pipeline.yaml", settings)
+    package = Path(package)
+    if not package.is_file():
+        raise PipelineSubmitError(f"no compiled pipeline at {package}")
+    try:
+        problems = kfp_backend.problems(package, kfp_version=kfp_version)
+        platform = kfp_backend.load(package)
+    except (OSError, ValueError) as exc:  # yaml.YAMLError is a ValueError
+        raise PipelineSubmitError(f"cannot read the compiled pipeline {package}: {exc}") from exc
+    deploy = kfp_backend.deadlines(platform).get("deploy")
+    if deploy is not None and deploy < deploy_deadline(settings):
+        problems.append(
+            f"the deploy step's deadline ({deploy} s) is shorter than what it waits for "
+            f"({deploy_deadline(settings)} s: readiness waits, analysis, margin)"
+        )
+    return package, problems
+
+
+def describe_submission(package: Path, params: dict, args, settings: ClusterSettings) -> str:
+    """What ``submit`` would send, as YAML: where, the run, its parameters (given and
+    defaulted), the workspace PVC KFP will create and every step's deadline."""
+    import yaml
+
+    from pipelines import kfp_backend
+
+    platform = kfp_backend.load(package)
+    defaults = {
+        name: p.default for name, p in pipeline_parameters(settings).items()
+        if p.default is not inspect.Parameter.empty
+    }  # fmt: skip
+    try:
+        host = resolve_host(args.host)
+    except PipelineSubmitError as exc:
+        host = f"(none: {exc})"
+    summary = {
+        "dry_run": True,
+        "host": host or "(kfp.Client discovery: in-cluster service or kubeconfig proxy)",
+        "experiment": args.experiment,
+        "namespace": args.namespace,
+        "run_name": args.run_name,
+        "schedule": args.schedule,
+        "caching": "off" if args.no_cache else "as compiled (prepare only)",
+        "package": str(package),
+        "parameters": {**defaults, **params},
+        "workspace": kfp_backend.workspace_pvc(platform),
+        "deadlines_seconds": kfp_backend.deadlines(platform),
+        "checks": "passed (KFP Argo compiler workspace rules, deploy deadline, parameters)",
+    }
+    return yaml.safe_dump(summary, sort_keys=False)
+
+
+def resolve_host(host: str | None) -> str | None:
+    """The KFP API to submit to: ``host``, else ``$KF_PIPELINES_ENDPOINT``; None when kfp.Client
+    can find one itself (in a pod: the in-cluster service; with a kubeconfig: its API server's
+    proxy). Without any of them kfp.Client would quietly try http://localhost:80: refused."""
+    host = host or os.environ.get("KF_PIPELINES_ENDPOINT") or None
+    if host:
+        if not host.startswith(("http://", "https://")):
+            raise PipelineSubmitError(f"KFP host {host!r} must start with http:// or https://")
+        return host
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+        return None
+    raise PipelineSubmitError(
+        "no Kubeflow Pipelines host: pass --host URL (e.g. http://localhost:8080 after "
+        "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80`), set "
+        "KF_PIPELINES_ENDPOINT, or run where a kubeconfig reaches the cluster"
+    )
+
+
+def _probe(host: str) -> None:
+    """One quick request to the API's health endpoint, so an unreachable host is one line, not
+    kfp.Client's retries and a urllib3 traceback."""
+    import requests
+
+    url = f"{host.rstrip('/')}/apis/v2beta1/healthz"
+    try:
+        status = requests.get(url, timeout=10, allow_redirects=False).status_code
+    except requests.RequestException as exc:
+        found = re.search(r"\[Errno -?\d+\] [^'\")]+|Read timed out|timed out", str(exc))
+        reason = found.group(0) if found else type(exc).__name__
+        raise PipelineSubmitError(f"cannot reach Kubeflow Pipelines at {host}: {reason}") from exc
+    # 401/403/302 may be an auth proxy kfp.Client authenticates with; 404 or 5xx is not KFP.
+    if status == 404 or status >= 500:
+        raise PipelineSubmitError(
+            f"{host} answered HTTP {status} to {url}: not a Kubeflow Pipelines API there (behind "
+            "the central dashboard it is usually https://HOST/pipeline)"
+        )
+
+
 def submit(
     host: str | None,
     params: dict,
@@ -109,10 +223,28 @@ def submit(
     """
     import tempfile
 
-    import kfp
-
     if package is None:
         package = compile_pipeline(Path(tempfile.mkdtemp()) / "pipeline.yaml", settings)
+    import kfp_server_api
+    import urllib3
+
+    host = resolve_host(host)
+    if host:
+        _probe(host)
+    try:
+        return _send(host, params, package, experiment, run_name, namespace, schedule,
+                     enable_caching)  # fmt: skip
+    except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        where = host or "the discovered KFP API"
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise PipelineSubmitError(
+            f"Kubeflow Pipelines at {where} did not take the run: {type(exc).__name__}: {reason}"
+        ) from exc
+
+
+def _send(host, params, package, experiment, run_name, namespace, schedule, enable_caching):
+    import kfp
+
     client = kfp.Client(
         host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN") or None
     )

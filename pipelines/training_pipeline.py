@@ -16,6 +16,17 @@ How it behaves on a cluster:
 - *Caching*: only prepare is cached, and its inputs include the fingerprint of the input
   listing (or an explicit ``data_version``), so new photos mean a new cache key.
 - *Gate*: evaluate compares the candidate with the production model on the same photos.
+- *Workspace*: KFP's Argo compiler creates the workspace PVC only from an explicit spec, and
+  refuses one without ``accessModes`` unless the API server's config sets a default (KFP's
+  manifests do not). ``ClusterSettings.workspace_access_mode`` is ``ReadWriteMany`` by default:
+  candidates train in parallel, possibly on different GPU nodes, on one shared volume. On a
+  cluster without an RWX storage class, choose ``ReadWriteOnce``: candidates then run one after
+  another (``ParallelFor`` parallelism 1), so the volume is attached to one node at a time.
+  The compiled spec is checked against the compiler's rules by :mod:`pipelines.kfp_backend`.
+- *Deadlines*: every step's ``activeDeadlineSeconds`` is derived from what it waits for; the
+  deploy step's from the readiness waits, the longest canary analysis the settings allow and a
+  margin (:func:`deploy_deadline`). A run asking for a longer analysis than the compiled spec
+  leaves room for is refused by the deploy step before it starts a canary.
 """
 
 from dataclasses import dataclass, field
@@ -26,6 +37,7 @@ from components import deploy, evaluate, fingerprint, prepare, select, train
 from components.images import default_light_image, default_train_image
 from snapcat.metrics import GateConfig
 from snapcat.prepare import PrepareConfig
+from snapcat.rollout.apply import DEFAULT_TIMEOUT as ROLLOUT_READY_TIMEOUT
 from snapcat.service_name import DEFAULT_MODEL_NAME
 from snapcat.training import TrainConfig
 
@@ -37,6 +49,11 @@ GATE = GateConfig()
 #: One candidate by default: the seed's best (Xception fine-tuned after a frozen-head phase),
 #: TrainConfig's backbone and mode.
 DEFAULT_CANDIDATES = [f"{TRAIN.backbone}:{TRAIN.mode}"]
+#: Access modes a workspace can have (Kubernetes' own list, ReadOnlyMany excluded: training
+#: writes its checkpoints there).
+WORKSPACE_ACCESS_MODES = ("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod")
+#: Seconds added to what the deploy step waits for: pod start, image pull, the API calls.
+DEPLOY_MARGIN = 600
 
 
 @dataclass(frozen=True)
@@ -85,15 +102,55 @@ class ClusterSettings:
     train_timeout: int = 24 * 3600
     evaluate_timeout: int = 4 * 3600
     select_timeout: int = 30 * 60
-    deploy_timeout: int = 30 * 60
-    # The run's workspace volume, where training checkpoints live (KFP >= 2.15 backend).
+    # What the deploy step waits for; its deadline is derived from these (deploy_deadline):
+    # each readiness wait (the canary, then its promotion or rollback) and the longest canary
+    # analysis a run may ask for (the pipeline's ``analysis_timeout`` default is this).
+    rollout_ready_timeout: int = int(ROLLOUT_READY_TIMEOUT)
+    analysis_timeout: int = 3600
+    analysis_interval: int = 60
+    # The run's workspace volume, where training checkpoints live (KFP >= 2.15 backend). KFP's
+    # compiler needs accessModes; storageClassName None is the cluster's default class (KFP
+    # 2.17+; KFP 2.15-2.16 need it named).
     workspace_size: str = "20Gi"
     workspace_storage_class: str | None = None
+    workspace_access_mode: str = "ReadWriteMany"
     storage_secret: str = "snapcat-storage"
     # secret key -> environment variable (S3-compatible stores; fsspec/s3fs and TF read these)
     storage_secret_env: tuple[tuple[str, str], ...] = (
         ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
         ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+
+    def __post_init__(self) -> None:
+        if self.workspace_access_mode not in WORKSPACE_ACCESS_MODES:
+            raise ValueError(
+                f"workspace access mode {self.workspace_access_mode!r}: choose one of "
+                f"{', '.join(WORKSPACE_ACCESS_MODES)}"
+            )
+        if self.workspace_storage_class == "":
+            raise ValueError("workspace storage class: a name, or None for the cluster default")
+        if min(self.rollout_ready_timeout, self.analysis_timeout, self.analysis_interval) <= 0:
+            raise ValueError("the rollout and analysis timeouts must be positive")
+
+    @property
+    def shared_workspace(self) -> bool:
+        """Whether pods on different nodes can mount the workspace at the same time."""
+        return self.workspace_access_mode == "ReadWriteMany"
+
+    @property
+    def deploy_timeout(self) -> int:
+        return deploy_deadline(self)
+
+
+def deploy_deadline(settings: ClusterSettings) -> int:
+    """The deploy step's deadline: the canary's readiness wait, the longest analysis (plus one
+    interval: the analysis may be mid-sleep at its deadline), the promotion's or rollback's
+    readiness wait (a failed canary's rollback waits as long), and a margin for the pod itself."""
+    return (
+        2 * settings.rollout_ready_timeout
+        + settings.analysis_timeout
+        + settings.analysis_interval
+        + DEPLOY_MARGIN
     )
 
 
@@ -124,13 +181,15 @@ def _storage_credentials(task: dsl.PipelineTask, settings: ClusterSettings) -> N
 
 
 def _workspace(settings: ClusterSettings) -> dsl.PipelineConfig:
-    patch = {"storageClassName": settings.workspace_storage_class}
+    """The workspace PVC as KFP's Argo compiler builds it: ``accessModes`` always (it refuses a
+    workspace without), ``storageClassName`` only when named (else the cluster's default)."""
+    patch: dict = {"accessModes": [settings.workspace_access_mode]}
+    if settings.workspace_storage_class:
+        patch["storageClassName"] = settings.workspace_storage_class
     return dsl.PipelineConfig(
         workspace=dsl.WorkspaceConfig(
             size=settings.workspace_size,
-            kubernetes=dsl.KubernetesWorkspaceConfig(
-                pvcSpecPatch=patch if settings.workspace_storage_class else None
-            ),
+            kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch=patch),
         )
     )
 
@@ -185,7 +244,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         canary_auto: bool = False,
         prometheus_url: str = "",
         analysis_window: str = "10m",
-        analysis_timeout: float = 3600.0,
+        analysis_timeout: float = float(settings.analysis_timeout),
     ):
         # Never cached: it is what tells whether the photos changed since the cached prepare.
         listed = fingerprint_op(input_uri=input_uri, data_version=data_version)
@@ -207,7 +266,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
         # The seed's experiment as a run: every backbone:mode candidate is trained and evaluated
         # on the same test split, side by side; only the best goes on.
-        with dsl.ParallelFor(candidates, name="candidates") as candidate:
+        # One volume attached to one node at a time (ReadWriteOnce): one candidate at a time.
+        parallelism = 0 if settings.shared_workspace else 1
+        with dsl.ParallelFor(candidates, name="candidates", parallelism=parallelism) as candidate:
             trained = train_op(
                 dataset=prepared.outputs["dataset"],
                 candidate=candidate,
@@ -275,6 +336,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 prometheus_url=prometheus_url,
                 analysis_window=analysis_window,
                 analysis_timeout=analysis_timeout,
+                max_analysis_timeout=float(settings.analysis_timeout),
+                analysis_interval=float(settings.analysis_interval),
+                ready_timeout=float(settings.rollout_ready_timeout),
             )
             deployed.set_display_name("deploy canary").set_caching_options(False)
             kubernetes.set_timeout(deployed, settings.deploy_timeout)

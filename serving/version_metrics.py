@@ -6,7 +6,10 @@ For ``POST /v1/models/<name>:predict`` and ``POST /v2/models/<name>[/versions/<v
 exports (names in :mod:`snapcat.live_metrics`, labelled by ``model_version`` only, plus a bounded
 ``outcome`` / ``category``):
 
-- requests by outcome: ok, client error (4xx), overload (429/503), predictor error (other 5xx);
+- requests by outcome: ok, client error (4xx), overload (429/503), predictor error (a 5xx whose
+  reason says the predictor failed or answered nonsense: :data:`PREDICTOR_FAILURES`), refused
+  (any other 5xx: the transformer answered on its own, e.g. 501 for an unsupported version route,
+  so no client can raise a model version's error rate by calling routes no model serves);
 - latency from request to the response's last byte;
 - the top-1 score and the top-1 category of every answered photo.
 
@@ -47,12 +50,25 @@ PREDICTIONS = Counter(m.counter_name(m.PREDICTIONS), "Answered photos by top-1 c
                       [m.VERSION_LABEL, m.CATEGORY_LABEL])  # fmt: skip
 
 
-def outcome_of(status: int) -> str:
+#: ``reason`` codes (:mod:`snapcat.serving_errors`, serving/http_layer.py) of 5xx answers that
+#: are the predictor's failure: it answered an error or something unusable, or KServe's own
+#: inference failed.
+PREDICTOR_FAILURES = frozenset({"predictor-error", "model-mismatch", "inference-error"})
+
+
+def outcome_of(status: int, reason: str = "") -> str:
+    """The outcome of a response by its status and, for a 5xx, the reason the error handlers
+    noted (``scope["state"]["snapcat_reason"]``); a 5xx with no reason noted counts as the
+    predictor's failure only for the gateway statuses (502, 504)."""
     if status < 400:
         return m.OK
     if status in (429, 503):
         return m.OVERLOAD
-    return m.CLIENT_ERROR if status < 500 else m.PREDICTOR_ERROR
+    if status < 500:
+        return m.CLIENT_ERROR
+    if reason:
+        return m.PREDICTOR_ERROR if reason in PREDICTOR_FAILURES else m.REFUSED
+    return m.PREDICTOR_ERROR if status in (502, 504) else m.REFUSED
 
 
 class VersionMetrics:
@@ -79,6 +95,9 @@ class VersionMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # The error handlers note why they answered an error in the request's state (the same
+        # dict as Starlette's request.state); created here so it is shared when absent.
+        state = scope.setdefault("state", {})
         start_message: dict = {}
         chunks: list[bytes] = []
 
@@ -101,7 +120,8 @@ class VersionMetrics:
             await send({**start_message, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             label = self._version_label(version)
-            REQUESTS.labels(label, outcome_of(status)).inc()
+            reason = str(state.get("snapcat_reason") or "")
+            REQUESTS.labels(label, outcome_of(status, reason)).inc()
             LATENCY.labels(label).observe(time.perf_counter() - started)
 
         await self.app(scope, receive, held_send)

@@ -17,6 +17,55 @@ class CandidateError(ValueError):
     """A candidate list the pipeline cannot train (unknown backbone or mode, duplicates)."""
 
 
+class DifferentTestSets(ValueError):
+    """Runs measured on different photos: their figures cannot be ranked against each other."""
+
+
+def photo_set_key(metrics: dict) -> str:
+    """A run's test-set identity: the content fingerprint evaluation writes (``test_set.sha256``:
+    its photos' hashes and labels), or for an older metrics.json without one, only its split and
+    size (marked unverified)."""
+    found = metrics.get("test_set") or {}
+    if found.get("sha256"):
+        return str(found["sha256"])
+    return f"unverified:{metrics.get('split', '?')}:{metrics.get('n', '?')}"
+
+
+def check_same_test_set(runs: list[tuple[str, dict]], allow_different: bool = False) -> list[str]:
+    """Refuses (DifferentTestSets) runs scored on different photos, unless ``allow_different``;
+    returns warnings to print above the table (different sets when allowed, unverified runs)."""
+    groups: dict[str, list[str]] = {}
+    for name, metrics in runs:
+        groups.setdefault(photo_set_key(metrics), []).append(name)
+    warnings = []
+    unverified = [n for key, names in groups.items() if key.startswith("unverified:")
+                  for n in names]  # fmt: skip
+    if unverified:
+        warnings.append(
+            f"no test-set fingerprint in {', '.join(unverified)} (evaluated before snapcat wrote "
+            "one): only the split and photo count could be compared"
+        )
+    if len(groups) > 1:
+        described = "; ".join(
+            f"{', '.join(names)}: {_describe(key, runs, names[0])}" for key, names in groups.items()
+        )
+        message = (
+            f"these runs were measured on {len(groups)} different test sets ({described}); their "
+            "figures are not comparable. Evaluate them on the same prepared split"
+        )
+        if not allow_different:
+            raise DifferentTestSets(message + " (or pass --allow-different-test-sets to list them)")
+        warnings.append("WARNING: " + message + "; the ranking below mixes them")
+    return warnings
+
+
+def _describe(key: str, runs: list[tuple[str, dict]], name: str) -> str:
+    metrics = dict(runs)[name]
+    return f"n={metrics.get('n', '?')}, " + (
+        "fingerprint unknown" if key.startswith("unverified:") else f"sha256 {key[:12]}"
+    )
+
+
 @dataclass(frozen=True)
 class Candidate:
     backbone: str
@@ -58,6 +107,7 @@ COLUMNS = (
     ("mode", lambda m: str(m.get("model", {}).get("mode") or "?")),
     ("size", lambda m: str(m.get("model", {}).get("image_size", "?"))),
     ("n", lambda m: str(m["n"])),
+    ("test_set", lambda m: photo_set_key(m)[:8] if "sha256" in (m.get("test_set") or {}) else "?"),
     ("top1", lambda m: f"{m['top1']:.4f}"),
     ("top3", lambda m: f"{m['top3']:.4f}"),
     ("macro_f1", lambda m: f"{m.get('macro_f1', 0.0):.4f}"),

@@ -2,7 +2,7 @@
 (the transformer, the feedback sink) and the side that reads them back (``snapcat rollout analyze``).
 
 Every series is labelled by ``model_version`` (the version that answered, as the model's signature
-reports it), plus at most one more bounded label: ``outcome`` (four values) or ``category`` (the
+reports it), plus at most one more bounded label: ``outcome`` (five values) or ``category`` (the
 model's classes). Prometheus client libraries add ``_total`` to counters and ``_bucket`` /
 ``_count`` / ``_sum`` to histograms; the constants below are the names as queried.
 """
@@ -18,7 +18,10 @@ OK = "ok"
 CLIENT_ERROR = "client_error"  # the request or photo was bad (4xx except overload)
 PREDICTOR_ERROR = "predictor_error"  # the predictor failed or answered nonsense (5xx)
 OVERLOAD = "overload"  # refused for lack of capacity (429/503)
-OUTCOMES = (OK, CLIENT_ERROR, PREDICTOR_ERROR, OVERLOAD)
+#: a 5xx the transformer answered on its own, no model at fault: an unsupported route or
+#: version (501), its own bug (500); never part of a version's error rate
+REFUSED = "refused"
+OUTCOMES = (OK, CLIENT_ERROR, PREDICTOR_ERROR, OVERLOAD, REFUSED)
 
 #: Seconds from request received to response ready (histogram).
 LATENCY = "snapcat_model_request_seconds"

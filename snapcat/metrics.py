@@ -11,8 +11,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from snapcat.calibration import calibration_gate
-
 
 def topk_indices(probabilities: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first (stable for ties)."""
@@ -79,7 +77,8 @@ class GateConfig:
 
     With the production model evaluated on the same photos (:func:`snapcat.paired.paired_gate`)
     a drop beyond a tolerance refuses the candidate only when it is more than noise; with only a
-    stored metrics.json (:func:`gate`, the fallback) the figures are compared as they are."""
+    stored metrics.json (:func:`gate`, the fallback) the figures are compared as they are, except
+    ECE, which is compared with the candidate's own bootstrap interval."""
 
     max_top1_drop: float = 0.01
     max_top3_drop: float = 0.01
@@ -123,23 +122,51 @@ def gate(candidate: dict, baseline: dict | None, config: GateConfig) -> tuple[bo
     drops = []
     for slug, base in baseline.get("per_class", {}).items():
         mine = candidate.get("per_class", {}).get(slug)
-        if mine is None or base.get("support", 0) < config.min_class_support:
+        # Symmetric: a category is gated only where *both* runs had enough photos of it (the
+        # stored baseline's photos are not this run's; 0-1 test photos give recall 0 or 1).
+        if mine is None or min(base.get("support", 0), mine.get("support", 0)) < (
+            config.min_class_support
+        ):
             continue
         drop = base["recall"] - mine["recall"]
         if drop > config.max_class_recall_drop:
             drops.append(
                 f"{slug} recall {mine['recall']:.3f} < baseline {base['recall']:.3f} "
-                f"by {drop:.3f} (max {config.max_class_recall_drop:.3f})"
+                f"by {drop:.3f} (max {config.max_class_recall_drop:.3f}; "
+                f"{mine['support']} vs {base['support']} photos)"
             )
     if drops:
         ok = False
         reasons.extend(drops)
     else:
         reasons.append(
-            f"no category's recall dropped by more than {config.max_class_recall_drop:.3f}"
+            f"no category's recall dropped by more than {config.max_class_recall_drop:.3f} "
+            f"(of those with at least {config.min_class_support} photos in both runs)"
         )
-    calibrated = calibration_gate(candidate, baseline, config.max_ece_increase)
+    calibrated = _ece_rule(candidate, baseline, config.max_ece_increase)
     if calibrated is not None:
         ok &= calibrated[0]
         reasons.append(calibrated[1])
     return ok, reasons
+
+
+def _ece_rule(candidate: dict, baseline: dict, tolerance: float) -> tuple[bool, str] | None:
+    """ECE against a stored figure: refused only when the candidate's ECE is above the baseline's
+    plus the tolerance across its whole 95 % bootstrap interval (``calibration.ece_ci95``; the
+    stored figure has no interval: its photos are not here). ``None``: nothing to compare."""
+    mine = (candidate.get("calibration") or {}).get("ece")
+    theirs = (baseline.get("calibration") or {}).get("ece")
+    if mine is None or theirs is None:
+        return None
+    interval = (candidate.get("calibration") or {}).get("ece_ci95")
+    figures = f"ECE {mine:.4f} vs baseline {theirs:.4f}"
+    if interval:
+        figures += f" (candidate's 95% interval {interval[0]:.4f} to {interval[1]:.4f})"
+    if mine <= theirs + tolerance:
+        return True, f"{figures}: within tolerance {tolerance:.4f}"
+    if interval is None or interval[0] > theirs + tolerance:
+        return False, f"{figures}: beyond tolerance {tolerance:.4f}, and not noise"
+    return True, (
+        f"{figures}: beyond tolerance {tolerance:.4f} on these photos, but the interval reaches "
+        "it, so it is not distinguishable from noise"
+    )

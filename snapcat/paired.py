@@ -10,6 +10,12 @@ test on the discordant photos is reported beside it for top-1 and top-3.
 The bootstrap resamples photos, but since each photo's difference is -1, 0 or +1 a resample is
 fully described by three counts: drawing them from a multinomial gives exactly the same
 distribution as resampling indices, in constant memory whatever the number of photos.
+
+Expected calibration error has no such shortcut (it is a sum of per-bin absolute gaps), so
+:func:`paired_ece` resamples photo indices, the same ones for both models, in chunks that bound
+memory. Every rule of :func:`paired_gate`, ECE included, refuses only when the candidate is worse
+by more than its tolerance *and* the whole 95 % interval says worse; the first reason says which
+rule decided, with its interval.
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from snapcat.calibration import ECE_BINS
 from snapcat.metrics import GateConfig, topk_indices
+
+#: Resampled photo indices held at once by :func:`paired_ece` (about 16 MB of int64).
+_ECE_CHUNK_CELLS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,93 @@ def paired_difference(
     }
 
 
-def compare(
-    true_slugs: list[str], candidate: Outcomes, baseline: Outcomes, config: GateConfig
+def _ece_parts(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> tuple:
+    """Per photo: its top-1 score's bin (as :func:`snapcat.calibration.reliability_bins` bins it)
+    and right-minus-confidence; ECE is sum over bins of |sum of the latter| / n."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return which, correct.astype(np.float64) - confidence
+
+
+def _ece_of_resamples(which, gap, indices: np.ndarray, bins: int) -> np.ndarray:
+    rows, n = indices.shape
+    cells = (np.arange(rows)[:, None] * bins + which[indices]).ravel()
+    sums = np.bincount(cells, weights=gap[indices].ravel(), minlength=rows * bins)
+    return np.abs(sums.reshape(rows, bins)).sum(axis=1) / n
+
+
+def paired_ece(
+    candidate: tuple[np.ndarray, np.ndarray],
+    baseline: tuple[np.ndarray, np.ndarray],
+    *,
+    resamples: int,
+    rng: np.random.Generator,
+    bins: int = ECE_BINS,
 ) -> dict:
-    """Paired top-1, top-3 and per-category recall differences (candidate minus baseline).
+    """Both models' ECE on the same photos (each a ``(probabilities, label indices)`` pair, -1
+    for a category the model lacks), the difference (candidate minus baseline: positive is
+    worse) and its 95 % paired-bootstrap interval."""
+    parts_c = _ece_parts(*candidate, bins)
+    parts_b = _ece_parts(*baseline, bins)
+    n = len(parts_c[0])
+    if n != len(parts_b[0]) or n == 0:
+        raise ValueError("a paired comparison needs the same, non-empty set of photos")
+    everyone = np.arange(n)[None, :]
+    ece_c = float(_ece_of_resamples(*parts_c, everyone, bins)[0])
+    ece_b = float(_ece_of_resamples(*parts_b, everyone, bins)[0])
+    differences = []
+    chunk = max(1, _ECE_CHUNK_CELLS // n)
+    for start in range(0, resamples, chunk):
+        indices = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        differences.append(
+            _ece_of_resamples(*parts_c, indices, bins) - _ece_of_resamples(*parts_b, indices, bins)
+        )
+    low, high = np.quantile(np.concatenate(differences), [0.025, 0.975])
+    return {
+        "n": n,
+        "candidate": round(ece_c, 6),
+        "baseline": round(ece_b, 6),
+        "difference": round(ece_c - ece_b, 6),
+        "ci95": [round(float(low), 6), round(float(high), 6)],
+    }
+
+
+def ece_interval(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    resamples: int,
+    rng: np.random.Generator,
+    bins: int = ECE_BINS,
+) -> list[float]:
+    """One model's ECE 95 % bootstrap interval over its photos (for the fallback gate, which has
+    no production model to pair with)."""
+    which, gap = _ece_parts(probabilities, labels, bins)
+    n = len(which)
+    if n == 0:
+        raise ValueError("no photos")
+    chunk = max(1, _ECE_CHUNK_CELLS // n)
+    values = np.concatenate([
+        _ece_of_resamples(which, gap, rng.integers(0, n, size=(min(chunk, resamples - s), n)),
+                          bins)
+        for s in range(0, resamples, chunk)
+    ])  # fmt: skip
+    low, high = np.quantile(values, [0.025, 0.975])
+    return [round(float(low), 6), round(float(high), 6)]
+
+
+def compare(
+    true_slugs: list[str],
+    candidate: Outcomes,
+    baseline: Outcomes,
+    config: GateConfig,
+    calibration: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict:
+    """Paired top-1, top-3 and per-category recall differences (candidate minus baseline), and
+    with ``calibration`` (each model's served probabilities and label indices) the paired ECE.
 
     Per-category recall is compared only for categories with at least ``min_class_support``
     photos: below that one photo moves recall by more than any useful tolerance.
@@ -113,55 +206,72 @@ def compare(
             candidate.top1[mask], baseline.top1[mask], resamples=config.resamples, rng=rng
         )
     result["per_class_recall"] = per_class
+    if calibration is not None:
+        result["ece"] = paired_ece(*calibration, resamples=config.resamples, rng=rng)
     return result
 
 
-def _verdict(name: str, entry: dict, tolerance: float) -> tuple[bool, str]:
-    """A metric fails only when the candidate is worse by more than ``tolerance`` *and* the
-    whole 95 % interval of the difference lies below zero (the drop is not noise)."""
+def _verdict(
+    name: str, entry: dict, tolerance: float, *, lower_is_better: bool = False
+) -> tuple[bool, str]:
+    """A rule fails only when the candidate is worse by more than ``tolerance`` *and* the whole
+    95 % interval of the difference says worse (the drop is not noise). Differences are candidate
+    minus production: worse is below zero for accuracy, above zero for ``lower_is_better``
+    measures such as ECE."""
     low, high = entry["ci95"]
+    sign = -1.0 if lower_is_better else 1.0
+    worse_by = -sign * entry["difference"]
+    interval_worse = (low > 0) if lower_is_better else (high < 0)
     figures = (
         f"{name}: candidate {entry['candidate']:.4f} vs production {entry['baseline']:.4f} on the "
         f"same {entry['n']} photos, difference {entry['difference']:+.4f} "
         f"(95% interval {low:+.4f} to {high:+.4f})"
     )
-    if entry["difference"] >= -tolerance:
+    side = "above" if lower_is_better else "below"
+    if worse_by <= tolerance:
         return True, f"{figures}: within the {tolerance:.4f} tolerance"
-    if high < 0:
+    if interval_worse:
         return False, (
             f"{figures}: worse by more than the {tolerance:.4f} tolerance, and the whole interval "
-            "is below zero, so the drop is not noise"
+            f"is {side} zero, so it is not noise"
         )
     return True, (
         f"{figures}: worse than the {tolerance:.4f} tolerance on these photos, but the interval "
-        "reaches zero, so the drop is not distinguishable from noise"
+        "reaches zero, so it is not distinguishable from noise"
     )
 
 
 def paired_gate(comparison: dict, config: GateConfig) -> tuple[bool, list[str]]:
     """Blesses the candidate unless it is significantly worse than production beyond a tolerance
-    on top-1, top-3 or a category's recall; the reasons say so in words either way."""
-    ok = True
-    reasons = []
+    on top-1, top-3, a category's recall or (when compared) ECE. The first reason is the verdict:
+    which rule(s) refused, or that none did; then every rule in words with its interval."""
+    rules: list[tuple[str, bool, str]] = []
     for metric, tolerance in (("top1", config.max_top1_drop), ("top3", config.max_top3_drop)):
-        passed, reason = _verdict(metric, comparison[metric], tolerance)
-        ok &= passed
-        reasons.append(reason)
+        rules.append((metric, *_verdict(metric, comparison[metric], tolerance)))
     failed = []
     for slug, entry in comparison["per_class_recall"].items():
         passed, reason = _verdict(f"{slug} recall", entry, config.max_class_recall_drop)
         if not passed:
-            failed.append(reason)
-    if failed:
-        ok = False
-        reasons.extend(failed)
-    else:
-        reasons.append(
-            f"no category's recall (of {len(comparison['per_class_recall'])} with at least "
-            f"{config.min_class_support} photos) is significantly worse by more than "
-            f"{config.max_class_recall_drop:.4f}"
-        )
-    return ok, reasons
+            failed.append((f"{slug} recall", passed, reason))
+    rules += failed or [(
+        "per-category recall", True,
+        f"no category's recall (of {len(comparison['per_class_recall'])} with at least "
+        f"{config.min_class_support} photos) is significantly worse by more than "
+        f"{config.max_class_recall_drop:.4f}",
+    )]  # fmt: skip
+    if comparison.get("ece") is not None:
+        rules.append(
+            ("ECE", *_verdict("ECE", comparison["ece"], config.max_ece_increase,
+                              lower_is_better=True))
+        )  # fmt: skip
+    refused = [name for name, passed, _ in rules if not passed]
+    verdict = (
+        f"verdict: refused by {', '.join(refused)} (significantly worse beyond tolerance)"
+        if refused
+        else f"verdict: blessed; no rule ({', '.join(n for n, _, _ in rules)}) found the "
+        "candidate worse beyond its tolerance and the noise"
+    )
+    return not refused, [verdict, *(reason for _, _, reason in rules)]
 
 
 def disagreements(

@@ -32,7 +32,7 @@ def _confusion(metrics: dict) -> tuple[list[str], np.ndarray]:
 
 
 # ------------------------------------------------------------------------------ metrics.json
-def test_metrics_json(evaluated, prepared_stats):
+def test_metrics_json(evaluated, prepared_stats, prepared):
     from snapcat.metrics import GateConfig, gate
 
     saved = json.loads((evaluated.output / "metrics.json").read_text("utf-8"))
@@ -58,6 +58,14 @@ def test_metrics_json(evaluated, prepared_stats):
     assert saved["baseline"] is None
     assert (saved["blessed"], saved["reasons"]) == gate(saved, None, GateConfig())
     assert saved["model"]["mode"] == "two-phase" and saved["model"]["backbone"] == "xception"
+    # which photos were scored, by content (snapcat compare refuses to rank different sets)
+    from snapcat.evaluation import photo_set_fingerprint
+    from snapcat.shards import read_split
+
+    assert saved["test_set"]["n"] == n_test and len(saved["test_set"]["sha256"]) == 64
+    assert saved["test_set"] == photo_set_fingerprint(read_split(str(prepared), "test"), "test")
+    low, high = saved["calibration"]["ece_ci95"]
+    assert low <= saved["calibration"]["ece"] <= high
 
 
 def test_evaluation_is_recorded_in_the_model_card(evaluated, trained):
@@ -264,8 +272,14 @@ def test_evaluate_against_the_production_model_on_the_same_photos(
         assert 0 <= c["mcnemar_p"] <= 1
     discordant = comparison["top1"]["candidate_only"] + comparison["top1"]["baseline_only"]
     assert discordant > 0, "two different models disagree somewhere"
-    assert saved["reasons"][0].startswith("top1: candidate")
-    assert f"same {saved['n']} photos" in saved["reasons"][0]
+    assert saved["reasons"][0].startswith("verdict: ")
+    assert saved["reasons"][1].startswith("top1: candidate")
+    assert f"same {saved['n']} photos" in saved["reasons"][1]
+    # ECE is a paired rule too: both models' ECE on these photos, with its interval
+    ece = comparison["ece"]
+    assert ece["n"] == saved["n"] and ece["candidate"] == saved["calibration"]["ece"]
+    assert ece["ci95"][0] <= ece["difference"] <= ece["ci95"][1]
+    assert any(r.startswith("ECE: candidate") and "95% interval" in r for r in saved["reasons"])
 
     report = (out / "report.html").read_text("utf-8")
     assert f"Candidate vs production, on the same {saved['n']} photos" in report
@@ -329,6 +343,7 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
         "mode",
         "size",
         "n",
+        "test_set",
         "top1",
         "top3",
         "macro_f1",
@@ -345,6 +360,7 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
         "feature-extraction",
         "75",
         str(better["n"]),
+        better["test_set"]["sha256"][:8],
         "0.5000",
         "0.9900",
         "0.4200",
@@ -354,7 +370,7 @@ def test_compare_prints_a_table(evaluated, tmp_path, capsys):
     ]
     m = evaluated.metrics
     assert second[:5] == [evaluated.output.name, "xception", "two-phase", "71", str(m["n"])]
-    assert second[5:7] == [f"{m['top1']:.4f}", f"{m['top3']:.4f}"]
+    assert second[6:8] == [f"{m['top1']:.4f}", f"{m['top3']:.4f}"]
     assert second[-1] == ("blessed" if m["blessed"] else "refused")
 
 

@@ -161,6 +161,31 @@ def test_rare_categories_are_not_recall_gated():
     assert not gate(_m(0.8, 0.9, rare=(0.0, 5)), _m(0.8, 0.9, rare=(1.0, 5)), config)[0]
 
 
+def test_a_category_too_rare_in_the_candidates_photos_is_not_gated():
+    """Issue 23, finding 3: the stored-metrics fallback reported "digital-devices recall 0.000 <
+    baseline 0.846" for a category with 0-1 test photos in this run: support was checked on the
+    baseline's side only. Both sides need it now."""
+    config = GateConfig(max_class_recall_drop=0.10, min_class_support=5)
+    baseline = _m(0.8, 0.9, **{"digital-devices": (0.846, 13)})
+    for support in (0, 1, 4):
+        candidate = _m(0.8, 0.9, **{"digital-devices": (0.0, support)})
+        ok, reasons = gate(candidate, baseline, config)
+        assert ok, reasons
+        assert not any("digital-devices" in r for r in reasons)
+    assert not gate(_m(0.8, 0.9, **{"digital-devices": (0.0, 5)}), baseline, config)[0]
+
+
+def test_stored_ece_is_refused_only_beyond_the_candidates_interval():
+    config = GateConfig(max_ece_increase=0.02)
+    baseline = {**_m(0.8, 0.9), "calibration": {"ece": 0.165}}
+    noisy = {**_m(0.85, 0.95), "calibration": {"ece": 0.231, "ece_ci95": [0.12, 0.34]}}
+    ok, reasons = gate(noisy, baseline, config)
+    assert ok and "not distinguishable from noise" in reasons[-1]
+    clear = {**_m(0.85, 0.95), "calibration": {"ece": 0.331, "ece_ci95": [0.29, 0.37]}}
+    ok, reasons = gate(clear, baseline, config)
+    assert not ok and reasons[-1].startswith("ECE 0.3310 vs baseline 0.1650")
+
+
 def test_gate_config_round_trips():
     config = GateConfig(max_top1_drop=0.02, min_class_support=3)
     assert GateConfig(**config.to_dict()) == config

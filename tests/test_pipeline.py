@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -120,6 +121,7 @@ def test_tensorflow_steps_run_in_the_training_image_the_others_in_the_light_one(
 def test_every_step_has_a_timeout(compiled):
     _, k8s = compiled
     settings = ClusterSettings()
+    assert settings.deploy_timeout > settings.rollout_ready_timeout + settings.analysis_timeout
     for step in STEPS:
         deadline = k8s[f"exec-{step}"]["activeDeadlineSeconds"]
         assert int(deadline) == getattr(settings, f"{step}_timeout") > 0
@@ -150,7 +152,167 @@ def test_the_run_has_a_workspace_volume(tmp_path):
     _, platform = yaml.safe_load_all(path.read_text())
     workspace = platform["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]
     assert workspace["size"] == "50Gi"
-    assert workspace["kubernetes"]["pvcSpecPatch"] == {"storageClassName": "fast"}
+    assert workspace["kubernetes"]["pvcSpecPatch"] == {
+        "accessModes": ["ReadWriteMany"],
+        "storageClassName": "fast",
+    }
+
+
+# ------------------------------------------------------- what a real KFP backend refuses (issue 23)
+def test_the_committed_spec_passes_the_kfp_argo_compilers_workspace_rules():
+    """KFP's Argo compiler (2.15, 2.17, HEAD: argocompiler/argo.go GetWorkspacePVC) refuses a
+    workspace PVC without accessModes when the API server sets no default, as KFP's shipped
+    manifests do not. The committed spec had ``pvcSpecPatch: {}``; it now carries them."""
+    from pipelines import kfp_backend
+
+    committed = REPO / "pipelines" / "training_pipeline.yaml"
+    assert kfp_backend.problems(committed) == []
+    workspace = kfp_backend.workspace_pvc(kfp_backend.load(committed))
+    assert workspace["kubernetes"]["pvcSpecPatch"]["accessModes"] == ["ReadWriteMany"]
+    # KFP 2.15-2.16 also require a storage class: said, and satisfied by naming one
+    assert (
+        "requires a workspace storageClassName"
+        in kfp_backend.problems(committed, kfp_version=(2, 15))[0]
+    )
+
+
+# The compiler's own test table (argocompiler/argo_workspace_test.go), for a backend with no
+# default workspace spec: (workspace section, refused because ...).
+KFP_WORKSPACE_CASES = [
+    ({"size": "5Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"]}}}, None),
+    ({"size": "5Gi", "kubernetes": {"pvcSpecPatch": {}}}, "must specify accessModes"),
+    ({"size": "5Gi", "kubernetes": {}}, "must specify accessModes"),
+    ({"size": "", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"]}}},
+     "size is required"),
+    ({"size": "10GB", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"]}}},
+     "not a Kubernetes quantity"),
+    ({"size": "1.5Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteMany"]}}}, None),
+    ({"size": "-10Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"]}}},
+     "negative"),
+    ({"size": "10Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"],
+                                                      "invalidField": "x"}}},
+     "unknown fields in PVC spec patch"),
+    ({"size": "10Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["ReadWriteOnce"],
+                                                      "storageClassName": ""}}},
+     "must be omitted or a non-empty name"),
+    ({"size": "10Gi", "kubernetes": {"pvcSpecPatch": {"accessModes": ["Sometimes"]}}},
+     "each must be one of"),
+    ({"size": "10Gi"}, "no kubernetes section"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("workspace", "refused"), KFP_WORKSPACE_CASES)
+def test_workspace_rules_follow_the_kfp_compiler(workspace, refused):
+    from pipelines import kfp_backend
+
+    platform = {"platforms": {"kubernetes": {"pipelineConfig": {"workspace": workspace}}}}
+    found = kfp_backend.workspace_problems(platform)
+    if refused is None:
+        assert found == []
+    else:
+        assert len(found) == 1 and refused in found[0], found
+
+
+def test_without_rwx_the_candidates_train_one_at_a_time(tmp_path):
+    """Parallel candidates on different GPU nodes cannot share a ReadWriteOnce volume
+    (multi-attach errors): with RWO the loop runs one iteration at a time."""
+    from pipelines import kfp_backend
+
+    rwx_spec, _ = _compile(tmp_path / "rwx")
+    loop = next(t for t in rwx_spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop.get("iteratorPolicy", {}).get("parallelismLimit", 0) == 0
+    path = runner.compile_pipeline(
+        tmp_path / "rwo.yaml", ClusterSettings(workspace_access_mode="ReadWriteOnce")
+    )
+    spec, platform = yaml.safe_load_all(path.read_text())
+    loop = next(t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t)
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 1}
+    assert kfp_backend.problems(path) == []
+    # the same RWO workspace with a parallel loop is what the check refuses
+    del loop["iteratorPolicy"]
+    assert "in parallel" in kfp_backend.parallel_workspace_problems(spec, platform)[0]
+    with pytest.raises(ValueError, match="workspace access mode"):
+        ClusterSettings(workspace_access_mode="ReadOnlyMany")
+
+
+def test_the_deploy_deadline_covers_everything_it_waits_for(tmp_path):
+    """Issue 23, finding 6: deploy's deadline (1800 s) was shorter than its 600 s readiness wait
+    plus the default 3600 s analysis: the pod died mid-analysis, the canary stayed at 10 %."""
+    from pipelines.training_pipeline import DEPLOY_MARGIN, deploy_deadline
+
+    for settings in (ClusterSettings(), ClusterSettings(analysis_timeout=7200,
+                                                        rollout_ready_timeout=900)):  # fmt: skip
+        _, k8s = _compile(tmp_path / str(settings.analysis_timeout), settings)
+        deadline = int(k8s["exec-deploy"]["activeDeadlineSeconds"])
+        waits = 2 * settings.rollout_ready_timeout + settings.analysis_timeout
+        assert deadline == deploy_deadline(settings)
+        assert deadline >= waits + settings.analysis_interval + DEPLOY_MARGIN
+        # the run parameter's default is the analysis the deadline was derived from
+        params = runner.pipeline_parameters(settings)
+        assert params["analysis_timeout"].default == settings.analysis_timeout
+
+
+def test_the_deploy_step_refuses_a_longer_analysis_than_its_deadline_allows(tmp_path):
+    from components.deploy.component import deploy
+    from snapcat.rollout import RolloutError
+
+    class Model:
+        path = uri = str(tmp_path)
+
+    with pytest.raises(RolloutError, match="longer than the 3600 s this pipeline was compiled"):
+        deploy(
+            model=Model(), isvc_name="m", isvc_namespace="ns", canary_percent=10, dry_run=False,
+            manifest=Model(), canary_auto=True, prometheus_url="http://127.0.0.1:9",
+            analysis_timeout=7200.0, max_analysis_timeout=3600.0,
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------ submit: errors, --dry-run
+def test_submit_without_a_host_is_one_line_not_localhost(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    argv = ["pipeline", "submit", "--param", "input_uri=gs://b/p"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no Kubeflow Pipelines host: pass --host URL" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_submit_to_an_unreachable_host_is_one_line(capsys):
+    argv = ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--param", "input_uri=gs://b/p"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("snapcat pipeline: error: cannot reach Kubeflow Pipelines at "
+                          "http://127.0.0.1:9")  # fmt: skip
+    assert err.count("\n") == 1
+
+
+def test_submit_dry_run_compiles_checks_and_prints_what_would_be_sent(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    argv = ["pipeline", "submit", "--dry-run", "--host", "http://127.0.0.1:9", "--param",
+            "input_uri=gs://b/p", "--param", "epochs=3", "--run-name", "nightly"]  # fmt: skip
+    assert cli_main(argv) == 0  # nothing listens on :9, and nothing was asked
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["dry_run"] is True and shown["host"] == "http://127.0.0.1:9"
+    assert shown["run_name"] == "nightly"
+    assert shown["parameters"]["input_uri"] == "gs://b/p" and shown["parameters"]["epochs"] == 3
+    assert shown["parameters"]["analysis_timeout"] == 3600
+    assert shown["workspace"]["kubernetes"]["pvcSpecPatch"]["accessModes"] == ["ReadWriteMany"]
+    assert shown["deadlines_seconds"]["deploy"] >= 600 + 3600
+    # a package a KFP backend would refuse is refused here, before anything is sent
+    stale = tmp_path / "old.yaml"
+    text = (REPO / "pipelines" / "training_pipeline.yaml").read_text()
+    stale.write_text(
+        re.sub(r"pvcSpecPatch:\n\s+accessModes:\n\s+- ReadWriteMany", "pvcSpecPatch: {}", text)
+    )
+    assert "pvcSpecPatch: {}" in stale.read_text()
+    assert cli_main([*argv, "--package", str(stale)]) == 2
+    assert "would refuse this pipeline: workspace PVC spec must specify accessModes" in (
+        capsys.readouterr().err
+    )
 
 
 def test_parameter_defaults_are_the_librarys():
@@ -554,3 +716,25 @@ def test_a_killed_run_resumes_training_from_the_workspace(tmp_path):
     assert [int(r["epoch"]) for r in after] == [0, 1, 2]  # none re-trained from scratch
     assert after[: len(before)] == before  # the killed run's epochs, as they were
     assert not (tmp_path / "workspace").exists(), "kfp.local drops a finished run's workspace"
+
+
+def test_submit_to_something_that_is_not_kfp_is_one_line(capsys):
+    class NotKfp(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotKfp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        argv = ["pipeline", "submit", "--host", host, "--param", "input_uri=gs://b/p"]
+        assert cli_main(argv) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "answered HTTP 404" in err and "not a Kubeflow Pipelines API" in err
+    assert err.count("\n") == 1

@@ -201,7 +201,7 @@ def test_thresholds_are_flags(prometheus, capsys):
     assert (code, result["decision"], result["window"]) == (0, "promote", "5m")
     code, result = analyze_cli(capsys, url, "--min-requests", "5000")
     assert (code, result["decision"]) == (4, "wait")
-    assert "answered 1000 of the 5000 requests needed" in result["reasons"][0]
+    assert "served 990 of the 5000 requests needed" in result["reasons"][0]
 
 
 def test_waits_until_enough_canary_traffic(prometheus):

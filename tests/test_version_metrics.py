@@ -72,3 +72,67 @@ def test_model_version_label_values_are_bounded():
     assert len(middleware.versions) == version_metrics.MAX_VERSIONS
     assert value("snapcat_model_requests_total", model_version="other", outcome="ok") >= 5
     assert value("snapcat_model_requests_total", model_version="9020", outcome="ok") == 0
+
+
+def transformer_like_app():
+    """FastAPI with the transformer's real error handlers (serving.http_layer) and its middleware
+    order (the request guard inside, the version metrics outermost, as serving/server.py adds
+    them); each route fails the way the transformer can."""
+    from fastapi import FastAPI
+
+    from serving.http_layer import RequestGuard, install_exception_handlers
+    from snapcat.serving_errors import BadRequestError, PredictorResponseError
+
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def versioned(name: str, version: str):
+        raise NotImplementedError("model versions are not served by name")  # KServe: 501
+
+    @app.post("/v2/models/{name}/infer")
+    async def infer(name: str, kind: str = ""):
+        if kind == "bad":
+            raise BadRequestError("instance 0: corrupt", reason="corrupt")
+        if kind == "mismatch":
+            raise PredictorResponseError("no classes", status=500, reason="model-mismatch")
+        raise PredictorResponseError("the predictor answered HTTP 500")  # 502 predictor-error
+
+    app.add_middleware(RequestGuard, max_request_bytes=10_000, max_requests=8,
+                       max_body_bytes_in_flight=100_000)  # fmt: skip
+    app.add_middleware(version_metrics.VersionMetrics, own_version=lambda: "live",
+                       classes=lambda: ["a"])  # fmt: skip
+    return app
+
+
+def test_only_real_predictor_failures_count_as_predictor_errors():
+    """Issue 23, finding 2: 100 POSTs to a route no model serves (501) added 100 predictor errors
+    to the live version, enough to roll back a good canary. They are "refused" now; requests the
+    transformer refuses for bad input are client errors; the predictor's failures still count."""
+
+    def counts():
+        return {o: value("snapcat_model_requests_total", model_version="live", outcome=o)
+                for o in ("refused", "predictor_error", "client_error")}  # fmt: skip
+
+    client = TestClient(transformer_like_app())
+    before = counts()
+    for _ in range(100):
+        response = client.post("/v2/models/listing-category/versions/x/infer", json={})
+        assert response.status_code == 501
+    assert client.post("/v2/models/m/infer?kind=bad", json={}).status_code == 400
+    assert client.post("/v2/models/m/infer", json={}).status_code == 502
+    assert client.post("/v2/models/m/infer?kind=mismatch", json={}).status_code == 500
+    after = counts()
+    assert after["refused"] - before["refused"] == 100
+    assert after["client_error"] - before["client_error"] == 1
+    assert after["predictor_error"] - before["predictor_error"] == 2
+
+
+def test_refused_requests_never_move_the_canarys_error_rate():
+    from snapcat import live_metrics as m
+    from snapcat.rollout.evidence import VersionEvidence
+
+    evidence = VersionEvidence("2", {m.OK: 100, m.PREDICTOR_ERROR: 1, m.REFUSED: 100,
+                                     m.CLIENT_ERROR: 50})  # fmt: skip
+    assert evidence.served == 101
+    assert evidence.error_rate == 1 / 101

@@ -19,12 +19,13 @@ def select(
     import pathlib
     import shutil
 
-    from snapcat.comparison import markdown_table, ranked
+    from snapcat.comparison import check_same_test_set, markdown_table, ranked
 
     runs = [
         (e.metadata["candidate"], json.loads(pathlib.Path(e.path, "metrics.json").read_text()))
         for e in evaluations
     ]
+    check_same_test_set(runs)  # one prepared split: a mismatch is a bug, not a ranking
     best_name, best_metrics = ranked(runs)[0]
     pathlib.Path(comparison.path).write_text(
         f"# Candidates on the same test split\n\nBest: **{best_name}**\n\n"

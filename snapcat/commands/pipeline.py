@@ -16,7 +16,26 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
         help="size of the run's workspace volume, where training checkpoints survive a pod "
         "(default 20Gi)",
     )
-    p.add_argument("--workspace-storage-class", help="storage class of the workspace volume")
+    p.add_argument(
+        "--workspace-storage-class",
+        help="storage class of the workspace volume (default: the cluster's default class; KFP "
+        "2.15-2.16 need one named)",
+    )
+    p.add_argument(
+        "--workspace-access-mode",
+        choices=("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"),
+        default="ReadWriteMany",
+        help="ReadWriteMany (default): candidates train in parallel on any GPU nodes, one shared "
+        "volume (needs an RWX storage class: NFS, CephFS, EFS, Filestore...); ReadWriteOnce: for "
+        "clusters without RWX, candidates then train one after another",
+    )
+    p.add_argument(
+        "--analysis-timeout",
+        type=int,
+        default=3600,
+        help="longest canary analysis (s) a run may ask for; the deploy step's deadline is "
+        "derived from it (default 3600, also the run parameter's default)",
+    )
     p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
     p.add_argument("--gpu-count", type=int, default=1, help="GPUs for train and evaluate")
     p.add_argument(
@@ -50,6 +69,8 @@ def settings_from_args(args: argparse.Namespace):
         "storage_secret": args.storage_secret,
         "train_retries": args.train_retries,
         "workspace_storage_class": args.workspace_storage_class,
+        "workspace_access_mode": args.workspace_access_mode,
+        "analysis_timeout": args.analysis_timeout,
     }
     if args.workspace_size:
         overrides["workspace_size"] = args.workspace_size
@@ -64,7 +85,10 @@ def settings_from_args(args: argparse.Namespace):
         overrides["node_selector"] = tuple((k, v) for k, _, v in pairs)
     if args.toleration:
         overrides["tolerations"] = tuple(Toleration.parse(t) for t in args.toleration)
-    return ClusterSettings(**overrides)
+    try:
+        return ClusterSettings(**overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,7 +101,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=run_compile)
 
     s = actions.add_parser("submit", help="submit a run (or a recurring run) to Kubeflow")
-    s.add_argument("--host", help="KFP API URL (default: kfp.Client's in-cluster discovery)")
+    s.add_argument(
+        "--host",
+        help="KFP API URL, e.g. http://localhost:8080 after kubectl port-forward (default: "
+        "$KF_PIPELINES_ENDPOINT; in a pod, the in-cluster service; else your kubeconfig's API "
+        "server proxy)",
+    )
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compile, check the spec against what a KFP backend refuses (workspace, deadlines, "
+        "parameters) and print what would be submitted; contacts nothing",
+    )
+    s.add_argument(
+        "--kfp-version",
+        default="2.17",
+        help="the backend's KFP version the spec is checked for (default 2.17; 2.15-2.16 need "
+        "a named workspace storage class)",
+    )
     s.add_argument("--experiment", default="snapcat")
     s.add_argument("--run-name")
     s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
@@ -137,14 +178,36 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from pipelines.runner import submit
+    from pipelines.runner import PipelineSubmitError, check_package, describe_submission, submit
+    from snapcat.cli import UserError
 
     settings = settings_from_args(args)
     params = _params(args, settings)
-    run_id = submit(
+    try:
+        major, minor = (int(x) for x in args.kfp_version.split(".")[:2])
+    except ValueError as exc:
+        raise UserError(f"--kfp-version {args.kfp_version!r}: expected MAJOR.MINOR") from exc
+    try:
+        package, problems = check_package(args.package, settings, kfp_version=(major, minor))
+        if problems:
+            raise UserError(
+                f"a KFP {major}.{minor} backend would refuse this pipeline: " + "; ".join(problems)
+            )
+        if args.dry_run:
+            print(describe_submission(package, params, args, settings), end="")
+            return 0
+        run_id = _submit(submit, args, params, settings, package)
+    except PipelineSubmitError as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
+    return 0
+
+
+def _submit(submit, args, params, settings, package) -> str:
+    return submit(
         args.host,
         params,
-        package=args.package,
+        package=package,
         experiment=args.experiment,
         run_name=args.run_name,
         namespace=args.namespace,
@@ -152,8 +215,6 @@ def run_submit(args: argparse.Namespace) -> int:
         settings=settings,
         enable_caching=False if args.no_cache else None,
     )
-    print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
-    return 0
 
 
 def run_local(args: argparse.Namespace) -> int:

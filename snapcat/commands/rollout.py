@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Reads per-version metrics of the canary and the stable version from Prometheus over "
             "--window and compares them: error rate, p95 latency, predicted-category mix "
             "(Jensen-Shannon divergence), top-1 score distribution and, once enough sellers' "
-            "answers arrived, top-1/top-3 agreement. Exit status: 0 promote, 3 rollback, 4 wait."
+            "answers arrived, top-1/top-3 agreement. Promotes only when every required check ran "
+            "on valid data from enough served requests on both sides; missing or garbage evidence "
+            "is WAIT, and ROLLBACK when still so at the end of --wait. Exit status: 0 promote, "
+            "3 rollback, 4 wait, 2 an error (Prometheus unreachable, too slow or answering "
+            "garbage). See docs/deploy.md."
         ),
     )
     _analysis_flags(an, auto=False)
@@ -124,7 +128,8 @@ def _analysis_flags(p: argparse.ArgumentParser, auto: bool) -> None:
 
 #: What each field of :class:`snapcat.rollout.Thresholds` limits: one flag each.
 THRESHOLD_HELP = {
-    "min_requests": "requests each version must answer before any decision",
+    "min_requests": "requests each version must serve before any decision (bad photos and "
+    "refused requests do not count)",
     "max_error_rate_increase": "canary minus stable error rate",
     "max_latency_ratio": "canary over stable p95 latency",
     "max_category_divergence": "Jensen-Shannon divergence of the predicted categories",

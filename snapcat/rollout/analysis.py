@@ -12,8 +12,24 @@ Checks, each skipped (and said so) when there is nothing to compare yet:
 - sellers' agreement (only once enough feedback arrived for both): top-1 and top-3 agreement,
   stable minus canary.
 
-Until the canary has answered ``min_requests`` requests (and stable as many), the answer is
-*wait*. Any failed check means *rollback*; all passing means *promote*.
+The decision, in this order (:func:`decide`):
+
+1. *wait* until each version has *served* ``min_requests`` requests (answered, failed or shed;
+   bad photos and requests the transformer refused on its own do not count);
+2. *wait* while any evidence is unusable: a NaN, infinite or negative count, a p95 latency that
+   is not positive, a series Prometheus sent twice (:mod:`snapcat.rollout.evidence`);
+3. *rollback* when any check that ran failed;
+4. *wait* while a required check (:data:`REQUIRED_CHECKS`: error rate, p95 latency, category
+   mix, top-1 scores) could not run for lack of data; sellers' agreement is optional, since
+   feedback can lag the traffic by days;
+5. *promote* only then: every required check ran, on usable data from enough requests on both
+   sides, and passed.
+
+When the analysis waits (``wait_timeout``) and the evidence is still unusable or incomplete at the
+deadline, the answer becomes *rollback*, naming what was missing: a model does not get all the
+traffic on evidence that never arrived. Too little traffic at the deadline stays *wait* (the
+caller's ``undecided`` policy decides). The whole analysis, queries included, ends by its
+deadline: ``wait_timeout``, or one query timeout if that is longer (so a first round can finish).
 """
 
 from __future__ import annotations
@@ -27,6 +43,9 @@ from snapcat.rollout.isvc import RolloutError
 from snapcat.rollout.prometheus import Prometheus
 
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
+#: Checks that must have run (and passed) before a promotion; any other check (sellers'
+#: agreement, or one added later) decides only when it has data.
+REQUIRED_CHECKS = ("error rate", "p95 latency", "category mix", "top-1 scores")
 
 
 @dataclass(frozen=True)
@@ -62,12 +81,17 @@ class Decision:
     window: str
     checks: list[Check] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    #: evidence the decision still lacks (unusable samples, required checks with no data)
+    missing: list[str] = field(default_factory=list)
+    #: versions that have not served enough requests yet (then nothing else is judged)
+    short: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "decision": self.decision,
             "window": self.window,
             "reasons": self.reasons,
+            "missing": self.missing,
             "checks": [asdict(c) for c in self.checks],
             "canary": self.canary.to_dict(),
             "stable": self.stable.to_dict(),
@@ -105,6 +129,10 @@ def score_shift(canary: dict[float, float], stable: dict[float, float]) -> float
     if not total_c or not total_s:
         return None
     bounds = sorted(set(canary) & set(stable))
+    for buckets in (canary, stable):
+        counts = [buckets[b] for b in sorted(buckets)]
+        if any(b > a * 1.01 + 1 for a, b in zip(counts[1:], counts, strict=False)):
+            return None  # not cumulative: not a histogram Prometheus could have produced
     return max(abs(canary[b] / total_c - stable[b] / total_s) for b in bounds)
 
 
@@ -180,34 +208,52 @@ def _agreement_checks(c: VersionEvidence, s: VersionEvidence, t: Thresholds) -> 
 def decide(
     canary: VersionEvidence, stable: VersionEvidence, window: str, thresholds: Thresholds
 ) -> Decision:
+    """See the module docstring for the order; ``missing`` names what a promotion still lacks."""
     decision = Decision(WAIT, canary, stable, window, _checks(canary, stable, thresholds))
-    short = [
-        f"{who} version {e.version} answered {e.requests:.0f} of the {thresholds.min_requests} "
+    sides = (("the canary", canary), ("the stable", stable))
+    short = decision.short = [
+        f"{who} version {e.version} served {e.served:.0f} of the {thresholds.min_requests} "
         "requests needed"
-        for who, e in (("the canary", canary), ("the stable", stable))
-        if e.requests < thresholds.min_requests
+        for who, e in sides
+        if e.served < max(thresholds.min_requests, 1)
+    ]
+    decision.missing = [f"{who} version {e.version}: {p}" for who, e in sides for p in e.problems]
+    decision.missing += [
+        f"{c.name}: {c.detail}"
+        for c in decision.checks
+        if c.passed is None and c.name in REQUIRED_CHECKS
     ]
     failed = [c for c in decision.checks if c.passed is False]
     if short:
         decision.reasons = short
+    elif canary.problems or stable.problems:
+        decision.reasons = ["unusable evidence: " + m for m in decision.missing]
     elif failed:
         decision.decision = ROLLBACK
         decision.reasons = [f"{c.name} failed: {c.detail}" for c in failed]
+    elif decision.missing:
+        decision.reasons = ["missing evidence: " + m for m in decision.missing]
     else:
         decision.decision = PROMOTE
         passed = [c.name for c in decision.checks if c.passed]
-        decision.reasons = [f"every check with data passed ({', '.join(passed) or 'none'})"]
+        decision.reasons = [f"every required check ran and passed ({', '.join(passed)})"]
     return decision
 
 
-def find_versions(prometheus: Prometheus, window: str) -> tuple[str, str]:
+class VersionsNotFound(RolloutError):
+    """Fewer than two versions served in the window (yet)."""
+
+
+def find_versions(
+    prometheus: Prometheus, window: str, deadline: float | None = None
+) -> tuple[str, str]:
     """(canary, stable) from the versions that served in the window: the newest version (model
     versions are increasing integers) is the canary, the busiest other one is stable."""
     placeholders = ("", "other", "unknown")  # bounded-label overflow, no model loaded
-    seen = {v: n for v, n in versions_seen(prometheus, window).items()
+    seen = {v: n for v, n in versions_seen(prometheus, window, deadline=deadline).items()
             if v not in placeholders and n > 0}  # fmt: skip
     if len(seen) < 2:
-        raise RolloutError(
+        raise VersionsNotFound(
             f"Prometheus saw {len(seen)} model version(s) serving in the last {window} "
             f"({', '.join(seen) or 'none'}); pass --canary-version and --stable-version"
         )
@@ -228,27 +274,63 @@ def analyze(
     sleep=time.sleep,
 ) -> Decision:
     """Decides now; with ``wait_timeout`` > 0, asks again every ``interval`` s while the answer is
-    *wait*, until it is not or the time is up (then the last answer, *wait*, is returned)."""
+    *wait*, until it is not or the time is up (then *rollback* when the evidence is unusable or
+    incomplete, else the last answer, *wait*). Every query ends by the analysis's deadline,
+    ``max(wait_timeout, prometheus.timeout)`` from now (RolloutError past it, unless an earlier
+    round already decided *wait*)."""
     thresholds = thresholds or Thresholds()
-    deadline = time.monotonic() + max(wait_timeout, 0.0)
+    started = time.monotonic()
+    deadline = started + wait_timeout if wait_timeout > 0 else None
+    # Queries end by the wait deadline, but a first round always has one query timeout.
+    query_deadline = started + max(wait_timeout, prometheus.timeout)
+    last: Decision | None = None
     while True:
-        if canary_version and stable_version:
-            canary, stable = canary_version, stable_version
-        else:
-            try:
-                canary, stable = find_versions(prometheus, window)
-            except RolloutError:
-                if deadline - time.monotonic() <= 0:
-                    raise
-                sleep(min(interval, max(deadline - time.monotonic(), 0)))
-                continue
-            canary = canary_version or canary
-            stable = stable_version or stable
-        if canary == stable:
-            raise RolloutError(f"canary and stable are the same version ({canary})")
-        evidence = gather(prometheus, [canary, stable], window)
-        decision = decide(evidence[canary], evidence[stable], window, thresholds)
-        remaining = deadline - time.monotonic()
-        if decision.decision != WAIT or remaining <= 0:
+        try:
+            decision = _once(prometheus, canary_version, stable_version, window, thresholds,
+                             query_deadline)  # fmt: skip
+        except RolloutError as exc:
+            out_of_time = deadline is not None and time.monotonic() >= deadline
+            if last is not None and out_of_time:
+                return _at_deadline(last, wait_timeout)  # the last round ran into the deadline
+            if deadline is None or out_of_time or not isinstance(exc, VersionsNotFound):
+                raise
+            decision = None  # the versions are not serving yet: ask again
+        if decision is not None and decision.decision != WAIT:
             return decision
+        last = decision or last
+        remaining = (deadline or started) - time.monotonic()
+        if remaining <= 0:
+            if last is None:
+                raise RolloutError(f"no analysis finished within {wait_timeout:g} s")
+            return _at_deadline(last, wait_timeout)
         sleep(min(interval, remaining))
+
+
+def _once(
+    prometheus: Prometheus,
+    canary_version: str | None,
+    stable_version: str | None,
+    window: str,
+    thresholds: Thresholds,
+    deadline: float,
+) -> Decision:
+    """One round: find the versions (unless given), gather their evidence, decide."""
+    canary, stable = canary_version, stable_version
+    if not (canary and stable):
+        found_canary, found_stable = find_versions(prometheus, window, deadline)
+        canary, stable = canary or found_canary, stable or found_stable
+    if canary == stable:
+        raise RolloutError(f"canary and stable are the same version ({canary})")
+    evidence = gather(prometheus, [canary, stable], window, deadline=deadline)
+    return decide(evidence[canary], evidence[stable], window, thresholds)
+
+
+def _at_deadline(decision: Decision, wait_timeout: float) -> Decision:
+    """A waiting analysis that ran out of time on unusable or incomplete evidence rolls back."""
+    if wait_timeout > 0 and not decision.short and decision.missing:
+        decision.decision = ROLLBACK
+        decision.reasons = [
+            f"after {wait_timeout:g} s the evidence is still unusable or incomplete: " + m
+            for m in decision.missing
+        ]
+    return decision

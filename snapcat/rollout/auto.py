@@ -74,18 +74,26 @@ def auto_canary(
     cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
     started = canary(name, namespace, model_uri, percent, cluster=cluster, **canary_options)
     result = AutoResult(started)
-    decision = analyze(
-        prometheus or Prometheus(analysis.prometheus_url),
-        canary_version=analysis.canary_version,
-        stable_version=analysis.stable_version,
-        window=analysis.window,
-        thresholds=analysis.thresholds,
-        wait_timeout=analysis.timeout,
-        interval=analysis.interval,
-    )
+    waiting = {k: v for k, v in canary_options.items() if k in ("timeout", "poll")}
+    try:
+        decision = analyze(
+            prometheus or Prometheus(analysis.prometheus_url),
+            canary_version=analysis.canary_version,
+            stable_version=analysis.stable_version,
+            window=analysis.window,
+            thresholds=analysis.thresholds,
+            wait_timeout=analysis.timeout,
+            interval=analysis.interval,
+        )
+    except RolloutError as exc:
+        # Prometheus unreachable, too slow or answering garbage: nothing can decide, and a
+        # canary must not keep its share of traffic on no evidence (unless asked to keep it).
+        if analysis.undecided != "rollback":
+            raise RolloutError(f"the analysis failed ({exc}); the canary was kept") from exc
+        rollback(name, namespace, cluster=cluster, **waiting)
+        raise RolloutError(f"the analysis failed ({exc}); the canary was rolled back") from exc
     result.decision = decision
     log.info("analysis of %s: %s", model_uri, decision.explain())
-    waiting = {k: v for k, v in canary_options.items() if k in ("timeout", "poll")}
     if decision.decision == PROMOTE:
         result.final = promote(name, namespace, model_uri=model_uri, cluster=cluster, **waiting)
     elif decision.decision == ROLLBACK or analysis.undecided == "rollback":
