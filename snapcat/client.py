@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,18 @@ class SnapcatClient:
     # ------------------------------------------------------------------ public API
     def classify(self, photos: Photo | Iterable[Photo]) -> list[Prediction]:
         """One :class:`Prediction` per photo (paths or bytes), in order."""
-        items = _as_list(photos)
         predictions: list[Prediction] = []
-        for start in range(0, len(items), self.max_batch):
-            response = self.predict_raw(items[start : start + self.max_batch])
+        for response in self.predict_raw_batches(photos):
             version = str(response.get("model_version", ""))
             predictions += [Prediction.from_dict(p, version) for p in response["predictions"]]
         return predictions
+
+    def predict_raw_batches(self, photos: Photo | Iterable[Photo]) -> Iterator[dict[str, Any]]:
+        """The server's JSON responses, one request per ``max_batch`` photos, in order: any number
+        of photos without running into the server's per-request limit."""
+        items = _as_list(photos)
+        for start in range(0, len(items), self.max_batch):
+            yield self.predict_raw(items[start : start + self.max_batch])
 
     def classify_one(self, photo: Photo) -> Prediction:
         return self.classify([photo])[0]

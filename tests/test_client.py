@@ -124,3 +124,22 @@ def test_table_aligns_korean_labels():
         for line, slug in zip(table[1:], ["womens", "beauty"], strict=True)
     ]
     assert starts[0] == starts[1] == _width(table[0][: table[0].index("SLUG")])
+
+
+def test_predict_raw_batches_splits_any_number_of_photos():
+    seen: list[dict] = []
+    client = SnapcatClient("http://x", transport=fake_server(seen), max_batch=16)
+    answers = list(client.predict_raw_batches([b"p"] * 40))
+    assert [len(s["payload"]["instances"]) for s in seen] == [16, 16, 8]
+    assert sum(len(a["predictions"]) for a in answers) == 40
+
+
+def test_classify_json_joins_batches_and_keeps_versions_apart():
+    from snapcat.commands.classify import joined_answer
+
+    one = {"predictions": [{"confident": True}], "model_version": "2"}
+    two = {"predictions": [{"confident": False}], "model_version": "3"}
+    same = joined_answer([one, {**two, "model_version": "2"}])
+    assert same["model_version"] == "2" and len(same["predictions"]) == 2
+    mixed = joined_answer([one, two])
+    assert [p["model_version"] for p in mixed["predictions"]] == ["2", "3"]

@@ -570,14 +570,14 @@ def test_classify_cli(stack, tmp_path, saved_labels):
     assert len(lines) == 4 and str(photo) in lines[1]
     assert any(label in lines[1] for label in saved_labels.values())
     raw = subprocess.run(
-        [*command, "--json", str(photo), str(photo)],
+        [*command, "--json", *[str(photo)] * 40],  # more than the server's 32 per request
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO_ROOT,
     )
     assert raw.returncode == 0, raw.stderr
-    assert len(json.loads(raw.stdout)["predictions"]) == 2
+    assert len(json.loads(raw.stdout)["predictions"]) == 40
     bad = subprocess.run(
         [*command, str(photo), str(broken)],
         capture_output=True,
