@@ -297,9 +297,10 @@ def test_baseline_isvc_without_a_cluster_falls_back_to_stored_metrics(
     argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output), "--no-progress"]
     argv += ["--output", str(tmp_path / "e"), "--baseline-isvc", "snapcat/listing-category"]
     assert _cli(*argv) == 2  # no cluster and no fallback: said, not guessed
-    assert "production model not read from InferenceService snapcat/listing-category" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "production model not read from InferenceService snapcat/listing-category" in err
+    assert "--dry-run" not in err  # evaluate has none: the rollout commands' hint is theirs
+    assert err.rstrip().endswith("pass --baseline-model, or --baseline as a fallback")
     baseline = _baseline(tmp_path, evaluated.metrics, "stored")
     assert _cli(*argv, "--baseline", baseline) == 0
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text("utf-8"))

@@ -20,6 +20,8 @@ from snapcat.rollout.waiting import Check, wait_for
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
+#: How a rollout command does without a cluster, for the error when none is configured.
+NO_CLUSTER_NEEDED = "--dry-run needs none"
 DEFAULT_POLL = 5.0
 
 
@@ -69,7 +71,7 @@ class Options:
         return (
             self.cluster
             if self.cluster is not None
-            else Cluster.connect(self.kubeconfig, self.context)
+            else Cluster.connect(self.kubeconfig, self.context, offline=NO_CLUSTER_NEEDED)
         )
 
 
