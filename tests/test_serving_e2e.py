@@ -564,6 +564,7 @@ def test_classify_cli(stack, tmp_path, saved_labels):
         [*command, str(photo)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
     )
     assert table.returncode == 0, table.stderr
+    assert "httpx" not in table.stderr  # no log line per request without -v
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE", "CONFIDENT"]
     assert lines[1].split()[-1] in ("yes", "no")
