@@ -143,3 +143,21 @@ def test_classify_json_joins_batches_and_keeps_versions_apart():
     assert same["model_version"] == "2" and len(same["predictions"]) == 2
     mixed = joined_answer([one, two])
     assert [p["model_version"] for p in mixed["predictions"]] == ["2", "3"]
+
+
+def test_a_server_limit_below_the_clients_batch_is_followed():
+    seen: list[dict] = []
+    answer = fake_server(seen)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        count = len(json.loads(request.content)["instances"])
+        if count > 5:
+            seen.append({"refused": count})
+            body = {"error": f"{count} images in one request, over the limit of 5", "max_batch": 5}
+            return httpx.Response(400, json=body)
+        return answer.handle_request(request)
+
+    client = SnapcatClient("http://x", transport=httpx.MockTransport(handler), max_batch=16)
+    assert len(client.classify([b"p"] * 12)) == 12
+    sizes = [len(s["payload"]["instances"]) for s in seen if "payload" in s]
+    assert sizes == [5, 5, 2] and [s for s in seen if "refused" in s] == [{"refused": 12}]

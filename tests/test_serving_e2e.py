@@ -1096,3 +1096,40 @@ def test_v2_answers_carry_prediction_ids(stack):
     ids = outputs["prediction_id"]["data"]
     assert outputs["prediction_id"]["shape"] == [2] and len(set(ids)) == 2
     assert all(PREDICTION_ID.match(i) for i in ids)
+
+
+@pytest.mark.parametrize("protocol, route", [("v1", ":predict"), ("v2", "/infer")])
+def test_request_file_sent_with_curl_for_a_phone_sized_photo(stack, tmp_path, protocol, route):
+    """The README's way to call the endpoint with curl: the body in a file (a phone photo's
+    base64 is longer than a shell argument may be), written by ``snapcat request``."""
+    import shutil
+
+    from PIL import Image
+
+    if not shutil.which("curl"):
+        pytest.fail("curl is not installed (the README's example uses it)")
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "phone.jpg"  # noise compresses badly
+    Image.fromarray(rng.integers(0, 255, (420, 560, 3), dtype=np.uint8)).save(photo, quality=90)
+    assert photo.stat().st_size > 200_000  # its base64 is over a shell argument's 128 KiB
+    body = tmp_path / "request.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "snapcat.cli", "request", str(photo), str(photo),
+         "--protocol", protocol, "-o", str(body)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = (
+        f"/v1/models/{MODEL_NAME}{route}" if protocol == "v1" else f"/v2/models/{MODEL_NAME}{route}"
+    )
+    sent = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-H", "content-type: application/json",
+         "--data-binary", f"@{body}", stack.url + path],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    answer = json.loads(sent.stdout)
+    if protocol == "v1":
+        assert len(answer["predictions"]) == 2
+    else:
+        assert len(v2_categories(answer, 1)) == 3
