@@ -26,10 +26,12 @@ test: venv lint
 	$(BIN)/python -m pytest -q -rs
 
 # The few tests of minutes each (marked `long`: kill-and-resume runs, InceptionV3, ImageNet
-# features learning), kept out of `make test` so that it stays under ~15 minutes; CI runs them
-# after it.
+# features learning) and the ones that look at the HTML report in headless Chromium (marked
+# `browser`; scripts/chromium.sh installs Debian's chromium and chromedriver as root), kept out of
+# `make test` so that it stays under ~15 minutes and needs no root; CI runs them after it.
 test-long: venv
-	$(BIN)/python -m pytest -q -rs -m long
+	scripts/chromium.sh
+	$(BIN)/python -m pytest -q -rs -m "long or browser"
 
 # The real images, built with Docker here and run as production runs them (tests marked `image`).
 # From nothing: installs and starts Docker, builds the Python base stand-in (Docker Hub is out of

@@ -47,6 +47,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+#: Libraries that log every request at INFO: shown with -v only.
+QUIET_LIBRARIES = ("httpx", "httpcore")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snapcat",
@@ -72,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # one INFO line per HTTP request is -v detail, not progress
+        for chatty in QUIET_LIBRARIES:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.handler(args)
     except _user_errors() as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +40,20 @@ class SnapcatConnectionError(SnapcatClientError):
 class SnapcatServerError(SnapcatClientError):
     """The server answered with an HTTP error; ``message`` is its ``error`` text."""
 
-    def __init__(self, status_code: int, message: str, errors: Sequence[dict] = ()):
+    def __init__(
+        self, status_code: int, message: str, errors: Sequence[dict] = (), body: dict | None = None
+    ):
         super().__init__(f"HTTP {status_code}: {message}")
         self.status_code = status_code
         self.message = message
         self.errors = list(errors)
+        self.body = body or {}
+
+    @property
+    def max_batch(self) -> int | None:
+        """The server's photos-per-request limit, when this error says the batch was over it."""
+        value = self.body.get("max_batch")
+        return value if isinstance(value, int) and value > 0 else None
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,8 @@ class Prediction:
 @dataclass
 class SnapcatClient:
     """Calls ``POST {url}/v1/models/{model_name}:predict``. ``max_batch`` photos go per request
-    (the server's ``--max_batch`` is 32 by default). ``feedback_url`` is the feedback sink's
+    (the server's ``--max_batch`` is 32 by default; a server that takes fewer says how many, and
+    the client splits to that). ``feedback_url`` is the feedback sink's
     (``snapcat feedback serve``), for :meth:`report_category`."""
 
     url: str
@@ -107,13 +117,27 @@ class SnapcatClient:
     # ------------------------------------------------------------------ public API
     def classify(self, photos: Photo | Iterable[Photo]) -> list[Prediction]:
         """One :class:`Prediction` per photo (paths or bytes), in order."""
-        items = _as_list(photos)
         predictions: list[Prediction] = []
-        for start in range(0, len(items), self.max_batch):
-            response = self.predict_raw(items[start : start + self.max_batch])
+        for response in self.predict_raw_batches(photos):
             version = str(response.get("model_version", ""))
             predictions += [Prediction.from_dict(p, version) for p in response["predictions"]]
         return predictions
+
+    def predict_raw_batches(self, photos: Photo | Iterable[Photo]) -> Iterator[dict[str, Any]]:
+        """The server's JSON responses, one request per ``max_batch`` photos, in order: any number
+        of photos without running into the server's per-request limit."""
+        items, start = _as_list(photos), 0
+        while start < len(items):
+            chunk = items[start : start + self.max_batch]
+            try:
+                response = self.predict_raw(chunk)
+            except SnapcatServerError as exc:  # a server configured for fewer per request
+                if exc.max_batch is None or exc.max_batch >= len(chunk):
+                    raise
+                self.max_batch = exc.max_batch
+                continue
+            start += len(chunk)
+            yield response
 
     def classify_one(self, photo: Photo) -> Prediction:
         return self.classify([photo])[0]
@@ -186,7 +210,10 @@ class SnapcatClient:
         if response.status_code >= 400:
             if isinstance(payload, dict) and "error" in payload:
                 raise SnapcatServerError(
-                    response.status_code, str(payload["error"]), payload.get("errors") or ()
+                    response.status_code,
+                    str(payload["error"]),
+                    payload.get("errors") or (),
+                    body=payload,
                 )
             raise SnapcatServerError(response.status_code, response.text[:500] or "no details")
         if not isinstance(payload, dict):

@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,17 +41,48 @@ DEMO_PARAMS = {
 }
 #: What a kfp.local log line looks like when a task starts or ends, and how the demo says it.
 _TASK_EVENTS = (("Executing task", "  started  "), ("finished with status", "  finished "))
+#: Keras' per-epoch output in a log (verbose=2): "Epoch 3/8", then one line of "name: value".
+_EPOCH_START = re.compile(r"\bEpoch (\d+)/(\d+)\s*$")
+_EPOCH_METRIC = re.compile(r"\b(loss|top1|top3|val_loss|val_top1|val_top3): ([0-9.eE+-]+|nan)")
+_PHASE = re.compile(r"phase (\w[\w-]*): epochs (\d+)-(\d+)")
+
+
+class TrainingEcho:
+    """Turns the training step's log into one terminal line per epoch (and one per phase), so a
+    run of minutes shows progress while the full log still goes to its file."""
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+
+    def __call__(self, line: str) -> str | None:
+        if phase := _PHASE.search(line):
+            name, first, last = phase.groups()
+            return f"             phase {name}: epochs {int(first) + 1}-{last}"
+        if start := _EPOCH_START.search(line):
+            self.epoch = f"{start[1]}/{start[2]}"
+            return None
+        if self.epoch and " - loss: " in line:
+            values = dict(_EPOCH_METRIC.findall(line))
+            shown = "  ".join(
+                f"{name.replace('_', ' ')} {float(values[name]):.3f}"
+                for name in ("loss", "val_loss", "val_top1", "val_top3")
+                if name in values
+            )
+            epoch, self.epoch = self.epoch, None
+            return f"             epoch {epoch:>5}  {shown}"
+        return None
 
 
 def run_pipeline(data: str, workdir: Path, log: Path) -> dict[str, str]:
-    """``snapcat pipeline run-local`` as a child process: its output goes to ``log``, and only
-    the task start/finish lines are echoed."""
+    """``snapcat pipeline run-local`` as a child process: its output goes to ``log``; the task
+    start/finish lines and one line per training epoch are echoed."""
     command = [sys.executable, "-m", "snapcat.cli", "pipeline", "run-local"]
     command += ["--input", data, "--workdir", str(workdir)]
     for key, value in DEMO_PARAMS.items():
         text = ",".join(value) if isinstance(value, list) else str(value)
         command += ["--param", f"{key}={text}"]
     started = time.monotonic()
+    echo_training = TrainingEcho()
     with open(log, "w", encoding="utf-8", buffering=1) as sink:  # tail -f works
         child = subprocess.Popen(
             command,
@@ -66,6 +98,8 @@ def run_pipeline(data: str, workdir: Path, log: Path) -> dict[str, str]:
             if event:
                 task = line.split("'")[1] if "'" in line else line.strip()
                 print(f"{event}{task:<28} {time.monotonic() - started:6.0f} s", flush=True)
+            elif said := echo_training(line):
+                print(said, flush=True)
         if child.wait():
             raise SystemExit(f"the pipeline failed: see {log}")
     from pipelines.runner import locate_artifacts

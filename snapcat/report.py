@@ -8,17 +8,30 @@ as a KFP HTML artifact, an attachment, or a file opened from a bucket.
 from __future__ import annotations
 
 import base64
+from contextlib import contextmanager
 from pathlib import Path
 
 import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
-import koreanize_matplotlib  # noqa: E402,F401  (registers the bundled NanumGothic font)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from snapcat.hangul_font import CSS_FONT_STACK, css_font_face, register_with_matplotlib  # noqa: E402
 from snapcat.taxonomy import Taxonomy  # noqa: E402
+
+#: Where the embedded Hangul font goes in the page's <style>, once the page's text is known.
+_FONT_FACE_SLOT = "/* embedded Hangul font */"
+
+
+@contextmanager
+def hangul_figures():
+    """Figures drawn inside it write Korean labels with the bundled font, whatever the machine
+    has installed; matplotlib's global settings stay as they were."""
+    with plt.rc_context({"font.family": register_with_matplotlib(), "axes.unicode_minus": False}):
+        yield
+
 
 _TEMPLATE = jinja2.Environment(
     loader=jinja2.PackageLoader("snapcat", "templates"),
@@ -147,13 +160,16 @@ def write_report(
 
     ``disagreements`` (from :func:`snapcat.paired.disagreements`) are the photos on which the
     candidate and the production model disagree, shown with both models' top-3."""
-    plot_confusion_matrix(metrics, taxonomy, out / "confusion_matrix.png")
-    plot_reliability(metrics, taxonomy, out / "reliability_diagram.png")
-    curves = history_csv is not None and plot_training_curves(
-        history_csv, out / "training_curves.png"
-    )
+    with hangul_figures():
+        plot_confusion_matrix(metrics, taxonomy, out / "confusion_matrix.png")
+        plot_reliability(metrics, taxonomy, out / "reliability_diagram.png")
+        curves = history_csv is not None and plot_training_curves(
+            history_csv, out / "training_curves.png"
+        )
     label = {s: taxonomy[s].label for s in taxonomy.slugs}
     html = _TEMPLATE.render(
+        font_stack=CSS_FONT_STACK,
+        font_face_slot=_FONT_FACE_SLOT,
         metrics=metrics,
         label=label,
         confusion_png=_data_uri((out / "confusion_matrix.png").read_bytes(), "image/png"),
@@ -170,6 +186,7 @@ def write_report(
             for side, items in (disagreements or {}).items()
         },
     )
+    html = html.replace(_FONT_FACE_SLOT, css_font_face(html), 1)
     path = out / "report.html"
     path.write_text(html, "utf-8")
     return path

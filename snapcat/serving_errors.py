@@ -35,9 +35,13 @@ class ServingError(Exception):
         reason: str | None = None,
         errors: Sequence[InstanceError] = (),
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ):
         super().__init__(message)
         self.message = message
+        #: Machine-readable fields of the body beside ``error`` (e.g. the ``max_batch`` a
+        #: client should split to), so clients act on numbers, not on the message's wording.
+        self.details = dict(details or {})
         if status is not None:
             self.status = status
         if reason is not None:
@@ -49,7 +53,7 @@ class ServingError(Exception):
     def to_dict(self) -> dict[str, Any]:
         """The response body: KServe's and TF Serving's ``{"error": ...}`` plus, for per-instance
         problems, ``errors`` with one ``{"instance", "reason", "message"}`` entry each."""
-        body: dict[str, Any] = {"error": self.message}
+        body: dict[str, Any] = {"error": self.message, **self.details}
         if self.errors:
             body["errors"] = [e.to_dict() for e in self.errors]
         return body

@@ -336,6 +336,7 @@ class TransformerCore:
                 f"{count} images in one request, over the limit of {self.config.max_batch}; "
                 "split the batch",
                 reason="too-many-instances",
+                details={"max_batch": self.config.max_batch},
             )
 
     def _check_size(self, index: int, size: int) -> InstanceError | None:

@@ -157,8 +157,10 @@ def taxonomy():
 #: Markers whose tests run only when the marker expression names them: ``image`` builds and runs
 #: the Docker images (minutes, and Docker as root; ``make image-test``), ``long`` are the few tests
 #: of several minutes each, kill-and-resume runs and the alternative backbone's training
-#: (``make test-long``). CI runs both after ``make test``, which stays under ~15 minutes.
-ON_REQUEST_MARKERS = ("image", "long")
+#: (``make test-long``), ``browser`` look at pages in headless Chromium (installed by
+#: ``scripts/chromium.sh``; ``make test-long`` runs them too). CI runs them all after
+#: ``make test``, which stays under ~15 minutes.
+ON_REQUEST_MARKERS = ("image", "long", "browser")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -124,3 +124,40 @@ def test_table_aligns_korean_labels():
         for line, slug in zip(table[1:], ["womens", "beauty"], strict=True)
     ]
     assert starts[0] == starts[1] == _width(table[0][: table[0].index("SLUG")])
+
+
+def test_predict_raw_batches_splits_any_number_of_photos():
+    seen: list[dict] = []
+    client = SnapcatClient("http://x", transport=fake_server(seen), max_batch=16)
+    answers = list(client.predict_raw_batches([b"p"] * 40))
+    assert [len(s["payload"]["instances"]) for s in seen] == [16, 16, 8]
+    assert sum(len(a["predictions"]) for a in answers) == 40
+
+
+def test_classify_json_joins_batches_and_keeps_versions_apart():
+    from snapcat.commands.classify import joined_answer
+
+    one = {"predictions": [{"confident": True}], "model_version": "2"}
+    two = {"predictions": [{"confident": False}], "model_version": "3"}
+    same = joined_answer([one, {**two, "model_version": "2"}])
+    assert same["model_version"] == "2" and len(same["predictions"]) == 2
+    mixed = joined_answer([one, two])
+    assert [p["model_version"] for p in mixed["predictions"]] == ["2", "3"]
+
+
+def test_a_server_limit_below_the_clients_batch_is_followed():
+    seen: list[dict] = []
+    answer = fake_server(seen)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        count = len(json.loads(request.content)["instances"])
+        if count > 5:
+            seen.append({"refused": count})
+            body = {"error": f"{count} images in one request, over the limit of 5", "max_batch": 5}
+            return httpx.Response(400, json=body)
+        return answer.handle_request(request)
+
+    client = SnapcatClient("http://x", transport=httpx.MockTransport(handler), max_batch=16)
+    assert len(client.classify([b"p"] * 12)) == 12
+    sizes = [len(s["payload"]["instances"]) for s in seen if "payload" in s]
+    assert sizes == [5, 5, 2] and [s for s in seen if "refused" in s] == [{"refused": 12}]

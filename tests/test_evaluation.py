@@ -311,9 +311,10 @@ def test_baseline_isvc_without_a_cluster_falls_back_to_stored_metrics(
     argv = ["evaluate", "--data", str(prepared), "--model", str(trained.output), "--no-progress"]
     argv += ["--output", str(tmp_path / "e"), "--baseline-isvc", "snapcat/listing-category"]
     assert _cli(*argv) == 2  # no cluster and no fallback: said, not guessed
-    assert "production model not read from InferenceService snapcat/listing-category" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "production model not read from InferenceService snapcat/listing-category" in err
+    assert "--dry-run" not in err  # evaluate has none: the rollout commands' hint is theirs
+    assert err.rstrip().endswith("pass --baseline-model, or --baseline as a fallback")
     baseline = _baseline(tmp_path, evaluated.metrics, "stored")
     assert _cli(*argv, "--baseline", baseline) == 0
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text("utf-8"))
@@ -425,3 +426,57 @@ def test_gate_refuses_clearly_worse_calibration(evaluated, trained, prepared, tm
     production = json.loads(Path(baseline).read_text("utf-8"))
     _, reasons = gate(saved, production, GateConfig(max_ece_increase=0.3))
     assert any(r.startswith("ECE") and "within" in r for r in reasons)
+
+
+# ------------------------------------------------------------------------------ in a browser
+@pytest.mark.browser
+def test_report_renders_korean_charts_and_gallery_in_headless_chromium(evaluated, tmp_path):
+    """The report as a person sees it, on a machine without CJK fonts (CI's): Chromium draws the
+    Korean labels with the page's embedded font (no fallback font drawing empty boxes), and the
+    confusion matrix, the reliability diagram and the gallery are on screen."""
+    from browser import headless_chromium, platform_fonts
+    from PIL import Image
+
+    page = evaluated.output / "report.html"
+    with headless_chromium() as driver:
+        driver.get(page.as_uri())
+        driver.execute_async_script("document.fonts.ready.then(arguments[arguments.length - 1])")
+
+        headings = driver.execute_script(
+            "return [...document.querySelectorAll('h3')]"
+            ".filter(h => /[\\uac00-\\ud7a3]/.test(h.textContent)).map(h => h.textContent)"
+        )
+        assert headings, "no Korean category heading in the page"
+        driver.execute_script(
+            "[...document.querySelectorAll('h3')].find(h => h.textContent === arguments[0])"
+            ".setAttribute('data-probe', '')",
+            headings[0],
+        )
+        drawn = platform_fonts(driver, "h3[data-probe]")
+        syllables = sum("\uac00" <= ch <= "\ud7a3" for ch in headings[0])
+        embedded = [f for f in drawn if f["isCustomFont"] and f["familyName"] == "NanumGothic"]
+        assert embedded and embedded[0]["glyphCount"] >= syllables, drawn
+        others = sum(f["glyphCount"] for f in drawn if f not in embedded)
+        assert others <= len(headings[0]) - syllables, drawn  # no Hangul drawn by a fallback
+
+        for alt in ("confusion matrix", "reliability diagram"):
+            box = driver.execute_script(
+                "const i = [...document.images].find(i => i.alt.toLowerCase().includes(arguments[0]));"
+                "if (!i) return null; i.scrollIntoView();"
+                "const r = i.getBoundingClientRect();"
+                "return {w: i.naturalWidth, h: r.height, shown: r.width > 0 && r.height > 0}",
+                alt,
+            )
+            assert box and box["w"] > 200 and box["shown"], (alt, box)
+        figures = driver.execute_script(
+            "return [...document.querySelectorAll('.gallery figure img')]"
+            ".filter(i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0)"
+            ".length"
+        )
+        assert figures > 0, "the gallery shows no photo"
+
+        driver.execute_script("window.scrollTo(0, 0)")
+        shot = tmp_path / "report.png"
+        driver.save_screenshot(str(shot))
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10, "the screenshot is blank"

@@ -265,7 +265,8 @@ def test_cli_canary_dry_run_prints_the_exact_patch(no_cluster, capsys):
         capsys, "canary", "-n", NS, "--model-uri", NEW_URI, "--percent", "10", "--dry-run"
     )
     assert code == 0
-    assert out.startswith(f"# PATCH {PATH}\n# Content-Type: application/merge-patch+json\n")
+    assert out.startswith("# NOT THE EXACT REQUEST: no live object was read")
+    assert f"\n# PATCH {PATH}\n# Content-Type: application/merge-patch+json\n" in out
     assumed = rollout.render_inferenceservice(NAME, NS, "gs://CURRENT-MODEL")
     assert yaml.safe_load(out) == rollout.canary_patch(assumed, NEW_URI, 10)
     assert out.isascii()
@@ -281,6 +282,7 @@ def test_cli_canary_dry_run_from_the_live_object(no_cluster, capsys, tmp_path):
         "--current", str(path),
     )  # fmt: skip
     assert code == 0
+    assert out.startswith(f"# PATCH {PATH}\n") and "<- live" not in out  # the exact request
     body = yaml.safe_load(out)
     assert body == rollout.canary_patch(current, NEW_URI, 25)
     assert body["metadata"]["resourceVersion"] == "7"
@@ -289,11 +291,16 @@ def test_cli_canary_dry_run_from_the_live_object(no_cluster, capsys, tmp_path):
 
 def test_cli_promote_rollback_status_dry_runs(no_cluster, capsys):
     code, out, _ = run_cli(capsys, "promote", "-n", NS, "--model-uri", NEW_URI, "--dry-run")
-    assert code == 0 and out.startswith(f"# PUT {PATH}\n# Content-Type: application/json\n")
+    assert code == 0 and f"\n# PUT {PATH}\n# Content-Type: application/json\n" in out
     assert yaml.safe_load(out) == rollout.render_inferenceservice(NAME, NS, NEW_URI)
+    # Built from the shipped base, not the live object: said, and each live-decided line marked.
+    assert out.startswith("# NOT THE EXACT REQUEST") and "--current live.yaml" in out
+    marked = [line.split(":")[0].strip() for line in out.splitlines() if "<- live value" in line]
+    assert {"storageUri", "minReplicas", "maxReplicas", "cpu", "memory", "name"} <= set(marked)
+    assert f"namespace: {NS}\n" in out  # what the command itself decides is not marked
 
     code, out, _ = run_cli(capsys, "rollback", "-n", NS, "--dry-run")
-    assert code == 0 and out.startswith(f"# PATCH {PATH}\n")
+    assert code == 0 and f"\n# PATCH {PATH}\n" in out
     assert yaml.safe_load(out) == {
         "spec": {
             "predictor": {"canaryTrafficPercent": 0},

@@ -564,20 +564,21 @@ def test_classify_cli(stack, tmp_path, saved_labels):
         [*command, str(photo)], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
     )
     assert table.returncode == 0, table.stderr
+    assert "httpx" not in table.stderr  # no log line per request without -v
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["PHOTO", "#", "CATEGORY", "SLUG", "SCORE", "CONFIDENT"]
     assert lines[1].split()[-1] in ("yes", "no")
     assert len(lines) == 4 and str(photo) in lines[1]
     assert any(label in lines[1] for label in saved_labels.values())
     raw = subprocess.run(
-        [*command, "--json", str(photo), str(photo)],
+        [*command, "--json", *[str(photo)] * 40],  # more than the server's 32 per request
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO_ROOT,
     )
     assert raw.returncode == 0, raw.stderr
-    assert len(json.loads(raw.stdout)["predictions"]) == 2
+    assert len(json.loads(raw.stdout)["predictions"]) == 40
     bad = subprocess.run(
         [*command, str(photo), str(broken)],
         capture_output=True,
@@ -1095,3 +1096,40 @@ def test_v2_answers_carry_prediction_ids(stack):
     ids = outputs["prediction_id"]["data"]
     assert outputs["prediction_id"]["shape"] == [2] and len(set(ids)) == 2
     assert all(PREDICTION_ID.match(i) for i in ids)
+
+
+@pytest.mark.parametrize("protocol, route", [("v1", ":predict"), ("v2", "/infer")])
+def test_request_file_sent_with_curl_for_a_phone_sized_photo(stack, tmp_path, protocol, route):
+    """The README's way to call the endpoint with curl: the body in a file (a phone photo's
+    base64 is longer than a shell argument may be), written by ``snapcat request``."""
+    import shutil
+
+    from PIL import Image
+
+    if not shutil.which("curl"):
+        pytest.fail("curl is not installed (the README's example uses it)")
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "phone.jpg"  # noise compresses badly
+    Image.fromarray(rng.integers(0, 255, (420, 560, 3), dtype=np.uint8)).save(photo, quality=90)
+    assert photo.stat().st_size > 200_000  # its base64 is over a shell argument's 128 KiB
+    body = tmp_path / "request.json"
+    made = subprocess.run(
+        [sys.executable, "-m", "snapcat.cli", "request", str(photo), str(photo),
+         "--protocol", protocol, "-o", str(body)],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = (
+        f"/v1/models/{MODEL_NAME}{route}" if protocol == "v1" else f"/v2/models/{MODEL_NAME}{route}"
+    )
+    sent = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-H", "content-type: application/json",
+         "--data-binary", f"@{body}", stack.url + path],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    answer = json.loads(sent.stdout)
+    if protocol == "v1":
+        assert len(answer["predictions"]) == 2
+    else:
+        assert len(v2_categories(answer, 1)) == 3

@@ -31,7 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="send all photos in one request and print the server's raw JSON response",
+        help=(
+            "print the server's raw JSON answer: photos go in requests of at most --batch-size, "
+            "as the Python client sends them, and the answers are joined into one object"
+        ),
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="photos per request with --json (the server takes at most --max_batch, 32 by default)",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     p.set_defaults(handler=run)
@@ -59,14 +68,35 @@ def format_table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def joined_answer(responses) -> dict:
+    """One V1 answer for answers to consecutive requests: their predictions in order, and the
+    model version once, or on each prediction when a canary answered some requests and the
+    stable model the rest."""
+    responses = list(responses)
+    versions = {r.get("model_version") for r in responses}
+    if len(versions) == 1:
+        return {**responses[0], "predictions": [p for r in responses for p in r["predictions"]]}
+    return {
+        "predictions": [
+            {**p, "model_version": r.get("model_version")}
+            for r in responses
+            for p in r["predictions"]
+        ]
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
     from snapcat.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
 
-    with SnapcatClient(args.url, args.model_name, timeout=args.timeout) as client:
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    with SnapcatClient(
+        args.url, args.model_name, timeout=args.timeout, max_batch=args.batch_size
+    ) as client:
         if args.json:
             try:
-                response = client.predict_raw(args.photos)
+                response = joined_answer(client.predict_raw_batches(args.photos))
             except SnapcatServerError as exc:
                 print(
                     json.dumps(

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ship a new model version to a slice of traffic, then promote or roll it back",
         description=(
             "Canary rollouts of the KServe InferenceService (Knative mode). Every command waits "
-            "for the result with --timeout; --dry-run prints the exact request as YAML and needs "
-            "no cluster. See docs/deploy.md."
+            "for the result with --timeout; --dry-run prints the request as YAML and contacts no "
+            "cluster: exact with --current (the live object), otherwise built from manifests/base "
+            "with the lines the live object decides marked. See docs/deploy.md."
         ),
     )
     actions = p.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
@@ -157,7 +158,8 @@ def _common(p: argparse.ArgumentParser, writes: bool) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the request as YAML instead of sending it; contacts no cluster",
+        help="print the request as YAML instead of sending it; contacts no cluster (exact with "
+        "--current; without it, lines that take the live object's values are marked)",
     )
     p.add_argument(
         "--current",

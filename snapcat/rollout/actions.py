@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from snapcat.rollout.apply import Options, Plan, RolloutResult, apply
+from snapcat.rollout.apply import NO_CLUSTER_NEEDED, Options, Plan, RolloutResult, apply
 from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.isvc import (
@@ -232,7 +232,8 @@ def status(
     if current is not None:
         result.status = summarize(current)
     elif not dry_run:
-        cluster = cluster if cluster is not None else Cluster.connect(kubeconfig, context)
+        if cluster is None:
+            cluster = Cluster.connect(kubeconfig, context, offline=NO_CLUSTER_NEEDED)
         result.status = summarize(cluster.get(name, namespace))
     return result
 

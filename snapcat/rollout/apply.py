@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from snapcat.rollout.bodies import Request
+from snapcat.rollout.bodies import Request, offline_yaml
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.isvc import JSON, MERGE_PATCH, RolloutError, isvc_path
 from snapcat.rollout.render import render_inferenceservice
@@ -20,6 +20,8 @@ from snapcat.rollout.waiting import Check, wait_for
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
+#: How a rollout command does without a cluster, for the error when none is configured.
+NO_CLUSTER_NEEDED = "--dry-run needs none"
 DEFAULT_POLL = 5.0
 
 
@@ -36,9 +38,13 @@ class RolloutResult:
     status: dict | None = None
     messages: list[str] = field(default_factory=list)
     sent: bool = False  # whether ``request`` went to the API server (False: dry run or no-op)
+    #: A dry run built from the shipped object, the live one unread: its YAML says so.
+    assumed_live: bool = False
 
     @property
     def yaml(self) -> str:
+        if self.assumed_live and self.request.body is not None:
+            return offline_yaml(self.request, self.action)
         return self.request.to_yaml()
 
 
@@ -65,7 +71,7 @@ class Options:
         return (
             self.cluster
             if self.cluster is not None
-            else Cluster.connect(self.kubeconfig, self.context)
+            else Cluster.connect(self.kubeconfig, self.context, offline=NO_CLUSTER_NEEDED)
         )
 
 
@@ -102,6 +108,7 @@ def apply(
     request = Request(plan.method, isvc_path(name, namespace), plan.body, content_type)
     result = RolloutResult(action, name, namespace, request, dry_run=dry_run)
     if dry_run:
+        result.assumed_live = options.current is None
         return result
     assert cluster is not None
     if not plan.vet(result):

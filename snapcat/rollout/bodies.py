@@ -6,6 +6,7 @@ Built before anything is sent, so ``--dry-run`` prints exactly what would go to 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,42 @@ class Request:
         if self.body is None:
             return header + "\n"
         return header + "\n" + to_yaml(self.body)
+
+
+#: Lines of an offline dry run's body whose value the real request takes from the live object:
+#: the overlay's replicas and resources, the running model, the ConfigMap names kustomize hashes,
+#: the image tag the overlay pins.
+_LIVE_VALUE = re.compile(
+    r"^\s*(?:- )?(?:storageUri|minReplicas|maxReplicas|cpu|memory|nvidia\.com/gpu|image|"
+    r"resourceVersion):"
+)
+LIVE_MARK = "  # <- live value"
+
+
+def offline_yaml(request: Request, action: str) -> str:
+    """A dry run's request built without the live object (none read, no ``--current``): the same
+    YAML, with a header saying what it assumed and each line whose value comes from the live
+    object marked, so nobody mistakes it for the exact request."""
+    lines, after_config_map = [], False
+    for line in request.to_yaml().splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+            continue
+        live = bool(_LIVE_VALUE.match(line)) or (
+            after_config_map and line.strip().startswith("name:")
+        )
+        after_config_map = line.strip() == "configMap:"
+        lines.append(line + LIVE_MARK if live else line)
+    header = [
+        "# NOT THE EXACT REQUEST: no live object was read (a dry run contacts no cluster, and no",
+        "# --current was given), so it is built from the InferenceService manifests/base ships.",
+        "# Lines marked '<- live value' carry the live object's values in the real request (the",
+        "# overlay's replicas and resources, the running model, kustomize's hashed ConfigMap names);",
+        "# the real request is also guarded by the live metadata.resourceVersion. The exact one:",
+        "#   kubectl get isvc NAME -n NAMESPACE -o yaml > live.yaml",
+        f"#   snapcat rollout {action} ... --dry-run --current live.yaml",
+    ]
+    return "\n".join(header + lines) + "\n"
 
 
 def to_yaml(obj: Any) -> str:

@@ -24,9 +24,12 @@ class Cluster:
         self.kserve = kserve_client
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+    def connect(
+        cls, kubeconfig: str | None = None, context: str | None = None, *, offline: str = ""
+    ) -> Cluster:
         """kubeconfig (``kubeconfig``, else $KUBECONFIG or ~/.kube/config) outside a cluster,
-        the pod's service account inside one."""
+        the pod's service account inside one. ``offline``: how the calling command can do without
+        a cluster, for its error message (each command has its own way, or none)."""
         from kubernetes.config import ConfigException
 
         try:
@@ -38,7 +41,7 @@ class Cluster:
         except (ConfigException, FileNotFoundError) as exc:
             raise RolloutError(
                 f"no usable Kubernetes configuration ({exc}): pass --kubeconfig/--context, set "
-                "KUBECONFIG, or run inside a cluster; --dry-run needs none"
+                "KUBECONFIG, or run inside a cluster" + (f"; {offline}" if offline else "")
             ) from exc
 
     def get(self, name: str, namespace: str) -> dict:
