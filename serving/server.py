@@ -26,7 +26,12 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
 from serving import version_metrics
-from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, protocol_class
+from serving.connection import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_IDLE_CONNECTIONS,
+    protocol_class,
+)
 from serving.http_layer import (
     DEFAULT_BODY_TIMEOUT,
     RequestGuard,
@@ -35,7 +40,8 @@ from serving.http_layer import (
 from serving.metrics import ModelLabel
 from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
 
-#: Connections (open or idle keep-alive) one process holds; past it uvicorn answers 503.
+#: Connections whose request is being handled at once; past it a new request is 503. Idle ones
+#: (no request in progress) have their own cap, ``max_idle_connections``.
 DEFAULT_MAX_CONNECTIONS = 1000
 
 
@@ -47,6 +53,7 @@ class HttpLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS
     max_requests: int = 16
     body_bytes_in_flight: int = 128 * 1024 * 1024
 
@@ -116,7 +123,11 @@ class TransformerRESTServer(RESTServer):
         self.saturated = saturated
         config = self.config
         config.host = http_limits.host
-        config.http = protocol_class(http_limits.header_timeout)
+        config.http = protocol_class(
+            http_limits.header_timeout,
+            http_limits.max_connections,
+            http_limits.max_idle_connections,
+        )
         config.h11_max_incomplete_event_size = http_limits.max_header_bytes
         config.limit_concurrency = http_limits.max_connections
 
