@@ -16,6 +16,7 @@ import json
 import re
 import resource
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -345,3 +346,94 @@ def test_idle_and_slow_sockets_do_not_block_real_requests(server, slowloris):
     finally:
         for sock in sockets:
             sock.close()
+
+
+# ------------------------------------------------------------------------------ finding 6
+def _binary_v2(photos: list[bytes], *, shape=None, size_delta=0, header=None, extra=b""):
+    raw = b"".join(struct.pack("<I", len(p)) + p for p in photos)
+    document = {
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": shape if shape is not None else [len(photos)],
+                "parameters": {"binary_data_size": len(raw) + size_delta},
+            }
+        ]
+    }
+    head = json.dumps(document).encode()
+    headers = {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(head)) if header is None else header,
+    }
+    return head + raw + extra, headers
+
+
+def test_v2_binary_data_extension_works(server):
+    url = f"{server.url}/v2/models/{MODEL}/infer"
+    body, headers = _binary_v2([PHOTO, PHOTO])
+    response = httpx.post(url, content=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text[:500]
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert outputs["prediction_id"]["shape"] == [2]
+    # the same photos as JSON get the same answer
+    json_answer = httpx.post(
+        url, content=v2(PHOTO, PHOTO), headers={"content-type": "application/json"}, timeout=30
+    ).json()
+    assert [o["data"] for o in json_answer["outputs"] if o["name"] != "prediction_id"] == [
+        o["data"] for o in response.json()["outputs"] if o["name"] != "prediction_id"
+    ]
+
+
+MARKER = b"SECRET-PHOTO-BYTES-" * 50
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"header": "abc"},
+        {"header": "-5"},
+        {"header": "99999999"},
+        {"size_delta": -(10**6)},
+        {"size_delta": 7},
+        {"shape": [3]},
+        {"shape": [1, 2]},
+        {"shape": "two"},
+        {"shape": [-2]},
+        {"extra": b"trailing"},
+    ],
+    ids=lambda c: next(iter(c)) + "=" + str(next(iter(c.values())))[:12],
+)
+def test_malformed_v2_binary_requests_are_400_and_echo_nothing(server, case):
+    body, headers = _binary_v2([PHOTO[:200] + MARKER, MARKER], **case)
+    response = httpx.post(
+        f"{server.url}/v2/models/{MODEL}/infer", content=body, headers=headers, timeout=30
+    )
+    assert response.status_code == 400, response.text[:500]
+    assert b"SECRET" not in response.content
+    assert len(response.content) < 500
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": "x", "data": ["a"]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [-1], "data": ["a"]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [1, 1, 1], "data": ["a"]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [2], "data": ["a"]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": {"a": 1}}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [[["a"]]]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [7]}],
+        [{"name": "image_bytes", "datatype": "FP32", "shape": [1], "data": [1.0]}],
+        [{"name": "image_bytes", "datatype": "BYTES", "shape": [1]}],
+        "not a list",
+    ],
+)
+def test_malformed_v2_json_shapes_are_400(server, inputs):
+    response = httpx.post(
+        f"{server.url}/v2/models/{MODEL}/infer",
+        content=json.dumps({"inputs": inputs}).encode(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text[:500]
