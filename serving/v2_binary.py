@@ -96,11 +96,8 @@ def parse(body: bytes, header_length: str | None, model_name: str) -> InferReque
                 raise _bad(f"input '{name[:64]}': 'data' must be a list")
         else:
             raise _bad(f"input '{name[:64]}' has neither 'data' nor binary_data_size")
-        if datatype.upper() == "BYTES" and "binary_data_size" in parameters:
-            if math.prod(shape) != len(data):
-                raise _bad(
-                    f"input '{name[:64]}': shape {shape} does not hold its {len(data)} elements"
-                )
+        if "binary_data_size" in parameters and math.prod(shape) != len(data):
+            raise _bad(f"input '{name[:64]}': shape {shape} does not hold its {len(data)} elements")
         rest = {k: v for k, v in parameters.items() if k != "binary_data_size"}
         inputs.append(InferInput(name, shape, datatype, data, rest or None))
     if offset != len(body):
