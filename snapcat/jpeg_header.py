@@ -215,15 +215,19 @@ class JpegFrame:
         vmax = max(v for _, v in self.sampling)
         total = 0
         for h, v in self.sampling:
-            wide = -(-(-(-self.width * h // hmax)) // 8)
-            high = -(-(-(-self.height * v // vmax)) // 8)
-            total += (-(-wide // h) * h) * (-(-high // v) * v)
+            wide = _ceil_div(_ceil_div(self.width * h, hmax), 8)  # blocks, as jdinput.c
+            high = _ceil_div(_ceil_div(self.height * v, vmax), 8)
+            total += _ceil_div(wide, h) * h * _ceil_div(high, v) * v  # padded to the MCU
         return total * _BLOCK_BYTES
 
     @property
     def samples(self) -> int:
         """Coefficients in the whole image (all components): what one scan walks at most."""
         return self.coefficient_bytes // 2 if self.multi_scan else 0
+
+
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
 
 
 def read_frame(data: bytes) -> JpegFrame | None:
