@@ -212,6 +212,8 @@ class _LingeringTransport:
     def __init__(self, raw, protocol: GuardedH11Protocol):
         self.raw = raw
         self._protocol = protocol
+        self.write = raw.write  # the per-response calls, bound once (no __getattr__ each time)
+        self.get_extra_info = raw.get_extra_info
 
     def close(self) -> None:
         if not self._protocol.linger():

@@ -231,14 +231,19 @@ def _ceil_div(n: int, d: int) -> int:
 
 
 def read_frame(data: bytes) -> JpegFrame | None:
-    """The :class:`JpegFrame` of ``data``; ``None`` when no frame header is found within
-    :data:`MAX_STEPS` segments (the decoder then refuses the file, or Pillow reads it and the
-    budget counts it as one scan). Scans are counted as ``FF DA`` byte pairs after the frame
-    header: in entropy-coded data an ``FF`` byte is always followed by ``00`` or a restart
-    marker, so only a table segment between scans could add a false one (counting high)."""
+    """The :class:`JpegFrame` of ``data``; ``None`` when no frame header and first scan are
+    found within :data:`MAX_STEPS` segments (the decoder then refuses the file, or Pillow reads
+    it and the budget counts it as one scan).
+
+    A sequential file whose first scan holds every component is decoded in one pass (libjpeg
+    skips any further scan's data), so its scans are not counted: that costs nothing per photo.
+    Otherwise they are counted as ``FF DA`` byte pairs after the frame header (~1 ms per MB): in
+    entropy-coded data an ``FF`` byte is always followed by ``00`` or a restart marker, so only
+    a table segment between scans could add a false one (counting high)."""
     position, end = 2, len(data)
+    frame: tuple[int, int, tuple[tuple[int, int], ...], bool] | None = None
     for _ in range(MAX_STEPS):
-        if position + 4 > end:
+        if position + 5 > end:
             return None
         if data[position] != 0xFF:
             position += 1
@@ -247,10 +252,18 @@ def read_frame(data: bytes) -> JpegFrame | None:
         if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD9:
             position += 1 if marker == 0xFF else 2
             continue
-        if marker == _START_OF_SCAN:
-            return None
         length = (data[position + 2] << 8) | data[position + 3]
-        if marker in _SOF_MARKERS:
+        if marker == _START_OF_SCAN:
+            if frame is None:
+                return None
+            width, height, sampling, progressive = frame
+            in_first_scan = data[position + 4]
+            if progressive or in_first_scan < len(sampling):
+                scans = data.count(b"\xff\xda", position)
+            else:
+                scans = 1
+            return JpegFrame(width, height, sampling, progressive, scans)
+        if marker in _SOF_MARKERS and frame is None:
             payload = data[position + 4 : position + 2 + length]
             if len(payload) < 6:
                 return None
@@ -261,8 +274,7 @@ def read_frame(data: bytes) -> JpegFrame | None:
                 (max(1, payload[7 + 3 * i] >> 4), max(1, payload[7 + 3 * i] & 0x0F))
                 for i in range(count)
             )
-            scans = data.count(b"\xff\xda", position + 2 + length)
-            return JpegFrame(width, height, sampling, marker in _PROGRESSIVE_SOF, scans)
+            frame = (width, height, sampling, marker in _PROGRESSIVE_SOF)
         if length < 2:
             return None
         position += 2 + length
