@@ -37,7 +37,7 @@ from serving.http_layer import (
     RequestGuard,
     install_exception_handlers,
 )
-from serving.metrics import ModelLabel
+from serving.metrics import IDLE_CONNECTIONS, ModelLabel
 from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
 
 #: Connections whose request is being handled at once; past it a new request is 503. Idle ones
@@ -134,6 +134,8 @@ class TransformerRESTServer(RESTServer):
             http_limits.max_connections,
             http_limits.max_idle_connections,
         )
+        idle = config.http.idle
+        IDLE_CONNECTIONS.set_function(lambda: len(idle))
         config.h11_max_incomplete_event_size = http_limits.max_header_bytes
         config.limit_concurrency = http_limits.max_connections
 

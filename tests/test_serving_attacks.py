@@ -135,6 +135,10 @@ class Transformer:
             found[name] = float(match[1]) if match else float("nan")
         return found
 
+    def gauges_idle(self) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return float(re.search(r"^snapcat_idle_connections (\S+)$", text, re.M)[1])
+
     def stop(self) -> None:
         stop_process(self.process, grace=10)
 
@@ -343,6 +347,8 @@ def test_idle_and_slow_sockets_do_not_block_real_requests(server, slowloris):
                 for _ in range(10)
             ]
         assert statuses == [200] * 10, statuses
+        # the idle set stays within its cap (the longest idle are closed)
+        assert server.gauges_idle() <= 512
     finally:
         for sock in sockets:
             sock.close()
