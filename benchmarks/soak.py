@@ -12,9 +12,23 @@ from the cgroup). The hostile mix, one thread per kind, each capped:
 - requests to random model names (finding 4);
 - unfinished 20 MB headers and bodies trickling in at a byte a second (finding 5);
 - wrong content types, malformed JSON, V2 with a wrong shape, GET on ``:predict``, clients that
-  disconnect mid-body (finding 6).
+  disconnect mid-body (finding 6);
 
-Prints the normal requests' outcome during the attack (share answered 200, share answered an honest
+and the second round (issue 24):
+
+- ``:explain`` requests with photos (they leaked photo slots) and chunked 80 MB bodies to it;
+- progressive JPEGs (8000 x 8000, a few hundred KB, ~380 MiB of coefficients) and a 12 MP
+  progressive file of 310 scans;
+- 2,000 idle sockets and 1,100 slowloris sockets held through the attack;
+- V2 binary-data requests, well-formed and malformed;
+- (the 4000 x 3000 flood above now also reports its share of answered requests: an HTTP status,
+  not a reset);
+- after the soak, on their own: the feedback sink (a 300 MiB chunked event, six concurrent
+  60 MiB events, malformed events) with its peak RSS against its manifest limit, and hostile
+  PyTorch checkpoints (each must be refused, within seconds).
+
+Every hostile kind prints its share of answered requests (an HTTP status rather than a reset or a
+timeout). Prints the normal requests' outcome during the attack (share answered 200, share answered an honest
 503, anything else), their p50/p99 latency, and the peak RSS of the transformer and the predictor.
 Target: every normal request answered 200 or 503, transformer peak RSS under its manifest limit,
 normal p99 under 2 s. The same normal traffic is first measured without an attack (the baseline):
@@ -272,6 +286,99 @@ class Attack:
         finally:
             sock.close()
 
+    # ----------------------------------------------------------------- second round (issue 24)
+    def explain(self) -> None:
+        body = v1_body(big_jpeg()[:200_000] + b"\xff\xd9")
+        explain = f"/v1/models/{MODEL_NAME}:explain"
+        chunk = b" " * 2**20
+
+        def once(client, i):
+            if i % 10 == 9:  # a chunked 80 MB body: 413 while it streams (was: accepted whole)
+                stream = (chunk for _ in range(80))
+                self._post(client, ":explain chunked 80 MB", explain, stream)
+            else:
+                self._post(client, ":explain", explain, body)
+
+        self._loop(":explain", 300, once, rate=10)
+
+    def progressive(self) -> None:
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (8000, 8000), (120, 130, 140)).save(
+            buffer, "JPEG", quality=50, progressive=True, subsampling=0
+        )
+        huge = v1_body(buffer.getvalue())
+        sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+        from decode_cost_bench import many_scans
+
+        noise = Image.frombytes("RGB", (400, 300), os.urandom(400 * 300 * 3)).resize((4000, 3000))
+        buffer = io.BytesIO()
+        noise.save(buffer, "JPEG", quality=90, progressive=True)
+        scans = v1_body(many_scans(buffer.getvalue(), 300))
+        predict = f"/v1/models/{MODEL_NAME}:predict"
+
+        def once(client, i):
+            if i % 2:
+                self._post(client, "progressive 8000x8000", predict, huge)
+            else:
+                self._post(client, "310-scan 12 MP JPEG", predict, scans)
+
+        self._loop("progressive", 60, once, rate=2)
+
+    def idle_sockets(self) -> None:
+        """2,000 sockets that send nothing and 1,100 that send a request head a line a second,
+        held (and reopened when the server closes them) until the deadline."""
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 4000 if hard == resource.RLIM_INFINITY else min(4000, hard)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        idle = [s for s in (self._socket(b"") for _ in range(2000)) if s]
+        slow = [s for s in (self._socket(b"POST / HTTP/1.1\r\n") for _ in range(1100)) if s]
+        self._count("idle sockets opened", len(idle))
+        self._count("slowloris sockets opened", len(slow))
+        closed = 0
+        while time.monotonic() < self.deadline:
+            for sock in list(slow):
+                try:
+                    sock.sendall(b"X-a: b\r\n")
+                except OSError:
+                    slow.remove(sock)
+                    closed += 1
+            time.sleep(1.0)
+        self._count("slowloris closed by server", closed)
+        for sock in idle + slow:
+            sock.close()
+
+    def v2_binary(self) -> None:
+        import struct
+
+        photo = big_jpeg()[:300_000] + b"\xff\xd9"
+        raw = struct.pack("<I", len(photo)) + photo
+        infer = f"/v2/models/{MODEL_NAME}/infer"
+
+        def request(size: int, shape: list[int], header: str | None = None):
+            document = {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": shape,
+                                    "parameters": {"binary_data_size": size}}]}  # fmt: skip
+            head = json.dumps(document).encode()
+            headers = {"content-type": "application/octet-stream",
+                       "inference-header-content-length": header or str(len(head))}  # fmt: skip
+            return head + raw, headers
+
+        cases = [request(len(raw), [1]), request(-5, [1]), request(len(raw), [3]),
+                 request(len(raw), [1], "abc")]  # fmt: skip
+
+        def once(client, i):
+            body, headers = cases[i % len(cases)]
+            kind = "V2 binary ok" if i % len(cases) == 0 else "V2 binary malformed"
+            self._post(client, kind, infer, body, headers)
+
+        self._loop("V2 binary", 200, once, rate=5)
+
     def run(self) -> dict[str, dict[int, int]]:
         threads = [
             threading.Thread(target=target, daemon=True)
@@ -282,6 +389,10 @@ class Attack:
                 self.random_models,
                 self.malformed,
                 self.slow_clients,
+                self.explain,
+                self.progressive,
+                self.idle_sockets,
+                self.v2_binary,
             )
         ]
         for thread in threads:
@@ -422,7 +533,16 @@ def main() -> int:
     )
     print(f"attack: {args.duration:g} s; hostile requests by kind and status:")
     for kind, by_status in counts.items():
-        print(f"  {kind:22s} " + ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items())))
+        line = ", ".join(f"{s}: {n}" for s, n in sorted(by_status.items()))
+        if "opened" in kind or "closed" in kind:
+            print(f"  {kind:26s} {sum(s * n for s, n in by_status.items())}")
+            continue
+        if kind == "disconnect mid-body":  # the client hangs up: no answer to read
+            print(f"  {kind:26s} {line}")
+            continue
+        total = sum(by_status.values())
+        got_status = sum(n for s, n in by_status.items() if s > 0)
+        print(f"  {kind:26s} {line}  (answered {got_status / max(1, total):.1%})")
     quiet_ok = [r[2] for r in quiet if r[1] == 200]
     print(
         f"baseline without attack: {len(quiet)} normal requests, "
@@ -456,7 +576,149 @@ def main() -> int:
         f"target (all 200/503, transformer RSS < limit, p99 < 2 s, both alive): "
         f"{'MET' if met else 'NOT MET'}"
     )
-    return 0 if met else 1
+    sink_met = sink_attack()
+    checkpoints_met = checkpoint_attack()
+    return 0 if met and sink_met and checkpoints_met else 1
+
+
+# --------------------------------------------------------------------------------- feedback sink
+def sink_manifest_memory() -> int:
+    import yaml
+
+    document = yaml.safe_load(
+        (REPO_ROOT / "manifests" / "feedback" / "deployment.yaml").read_text()
+    )
+    memory = document["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    return int(float(memory[:-2]) * {"Mi": 2**20, "Gi": 2**30}[memory[-2:]])
+
+
+def sink_attack() -> bool:
+    """The feedback sink alone: a 300 MiB chunked event, six concurrent 60 MiB events and
+    malformed events; peak RSS against the manifest's limit, and every answer an HTTP status
+    below 500."""
+    import httpx
+    from cloudevents.conversion import to_binary
+    from cloudevents.http import CloudEvent
+
+    from snapcat.local.processes import free_port, wait_http_ok
+
+    def headers() -> dict:
+        attributes = {"id": os.urandom(8).hex(), "type": "org.kubeflow.serving.inference.request",
+                      "source": "soak", "datacontenttype": "application/json"}  # fmt: skip
+        return dict(to_binary(CloudEvent(attributes, b"{}"))[0])
+
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    limit = sink_manifest_memory()
+    with tempfile.TemporaryDirectory() as tmp:
+        import subprocess
+
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "snapcat.cli",
+                "feedback",
+                "serve",
+                "--store",
+                f"{tmp}/store",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_http_ok(f"{url}/healthz", 60, [process])
+            statuses: dict[str, list[int]] = {}
+
+            def post(kind: str, content, timeout: float = 120) -> None:
+                try:
+                    status = httpx.post(url, content=content, headers=headers(), timeout=timeout)
+                    statuses.setdefault(kind, []).append(status.status_code)
+                except httpx.HTTPError:
+                    statuses.setdefault(kind, []).append(-1)
+
+            with PeakRss({"sink": process.pid}) as rss:
+                time.sleep(0.2)
+                before = rss.peak["sink"]
+                chunk = b" " * 2**20
+                post("300 MiB chunked", (chunk for _ in range(300)))
+                sixty = b'{"instances": [' + b" " * (60 * 2**20) + b"]}"
+                with concurrent.futures.ThreadPoolExecutor(6) as pool:
+                    list(pool.map(lambda _: post("6 x 60 MiB at once", sixty), range(6)))
+                for body in (b"[" * 100_000, b'{"inputs": [{"name": "image_bytes", "data": 7}]}',
+                             b'{"instances": [7]}', b'{"predictions": [{"categories": [3]}]}'):  # fmt: skip
+                    post("malformed", body, 30)
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(f"feedback sink (manifest limit {limit / 2**20:.0f} MiB):")
+    for kind, codes in statuses.items():
+        answered = sum(1 for c in codes if c > 0) / len(codes)
+        print(f"  {kind:22s} {sorted(codes)}  (answered {answered:.0%})")
+    peak = rss.peak["sink"]
+    print(f"  peak RSS {peak / 2**20:.0f} MiB (before {before / 2**20:.0f} MiB)")
+    all_codes = [c for codes in statuses.values() for c in codes]
+    met = peak < limit and all(0 < c < 500 or c == 503 for c in all_codes)
+    print(
+        f"  target (RSS < limit, every answer < 500 or an honest 503): {'MET' if met else 'NOT MET'}"
+    )
+    return met
+
+
+# --------------------------------------------------------------------------------- checkpoints
+_CHECKPOINT_ATTACK = """
+import sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from test_torch_checkpoint import _int, _text, _tuple, legacy, state_dict, tensor
+from pathlib import Path
+from snapcat.torch_checkpoint import CheckpointError, read_state_dict
+tmp = Path({tmp!r})
+laughs = _tuple(_text("lol")) + b"q\\x00" + b"h\\x00h\\x00\\x86q\\x00" * 60
+cases = {{
+    "stride 2^40": state_dict((_text("w"), tensor((2,), (2**40,)))),
+    "tensor past its storage": state_dict((_text("w"), tensor((4_000_000,), (1,)))),
+    "billion laughs key": b"\\x80\\x02}}" + laughs + b"K\\x01s.",
+    "BUILD on a reader class": b"\\x80\\x02ctorch._utils\\n_rebuild_tensor_v2\\nN}}"
+        + _text("__init__") + b"Ns\\x86b.",
+}}
+for name, tree in cases.items():
+    start = time.monotonic()
+    try:
+        read_state_dict(legacy(tmp / "c.pth", tree))
+        outcome = "READ (not refused)"
+    except CheckpointError:
+        outcome = "refused"
+    print(f"{{name}}|{{outcome}}|{{(time.monotonic() - start) * 1000:.0f}}")
+"""
+
+
+def checkpoint_attack() -> bool:
+    """Hostile PyTorch checkpoints, each in a child process with a time limit (a crash or a hang
+    is a failure, not the benchmark's end)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code = _CHECKPOINT_ATTACK.format(
+            root=str(REPO_ROOT), tests=str(REPO_ROOT / "tests"), tmp=tmp
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+            )
+            lines, rc = done.stdout.splitlines(), done.returncode
+        except subprocess.TimeoutExpired:
+            lines, rc = [], "timeout"
+    print("hostile PyTorch checkpoints:")
+    for line in lines:
+        name, outcome, ms = line.split("|")
+        print(f"  {name:26s} {outcome} in {ms} ms")
+    met = rc == 0 and len(lines) == 4 and all("|refused|" in line for line in lines)
+    print(f"  target (every one refused, no crash or hang): {'MET' if met else f'NOT MET ({rc})'}")
+    return met
 
 
 if __name__ == "__main__":

@@ -32,7 +32,11 @@ from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
 from serving.capacity import plan_capacity
-from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+from serving.connection import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_IDLE_CONNECTIONS,
+)
 from serving.http_layer import DEFAULT_BODY_TIMEOUT
 from serving.server import DEFAULT_MAX_CONNECTIONS, HttpLimits, TransformerServer
 from serving.transformer import ListingCategoryTransformer
@@ -164,9 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
-        help="open connections held at once (HTTP 503 above)",
+        help="connections whose request is being handled at once (HTTP 503 above)",
+    )
+    limits.add_argument(
+        "--max_idle_connections",
+        type=int,
+        default=DEFAULT_MAX_IDLE_CONNECTIONS,
+        help="connections with no request in progress kept open; past it the longest idle "
+        "one is closed",
     )
     return parser
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raises this process's soft limit on open files towards ``wanted`` (at most the hard
+    limit): the default soft limit (often 1024) is below the connections the server holds
+    (``max_connections`` + ``max_idle_connections``), and past it ``accept()`` fails for
+    everyone. Returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,10 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.predictor_protocol != "v1" or args.protocol != "v1":
         parser.error("the predictor is TF Serving: only --predictor_protocol v1 is supported")
     if (
-        min(args.max_header_bytes, args.max_connections) < 1
+        min(args.max_header_bytes, args.max_connections, args.max_idle_connections) < 1
         or min(args.decode_budget_bytes, args.max_photos_in_flight) < 0
     ):
-        parser.error("--max_header_bytes and --max_connections must be at least 1")
+        parser.error(
+            "--max_header_bytes, --max_connections and --max_idle_connections must be at least 1"
+        )
     if not (args.header_timeout > 0 and args.body_timeout > 0):
         parser.error("--header_timeout and --body_timeout must be positive")
     try:
@@ -215,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         decode_budget_bytes=args.decode_budget_bytes,
     )
 
+    files = raise_open_files_limit(args.max_connections + args.max_idle_connections + 256)
+    if files < args.max_connections + args.max_idle_connections + 64:
+        logger.warning(
+            "only %d open files allowed: fewer than --max_connections + --max_idle_connections",
+            files,
+        )
     model = ListingCategoryTransformer(args.model_name, config=config, capacity=capacity)
     model.load()
     predictor_config = PredictorConfig(
@@ -231,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             max_connections=args.max_connections,
+            max_idle_connections=args.max_idle_connections,
             max_requests=capacity.max_requests,
             body_bytes_in_flight=capacity.body_bytes_in_flight,
         ),

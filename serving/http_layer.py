@@ -39,14 +39,20 @@ from kserve import errors as kserve_errors
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from serving.metrics import REQUEST_ERRORS, ModelLabel
+from serving.metrics import BODY_BYTES_IN_FLIGHT, REQUEST_ERRORS, REQUESTS_IN_FLIGHT, ModelLabel
 from snapcat.serving_errors import OverloadedError, ServingError, human_bytes
 
 logger = logging.getLogger("snapcat.serving")
 
 #: Seconds a client has to send a whole request body.
 DEFAULT_BODY_TIMEOUT = 30.0
-_INFERENCE_PATH = re.compile(r"^/v[12]/models/[^/]+(:predict|/infer|/versions/[^/]+/infer)$")
+#: The routes that take a request body, every one through :meth:`RequestGuard._admit_body`
+#: (body limits, timeouts, in-flight limits). ``:explain`` is KServe's; the transformer answers
+#: it 501 (:class:`serving.transformer.ListingCategoryTransformer`), after the same admission.
+#: Any other method than GET/HEAD on any other path (whatever a KServe upgrade registers) is 404
+#: before its body is read.
+_BODY_PATH = re.compile(r"^/v[12]/models/[^/]+(:predict|:explain|/infer|/versions/[^/]+/infer)$")
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PROBE_PATH = re.compile(r"^(/|/v2/health/(live|ready)|/v1/models/[^/:]+|/v2/models/[^/]+/ready)$")
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
 #: Routes never served: state-changing management, and the API schema that would list them.
@@ -149,6 +155,8 @@ class RequestGuard:
         self.model_label = model_label or ModelLabel()
         self.requests_in_flight = 0
         self.body_bytes_in_flight = 0
+        REQUESTS_IN_FLIGHT.set_function(lambda: self.requests_in_flight)
+        BODY_BYTES_IN_FLIGHT.set_function(lambda: self.body_bytes_in_flight)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -160,13 +168,28 @@ class RequestGuard:
                 outcome.status = message["status"]
             await send(message)
 
+        path, method = scope.get("path", ""), scope["method"]
         try:
-            if _BLOCKED_PATH.match(scope.get("path", "")):
+            if _BLOCKED_PATH.match(path):
                 await self._refuse(
                     scope, observed_send, outcome, 404, "not-served", "not served on this port"
                 )
-            elif scope["method"] == "POST" and _INFERENCE_PATH.match(scope.get("path", "")):
-                await self._inference(scope, receive, observed_send, outcome)
+            elif method == "POST" and _BODY_PATH.match(path):
+                await self._admit_body(scope, receive, observed_send, outcome)
+            elif method not in _NO_BODY_METHODS:
+                # Refused before a byte of its body is read; whatever route KServe registers.
+                await self._refuse(
+                    scope, observed_send, outcome, 404, "not-served", "not served on this port"
+                )
+            elif _has_body(scope):
+                await self._refuse(
+                    scope,
+                    observed_send,
+                    outcome,
+                    400,
+                    "unexpected-body",
+                    f"a {method} request carries no body",
+                )
             else:
                 await self.app(scope, receive, observed_send)
         except Exception as exc:
@@ -177,7 +200,11 @@ class RequestGuard:
         finally:
             outcome.record()
 
-    async def _inference(self, scope, receive, send, outcome: _Outcome) -> None:
+    async def _admit_body(self, scope, receive, send, outcome: _Outcome) -> None:
+        """The one admission path of every route that takes a body (see :data:`_BODY_PATH`):
+        413 by Content-Length or while it streams, 415, 503 past the in-flight limits, 408 for
+        a body too slow; the slot and body bytes it holds are released on every exit (the
+        ``finally`` below), the photo slots by the model's own ``__call__``."""
         headers = dict(scope.get("headers", ()))
         declared = _content_length(headers)
         if declared is not None and declared > self.max_request_bytes:
@@ -321,6 +348,15 @@ class _Outcome:
             reason,
             message[:500],
         )
+
+
+def _has_body(scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or (
+            name == b"transfer-encoding"
+        ):
+            return True
+    return False
 
 
 def _content_length(headers: dict) -> int | None:

@@ -37,6 +37,13 @@ REQUEST_ERRORS = Counter(
     ["model_name", "status", "reason"],
 )
 PHOTOS_IN_FLIGHT = Gauge("snapcat_photos_in_flight", "Photos being normalized or predicted")
+REQUESTS_IN_FLIGHT = Gauge(
+    "snapcat_requests_in_flight", "Requests with a body admitted and being processed"
+)
+BODY_BYTES_IN_FLIGHT = Gauge(
+    "snapcat_request_body_bytes_in_flight", "Request body bytes held (received, not yet freed)"
+)
+IDLE_CONNECTIONS = Gauge("snapcat_idle_connections", "Open connections with no request in progress")
 DECODE_BYTES_RESERVED = Gauge(
     "snapcat_decode_bytes_reserved", "Decode memory reserved by photos being normalized"
 )

@@ -25,17 +25,23 @@ from kserve.errors import ModelNotFound, ServerNotLive
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
 
-from serving import version_metrics
-from serving.connection import DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_HEADER_BYTES, protocol_class
+from serving import v2_binary, version_metrics
+from serving.connection import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_IDLE_CONNECTIONS,
+    protocol_class,
+)
 from serving.http_layer import (
     DEFAULT_BODY_TIMEOUT,
     RequestGuard,
     install_exception_handlers,
 )
-from serving.metrics import ModelLabel
+from serving.metrics import IDLE_CONNECTIONS, ModelLabel
 from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
 
-#: Connections (open or idle keep-alive) one process holds; past it uvicorn answers 503.
+#: Connections whose request is being handled at once; past it a new request is 503. Idle ones
+#: (no request in progress) have their own cap, ``max_idle_connections``.
 DEFAULT_MAX_CONNECTIONS = 1000
 
 
@@ -47,6 +53,7 @@ class HttpLimits:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS
     max_requests: int = 16
     body_bytes_in_flight: int = 128 * 1024 * 1024
 
@@ -85,6 +92,12 @@ class PredictorAwareDataPlane(DataPlane):
         raise PredictorUnavailableError(f"model {model.name} is not ready: {detail}")
 
     def decode(self, body, headers, protocol_version: str = "v1", model_name: str | None = None):
+        # The binary data extension, read strictly (KServe's own reader answers 500 and echoes
+        # the photo): serving.v2_binary.
+        if protocol_version == "v2" and isinstance(body, bytes) and headers:
+            length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
+            if length is not None:
+                return v2_binary.parse(body, length, model_name), {}
         # A V2 body that is not JSON reaches KServe as bytes, which it then wants as the binary
         # extension ("inference-header-content-length ... missing"): say what is wrong instead.
         if (
@@ -116,7 +129,13 @@ class TransformerRESTServer(RESTServer):
         self.saturated = saturated
         config = self.config
         config.host = http_limits.host
-        config.http = protocol_class(http_limits.header_timeout)
+        config.http = protocol_class(
+            http_limits.header_timeout,
+            http_limits.max_connections,
+            http_limits.max_idle_connections,
+        )
+        idle = config.http.idle
+        IDLE_CONNECTIONS.set_function(lambda: len(idle))
         config.h11_max_incomplete_event_size = http_limits.max_header_bytes
         config.limit_concurrency = http_limits.max_connections
 

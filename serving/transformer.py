@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from typing import Any
 import httpx
 import orjson
 from kserve import InferOutput, InferRequest, InferResponse, Model
-from kserve.model import append_forwardable_headers
+from kserve.model import InferenceVerb, append_forwardable_headers
 from kserve.predictor_config import PredictorConfig
 
 from serving.capacity import Capacity
@@ -50,6 +51,7 @@ from snapcat.decode_budget import DecodeBudget
 from snapcat.responses import ResponseBuilder
 from snapcat.serving_errors import (
     InstanceError,
+    NotServedError,
     OverloadedError,
     PredictorResponseError,
     PredictorUnavailableError,
@@ -65,6 +67,10 @@ logger = logging.getLogger("snapcat.serving")
 
 #: Seconds a readiness probe waits for the predictor at most.
 HEALTH_TIMEOUT = 2.0
+#: The photo slots the request being handled holds (see ``ListingCategoryTransformer.__call__``).
+_HELD_PHOTOS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "snapcat_held_photos", default=None
+)
 
 
 @dataclass
@@ -187,6 +193,22 @@ class ListingCategoryTransformer(Model):
             self.core.spec.jpeg_quality,
         )
 
+    async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
+        """KServe's preprocess -> predict/explain -> postprocess, with the photo slots the request
+        took released here, on every exit: success, an error in any stage, an unsupported verb,
+        a cancelled task. (They were released in ``predict``, which ``:explain`` never calls: two
+        explain requests took a 4-slot transformer down for good.)"""
+        if verb != InferenceVerb.PREDICT:
+            # Refused before its photos are decoded. (Grad-CAM explanations are a later route.)
+            raise NotServedError(f"{verb.value} is not served by this model; use :predict")
+        held = [0]
+        token = _HELD_PHOTOS.set(held)
+        try:
+            return await super().__call__(body, headers, verb)
+        finally:
+            _HELD_PHOTOS.reset(token)
+            self._release(held[0])
+
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         core = self.core
         if not core.spec_learned:  # a request before the first readiness check
@@ -216,6 +238,10 @@ class ListingCategoryTransformer(Model):
                 f"at most {self.capacity.max_photos}); retry shortly"
             )
         self.photos_in_flight += count
+        held = _HELD_PHOTOS.get()
+        if held is not None:
+            held[0] += count  # released by __call__
+            return 0
         return count
 
     @property

@@ -5,7 +5,12 @@ decoding costs. So just before decoding (after the decoder has picked its scale:
 scaling shrinks a 12 MP photo 8x per side, other formats decode at full size) the photo's header
 gives the pixels that will be decoded, and :func:`estimate_decode_bytes` turns them into the peak
 memory normalization will need (decoded pixels plus the working copies: mode conversion,
-transparency compositing, EXIF rotation, resize).
+transparency compositing, EXIF rotation, resize), plus what the decoder holds whatever the scale:
+a progressive or multi-scan JPEG's full-image DCT coefficients, 2 bytes a sample (a 574 KB
+progressive 10000 x 10000 file holds 579 MiB; :func:`snapcat.imaging.jpeg_held_bytes`). Neither
+libjpeg-turbo through simplejpeg nor Pillow offers a memory cap of its own (libjpeg's
+``max_memory_to_use`` / TurboJPEG's ``TJPARAM_MAXMEMORY`` are not exposed), so this estimate,
+checked before decoding, is the cap.
 
 :class:`DecodeBudget` then enforces two limits:
 
@@ -89,7 +94,8 @@ def estimate_decode_bytes(image: DecodeTarget) -> int:
         PEAK_BYTES_PER_PIXEL.get(image.mode, DEFAULT_PEAK_BYTES_PER_PIXEL),
         PEAK_BYTES_PER_PIXEL_BY_FORMAT.get(image.format or "", 0),
     )
-    return width * height * per_pixel + PER_PHOTO_OVERHEAD
+    held = getattr(image, "held_bytes", 0)  # a multi-scan JPEG's coefficients (any scale)
+    return width * height * per_pixel + held + PER_PHOTO_OVERHEAD
 
 
 def _mb(n: float) -> str:

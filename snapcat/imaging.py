@@ -52,7 +52,13 @@ import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from snapcat import colour
-from snapcat.jpeg_header import JpegHeader, TooManySegmentsError, read_jpeg_header
+from snapcat.jpeg_header import (
+    MAX_SCANS,
+    JpegHeader,
+    TooManySegmentsError,
+    read_frame,
+    read_jpeg_header,
+)
 from snapcat.resizing import resize
 
 #: Pillow plugins we decode with (JPEG covers multi-picture MPO). Others never run.
@@ -89,6 +95,13 @@ class UnsupportedFormatError(ImageError):
 
 class CorruptImageError(ImageError):
     reason = "corrupt"
+
+
+class DecodeWorkError(ImageError):
+    """A JPEG whose scans would take too much CPU to decode (refused before decoding)."""
+
+    reason = "over-decode-work"
+    status = 413
 
 
 class ImageTooSmallError(ImageError):
@@ -136,11 +149,42 @@ class DecodeTarget(Protocol):
 
 @dataclass(frozen=True)
 class JpegTarget:
-    """The :class:`DecodeTarget` of a JPEG decoded without Pillow."""
+    """The :class:`DecodeTarget` of a JPEG: decoded without Pillow, or (``image``) a Pillow image
+    opened from one. ``held_bytes``: what the decoder holds besides the output, whatever the
+    scale (a progressive or multi-scan file's full-size DCT coefficients)."""
 
     mode: str
     size: tuple[int, int]
     format: str = "JPEG"
+    held_bytes: int = 0
+
+
+#: The most decode work a JPEG may take, in coefficients walked: its scans times the whole
+#: image's coefficients (all components). libjpeg walks every block of a component in each scan
+#: that codes it, so this bounds a photo's decode CPU: measured ~0.5 s per 10^9 on the 2-core
+#: development machine (benchmarks/decode_cost_bench.py). A 48 MP 4:2:0 phone photo in 10
+#: progressive scans is 0.72e9; 883 scans of a 10 MP one took 19 s before this bound.
+MAX_DECODE_WORK = 2_000_000_000
+
+
+def jpeg_held_bytes(data: bytes) -> int:
+    """What decoding ``data`` holds beyond its output: a progressive or multi-scan JPEG's
+    full-image coefficient buffer (2 bytes a sample, whatever the DCT scale). Refuses a file of
+    more than :data:`~snapcat.jpeg_header.MAX_SCANS` scans or :data:`MAX_DECODE_WORK`."""
+    frame = read_frame(data)
+    if frame is None:
+        return 0
+    if frame.scans > MAX_SCANS:
+        raise DecodeWorkError(
+            f"the JPEG file has {frame.scans} scans, over the limit of {MAX_SCANS}"
+        )
+    coefficients = frame.coefficient_bytes // 2 or frame.width * frame.height * len(frame.sampling)
+    if max(frame.scans, 1) * coefficients > MAX_DECODE_WORK:
+        raise DecodeWorkError(
+            f"decoding this {frame.width}x{frame.height} JPEG's {frame.scans} scans would take "
+            "too long; send it with fewer scans (a baseline JPEG)"
+        )
+    return frame.coefficient_bytes
 
 
 #: Called with the photo's :class:`DecodeTarget` just before its pixels are decoded; raises an
@@ -481,8 +525,9 @@ def _canonical_jpeg(data: bytes, spec: ImageSpec, admit: _AdmitOnce) -> np.ndarr
     if header is None:
         return None
     _check_dimensions(header.width, header.height, spec)
+    held = jpeg_held_bytes(data)
     plan = _plan(header.width, header.height, spec, jpeg=True)
-    admit(JpegTarget("L" if header.grey else "RGB", plan.size))
+    admit(JpegTarget("L" if header.grey else "RGB", plan.size, held_bytes=held))
     pixels = decode_jpeg_turbo(data, header, plan)
     if pixels is None:
         return None
@@ -501,7 +546,11 @@ def canonical_pixels(
         return canvas
     image = open_image(data, spec)
     plan = plan_decode(image, spec)
-    admit(image)
+    if image.format in ("JPEG", "MPO"):
+        held = jpeg_held_bytes(data)
+        admit(JpegTarget(image.mode, image.size, image.format, held) if held else image)
+    else:
+        admit(image)
     working = decode(image, data, plan)
     icc = image.info.get("icc_profile")
     if working.mode == "CMYK":

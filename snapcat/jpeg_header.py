@@ -175,3 +175,107 @@ def exif_orientation(exif: bytes) -> int | None:
                 continue  # points past the block: Pillow skips the field
         return int(struct.unpack_from(order + code, tiff, where)[0])  # several: the first
     return None
+
+
+# ------------------------------------------------------------------------ decoder cost
+#: Progressive start-of-frame markers (Huffman and arithmetic, sequential-DCT-free).
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+#: Scans a JPEG may have. libjpeg-turbo can limit them itself (TurboJPEG's ``TJPARAM_SCANLIMIT``,
+#: default no limit; its fuzz targets use 500) but neither simplejpeg nor Pillow exposes it, so
+#: the start-of-scan markers are counted here, before decoding. A camera or an encoder writes 1
+#: (baseline) or about 10 (libjpeg's and mozjpeg's progressive scripts; Photoshop 3 to 5).
+MAX_SCANS = 500
+#: Bytes of one DCT coefficient block as libjpeg holds it (64 JCOEF of 2 bytes).
+_BLOCK_BYTES = 128
+
+
+@dataclass(frozen=True)
+class JpegFrame:
+    """What decoding a JPEG costs, from its frame header and its start-of-scan markers."""
+
+    width: int
+    height: int
+    sampling: tuple[tuple[int, int], ...]  # (h, v) of each component
+    progressive: bool
+    scans: int
+
+    @property
+    def multi_scan(self) -> bool:
+        """libjpeg keeps the whole image's coefficients when the file is progressive or has
+        several scans (``jdcoefct.c``'s full-image buffer), whatever the output scale."""
+        return self.progressive or self.scans > 1
+
+    @property
+    def coefficient_bytes(self) -> int:
+        """The full-image coefficient buffer a multi-scan decode holds: every component's
+        blocks at full resolution (padded to its sampling factors), 2 bytes a coefficient."""
+        if not self.multi_scan or not self.sampling:
+            return 0
+        hmax = max(h for h, _ in self.sampling)
+        vmax = max(v for _, v in self.sampling)
+        total = 0
+        for h, v in self.sampling:
+            wide = _ceil_div(_ceil_div(self.width * h, hmax), 8)  # blocks, as jdinput.c
+            high = _ceil_div(_ceil_div(self.height * v, vmax), 8)
+            total += _ceil_div(wide, h) * h * _ceil_div(high, v) * v  # padded to the MCU
+        return total * _BLOCK_BYTES
+
+    @property
+    def samples(self) -> int:
+        """Coefficients in the whole image (all components): what one scan walks at most."""
+        return self.coefficient_bytes // 2 if self.multi_scan else 0
+
+
+def _ceil_div(n: int, d: int) -> int:
+    return -(-n // d)
+
+
+def read_frame(data: bytes) -> JpegFrame | None:
+    """The :class:`JpegFrame` of ``data``; ``None`` when no frame header and first scan are
+    found within :data:`MAX_STEPS` segments (the decoder then refuses the file, or Pillow reads
+    it and the budget counts it as one scan).
+
+    A sequential file whose first scan holds every component is decoded in one pass (libjpeg
+    skips any further scan's data), so its scans are not counted: that costs nothing per photo.
+    Otherwise they are counted as ``FF DA`` byte pairs after the frame header (~1 ms per MB): in
+    entropy-coded data an ``FF`` byte is always followed by ``00`` or a restart marker, so only
+    a table segment between scans could add a false one (counting high)."""
+    position, end = 2, len(data)
+    frame: tuple[int, int, tuple[tuple[int, int], ...], bool] | None = None
+    for _ in range(MAX_STEPS):
+        if position + 5 > end:
+            return None
+        if data[position] != 0xFF:
+            position += 1
+            continue
+        marker = data[position + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD9:
+            position += 1 if marker == 0xFF else 2
+            continue
+        length = (data[position + 2] << 8) | data[position + 3]
+        if marker == _START_OF_SCAN:
+            if frame is None:
+                return None
+            width, height, sampling, progressive = frame
+            in_first_scan = data[position + 4]
+            if progressive or in_first_scan < len(sampling):
+                scans = data.count(b"\xff\xda", position)
+            else:
+                scans = 1
+            return JpegFrame(width, height, sampling, progressive, scans)
+        if marker in _SOF_MARKERS and frame is None:
+            payload = data[position + 4 : position + 2 + length]
+            if len(payload) < 6:
+                return None
+            height, width, count = struct.unpack_from(">HHB", payload, 1)
+            if len(payload) < 6 + 3 * count:
+                return None
+            sampling = tuple(
+                (max(1, payload[7 + 3 * i] >> 4), max(1, payload[7 + 3 * i] & 0x0F))
+                for i in range(count)
+            )
+            frame = (width, height, sampling, marker in _PROGRESSIVE_SOF)
+        if length < 2:
+            return None
+        position += 2 + length
+    return None

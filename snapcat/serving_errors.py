@@ -80,6 +80,13 @@ class UnsupportedMediaTypeError(BadRequestError):
     reason = "unsupported-media-type"
 
 
+class NotServedError(ServingError):
+    """A KServe verb this model does not implement (``:explain``): 501, nothing decoded."""
+
+    status = 501
+    reason = "not-implemented"
+
+
 class OverloadedError(ServingError):
     """HTTP 503 with ``Retry-After``: more photos in flight than this replica serves in time."""
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
@@ -27,6 +27,12 @@ PREDICTION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 class EventError(ValueError):
     """The event cannot be used; the message says why (sent back with HTTP 400)."""
+
+
+def _quote(value: Any, limit: int = 64) -> str:
+    """``value`` for a message: at most ``limit`` characters of it (nothing is echoed at length)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -43,14 +49,21 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> LoggedEvent:
         raise EventError(f"not a CloudEvent: {exc}") from exc
     if event["type"] not in (REQUEST_TYPE, RESPONSE_TYPE):
         raise EventError(
-            f"unsupported event type {event['type']!r}: expected {REQUEST_TYPE} or {RESPONSE_TYPE}"
+            f"unsupported event type {_quote(event['type'])}: expected {REQUEST_TYPE} or "
+            f"{RESPONSE_TYPE}"
         )
-    if not event["id"] or len(event["id"]) > 200:
-        raise EventError("the event id must be 1-200 characters")
+    if not isinstance(event["id"], str) or not 1 <= len(event["id"]) <= 200:
+        raise EventError("the event id must be a string of 1-200 characters")
+    data = event.data
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EventError("the event data is not JSON text")
     try:
-        data = json.loads(event.data or b"")
-    except (ValueError, TypeError) as exc:
-        raise EventError(f"the event data is not JSON: {exc}") from exc
+        # orjson: C, and a nesting depth limit (deep JSON was a RecursionError, a 500)
+        data = orjson.loads(data or b"")
+    except orjson.JSONDecodeError as exc:
+        raise EventError(f"the event data is not JSON: {str(exc)[:100]}") from None
     return LoggedEvent(event["id"], event["type"], data)
 
 
@@ -76,7 +89,9 @@ def request_photos(body: Any) -> list[bytes]:
     if isinstance(body, dict) and isinstance(body.get("inputs"), list):
         for tensor in body["inputs"]:
             if isinstance(tensor, dict) and tensor.get("name") == INPUT_NAME:
-                data = tensor.get("data") or []
+                data = tensor.get("data")
+                if not isinstance(data, list):
+                    raise EventError(f"input '{INPUT_NAME}': 'data' must be a list")
                 flat = [d[0] if isinstance(d, list) and len(d) == 1 else d for d in data]
                 return [_b64(d, f"input element {i}") for i, d in enumerate(flat)]
     raise EventError(f"the request has neither 'instances' nor a V2 input '{INPUT_NAME}'")
@@ -92,19 +107,30 @@ def response_predictions(body: Any) -> list[tuple[str, str, list[str]]]:
         for p in body["predictions"]:
             if not isinstance(p, dict) or not isinstance(p.get("categories"), list):
                 raise EventError("each prediction needs 'prediction_id' and 'categories'")
-            rows.append((p.get("prediction_id"), [c.get("slug") for c in p["categories"]]))
+            if not all(
+                isinstance(c, dict) and isinstance(c.get("slug"), str) for c in p["categories"]
+            ):
+                raise EventError("each category must be an object with a string 'slug'")
+            rows.append((p.get("prediction_id"), [c["slug"] for c in p["categories"]]))
     elif isinstance(body.get("outputs"), list):
         outputs = {o.get("name"): o for o in body["outputs"] if isinstance(o, dict)}
         if "prediction_id" not in outputs or "slug" not in outputs:
             raise EventError("the V2 response needs outputs 'prediction_id' and 'slug'")
-        ids, slugs = outputs["prediction_id"]["data"], outputs["slug"]["data"]
-        k = (outputs["slug"].get("shape") or [0, 1])[-1] or 1
+        ids, slugs = outputs["prediction_id"].get("data"), outputs["slug"].get("data")
+        shape = outputs["slug"].get("shape") or [0, 1]
+        if not isinstance(ids, list) or not isinstance(slugs, list):
+            raise EventError("the V2 outputs 'prediction_id' and 'slug' need 'data' lists")
+        if not isinstance(shape, list) or not shape or not isinstance(shape[-1], int):
+            raise EventError("the V2 output 'slug' needs a list of integers as 'shape'")
+        if not all(isinstance(s, str) for s in slugs):
+            raise EventError("the V2 output 'slug' must hold strings")
+        k = max(1, shape[-1])
         rows = [(pid, slugs[i * k : (i + 1) * k]) for i, pid in enumerate(ids)]
     else:
         raise EventError("the response has neither 'predictions' nor 'outputs'")
     result = []
     for pid, top in rows:
         if not isinstance(pid, str) or not PREDICTION_ID.match(pid):
-            raise EventError(f"bad prediction_id {pid!r} in the response")
+            raise EventError(f"bad prediction_id {_quote(pid)} in the response")
         result.append((pid, version, [str(s) for s in top]))
     return result
