@@ -24,7 +24,7 @@ import posixpath
 import shutil
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import fsspec
@@ -57,6 +57,28 @@ class TrainingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A backbone's defaults for what ``snapcat train`` leaves open, and where they come from."""
+
+    fine_tune_learning_rate: float
+    head_fraction: float  # two-phase: the share of the epochs with the backbone frozen
+    source: str
+
+
+#: Per-backbone defaults. EfficientNet-Lite0's were measured on real photos by
+#: ``benchmarks/real_photo_bench.py`` (docs/training.md has the figures); Xception's and
+#: InceptionV3's are keras-io's transfer-learning recipe, unmeasured here (no ImageNet weights
+#: for them on this machine).
+RECIPES: dict[str, Recipe] = {
+    "xception": Recipe(1e-5, 1 / 3, "keras-io transfer-learning recipe (unmeasured here)"),
+    "inceptionv3": Recipe(1e-5, 1 / 3, "keras-io transfer-learning recipe (unmeasured here)"),
+    "efficientnet-lite0": Recipe(
+        1e-4, 1 / 3, "measured: benchmarks/real_photo_bench.py on the real-photo check set"
+    ),
+}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: str
     output: str
@@ -68,7 +90,8 @@ class TrainConfig:
     head_epochs: int | None = None  # two-phase: epochs with the backbone frozen (default: 1/3)
     batch_size: int = 32
     learning_rate: float = 1e-3  # the head (feature extraction, two-phase's first phase)
-    fine_tune_learning_rate: float = 1e-5  # the whole network (fine-tuning, second phase)
+    #: the whole network (fine-tuning, second phase); None: the backbone's recipe
+    fine_tune_learning_rate: float | None = None
     dropout: float = 0.2
     seed: int = 0
     augment: bool = True
@@ -91,6 +114,19 @@ class TrainConfig:
         # calibration happens after training: its setting does not change what is resumed
         where = ("overwrite", "data", "output", "checkpoint_dir", "confident_precision")
         return {k: v for k, v in asdict(self).items() if k not in where}
+
+    def with_recipe(self) -> TrainConfig:
+        """This config with what it leaves open filled from the backbone's :data:`RECIPES`."""
+        recipe = RECIPES.get(self.backbone, RECIPES["xception"])
+        head = self.head_epochs
+        if head is None and self.mode == "two-phase":
+            head = max(1, round(self.epochs * recipe.head_fraction))
+        lr = self.fine_tune_learning_rate
+        return replace(
+            self,
+            head_epochs=head,
+            fine_tune_learning_rate=recipe.fine_tune_learning_rate if lr is None else lr,
+        )
 
     @property
     def workdir(self) -> Path:
@@ -252,6 +288,7 @@ def _phases(config: TrainConfig) -> list[dict]:
         ]
     head = config.head_epochs if config.head_epochs is not None else math.ceil(config.epochs / 3)
     head = min(max(head, 1), config.epochs)
+    assert config.fine_tune_learning_rate is not None, "train() fills it from the recipe"
     phases = [dict(name="head", start=0, end=head, trainable=False, lr=config.learning_rate)]
     if config.epochs > head:
         phases.append(
@@ -644,6 +681,15 @@ def train(config: TrainConfig) -> dict:
         raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
     if not 0.0 < config.confident_precision <= 1.0:
         raise TrainingError("--confident-precision must be in (0, 1]")
+    config = config.with_recipe()
+    log.info(
+        "recipe for %s: fine-tuning rate %g, %s head epochs of %d (%s)",
+        config.backbone,
+        config.fine_tune_learning_rate,
+        config.head_epochs,
+        config.epochs,
+        RECIPES.get(config.backbone, RECIPES["xception"]).source,
+    )
     stats, image_size = read_stats(config)
     workdir = _prepare_workdir(config)
     state = RunState(workdir)

@@ -58,10 +58,23 @@ def offline(monkeypatch, tmp_path, closed_port):
 
 
 # ------------------------------------------------------------------------------ modes
+def test_recipe_fills_only_what_the_command_left_open():
+    from snapcat.training import RECIPES, TrainConfig
+
+    lite = TrainConfig(data="d", output="o", backbone="efficientnet-lite0", epochs=12)
+    filled = lite.with_recipe()
+    recipe = RECIPES["efficientnet-lite0"]
+    assert filled.fine_tune_learning_rate == recipe.fine_tune_learning_rate
+    assert filled.head_epochs == round(12 * recipe.head_fraction)
+    mine = replace(lite, fine_tune_learning_rate=3e-5, head_epochs=5).with_recipe()
+    assert (mine.fine_tune_learning_rate, mine.head_epochs) == (3e-5, 5)
+
+
 def test_phases_per_mode():
     from snapcat.training import TrainConfig, _phases
 
-    base = TrainConfig(data="d", output="o", epochs=6, learning_rate=1e-3)
+    base = TrainConfig(data="d", output="o", epochs=6, learning_rate=1e-3).with_recipe()
+    assert base.fine_tune_learning_rate == 1e-5 and base.head_epochs == 2  # Xception: keras-io
     fe = _phases(replace(base, mode="feature-extraction"))
     assert [(p["name"], p["start"], p["end"], p["trainable"]) for p in fe] == [
         ("head", 0, 6, False)
@@ -416,7 +429,14 @@ def test_calibration_is_fitted_on_validation_and_served(trained, prepared_stats)
     card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
     fitted = card["calibration"]
     n_validation = sum(prepared_stats["splits"]["validation"].values())
-    assert fitted["fitted_on"] == "validation" and fitted["photos"] == n_validation
+    from snapcat.calibration import MIN_CALIBRATION_PHOTOS
+
+    assert fitted["photos"] == n_validation
+    if n_validation < MIN_CALIBRATION_PHOTOS:  # T = 1, and the card says why
+        assert fitted["fitted_on"] is None and fitted["temperature"] == 1.0
+        assert "too few validation photos" in fitted["uncalibrated_reason"]
+    elif fitted["fitted_on"] is None:
+        assert "did not lower held-out validation NLL" in fitted["uncalibrated_reason"]
     assert fitted["target_precision"] == 0.95
     assert fitted["nll_after"] <= fitted["nll_before"]
     served = ServingModel(str(trained.version_dir))
