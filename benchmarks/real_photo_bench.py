@@ -41,7 +41,7 @@ BACKBONE = "efficientnet-lite0"
 SIZE = 224
 
 
-def prepare(photos: Path, out: Path, seed: int) -> Path:
+def prepare(photos: Path, out: Path, seed: int, validation_fraction: float = 0.1) -> Path:
     from snapcat.prepare import PrepareConfig, run_prepare
 
     if not (out / "_SUCCESS").exists():
@@ -51,6 +51,7 @@ def prepare(photos: Path, out: Path, seed: int) -> Path:
                 output=str(out),
                 image_size=SIZE,
                 seed=seed,
+                validation_fraction=validation_fraction,
                 progress=False,
                 overwrite=True,
             )
@@ -170,11 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-args", default="", help="extra `snapcat train` arguments")
     parser.add_argument("--cache", type=Path, default=REPO_ROOT / ".cache")
     parser.add_argument("--skip-probe", action="store_true")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="prepare's (default 0.1); a larger one lets calibration and the threshold act",
+    )
     args = parser.parse_args(argv)
     photos = real_photos.build(args.cache / "real-photos")
     rows = []
     for seed in args.seeds:
-        data = prepare(photos, args.cache / f"real-photo-bench/prepared-{SIZE}-seed{seed}", seed)
+        name = f"prepared-{SIZE}-seed{seed}-val{args.validation_fraction:g}"
+        data = prepare(
+            photos, args.cache / "real-photo-bench" / name, seed, args.validation_fraction
+        )
         p = None if args.skip_probe else probe(data)
         with tempfile.TemporaryDirectory() as tmp:
             c = cli(data, Path(tmp), seed, shlex.split(args.train_args))

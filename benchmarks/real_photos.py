@@ -210,13 +210,12 @@ def fetch_deb(package: str, debs: Path) -> Path:
             return existing
     if shutil.which("apt-get") is None:
         raise RuntimeError("apt-get is not available: the real-photo set needs Debian's packages")
-    result = subprocess.run(
-        ["apt-get", "download", f"{package}={version}"],
-        cwd=debs,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    command = ["apt-get", "download", f"{package}={version}"]
+    result = subprocess.run(command, cwd=debs, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0 and os.geteuid() == 0:
+        # a fresh machine has no package lists yet: fetch them once and try again
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=900)
+        result = subprocess.run(command, cwd=debs, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         raise RuntimeError(
             f"apt-get download {package}={version} failed (run `apt-get update` first?): "
