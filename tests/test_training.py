@@ -314,23 +314,28 @@ def test_inceptionv3_trains_and_exports(prepared, prepared_stats, tmp_path):
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def test_best_epoch_by_validation_top3_is_what_was_exported(trained, prepared):
+def test_kept_epoch_follows_the_selection_rule_and_is_what_was_exported(trained, prepared):
+    """Issue 22: the kept epoch is the lowest validation loss (later on ties) with enough
+    validation photos, else the last; the card says which rule and why."""
     from _training_fixtures import history_rows
 
     from snapcat.export import ServingModel
     from snapcat.metrics import classification_metrics
+    from snapcat.selection import select_epoch, selection_rule
     from snapcat.shards import read_split
 
     rows = history_rows(trained.output / "training" / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     val_top3 = [float(r["val_top3"]) for r in rows]
-    best = int(np.argmax(val_top3))  # the first of equals: ModelCheckpoint keeps it too
-
     card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
     result = card["result"]
-    assert result["monitor"] == "val_top3"
+    n_validation = sum(card["data"]["splits"]["validation"].values())
+    rule = selection_rule(n_validation)
+    assert result["selection"]["rule"] == rule.rule and result["selection"]["why"] == rule.why
+    history = [{k: float(v) for k, v in r.items()} for r in rows]
+    best = int(select_epoch(history, rule)["epoch"])
+    assert result["monitor"] == rule.monitor
     assert result["best_epoch"] == best + 1 == trained.summary["best_epoch"]
-    assert result["best"]["val_top3"] == pytest.approx(max(val_top3))
     assert result["epochs_run"] == 2
 
     # The exported weights are the best epoch's: they reproduce its validation top-3.
@@ -505,5 +510,5 @@ def test_history_skips_values_keras_could_not_fill(tmp_path):
         {"epoch": 0, "loss": 2.0, "top3": 0.5},
         {"epoch": 1, "loss": 1.0, "top3": 0.8},
     ]
-    assert best_so_far(history, "top3") == 0.8
+    assert best_so_far(history, "loss") == 1.0  # the lowest loss
     assert best_so_far(history, "val_top3") is None
