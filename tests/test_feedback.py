@@ -260,16 +260,16 @@ def test_sink_flags_confident_answers_that_break_their_promise(shared_sink):
             }
             for i, pid in enumerate(ids)
         ],
-        "model_version": "72",
+        "model_version": "73",
     }
     assert logger_event(s.url, RESPONSE_TYPE, str(uuid.uuid4()), response).status_code == 200
     client = SnapcatClient("http://unused", feedback_url=s.url)
     for i, pid in enumerate(ids):
         client.report_category(pid, "digital-devices" if i < 17 or i >= 25 else "beauty")
         if i == 18:  # 19 confident answers: too few to tell yet
-            assert metric(s.url, "snapcat_feedback_confident_promise_broken", "72") == 0
-    assert metric(s.url, "snapcat_feedback_confident_total", "72") == 25
-    assert metric(s.url, "snapcat_feedback_confident_top3_agreements_total", "72") == 17
-    assert metric(s.url, "snapcat_feedback_total", "72") == 30
-    assert metric(s.url, "snapcat_feedback_confident_promise_broken", "72") == 1
+            assert metric(s.url, "snapcat_feedback_confident_promise_broken", "73") == 0
+    assert metric(s.url, "snapcat_feedback_confident_total", "73") == 25
+    assert metric(s.url, "snapcat_feedback_confident_top3_agreements_total", "73") == 17
+    assert metric(s.url, "snapcat_feedback_total", "73") == 30
+    assert metric(s.url, "snapcat_feedback_confident_promise_broken", "73") == 1
     assert "the promise is broken" in s.logs.read_text()
