@@ -11,8 +11,15 @@ Plain numpy, no TensorFlow, so training, evaluation, the gate and tests share on
   is from being right 80 % of the time, averaged over photos.
 - **Confidence threshold**: the app shows three suggestions; a seller is served well when the
   true category is among them. The threshold on the top-3 cumulative probability is the lowest
-  one at which the validation photos at or above it have the true category in their top 3 at
-  least ``target_precision`` of the time; answers below it are flagged ``confident: false``.
+  one at which the one-sided 95 % Clopper-Pearson *lower bound* of the top-3 precision of the
+  validation photos at or above it reaches ``target_precision``: a promise that holds beyond the
+  luck of a few photos (all of 59 right is the least that can promise 95 %). When no threshold
+  reaches it, nothing is marked confident. Answers below it are flagged ``confident: false``.
+- **Only where it helps**: the temperature is fitted only on at least
+  :data:`MIN_CALIBRATION_PHOTOS` validation photos, and kept only when it lowers validation NLL
+  *out of sample* (two-fold cross-fitting over the validation photos: a temperature fitted on one
+  half must beat ``T = 1`` on the other); otherwise the model ships ``T = 1``, marked
+  uncalibrated with the reason.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ import numpy as np
 
 ECE_BINS = 15
 DEFAULT_TARGET_PRECISION = 0.95
+#: One-sided confidence of the lower bound that the ``confident`` threshold must clear.
+CONFIDENCE_LEVEL = 0.95
+#: Fewer validation photos than this and the temperature is not fitted (T = 1): on 17 photos a
+#: fitted T made test ECE worse (issue 22); one parameter still needs a few dozen labels.
+MIN_CALIBRATION_PHOTOS = 50
 #: log T is searched in [ln 0.05, ln 20]: far wider than any network's miscalibration.
 _LOG_T_BOUNDS = (math.log(0.05), math.log(20.0))
 _TINY = 1e-12  # float32 probabilities can underflow to 0; log(0) would poison the fit
@@ -136,22 +148,119 @@ def top3_hits(probabilities: np.ndarray, labels: np.ndarray, k: int = 3) -> np.n
     return (top == np.asarray(labels)[:, None]).any(axis=1)
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-14:
+            break
+    return h
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    """``I_x(a, b)``, the regularized incomplete beta function (the Beta CDF)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+
+
+def binomial_upper_tail(successes: int, n: int, p: float) -> float:
+    """``P(X >= successes)`` for ``X ~ Binomial(n, p)``."""
+    if successes <= 0:
+        return 1.0
+    if successes > n:
+        return 0.0
+    return regularized_beta(successes, n - successes + 1, p)
+
+
+def clopper_pearson_lower(successes: int, n: int, confidence: float = CONFIDENCE_LEVEL) -> float:
+    """One-sided Clopper-Pearson lower bound of a binomial proportion: the smallest ``p`` under
+    which ``successes`` or more out of ``n`` is not a ``1 - confidence`` surprise
+    (``Beta(1 - confidence; k, n - k + 1)``), found by bisection."""
+    if n <= 0 or successes <= 0:
+        return 0.0
+    alpha = 1.0 - confidence
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if binomial_upper_tail(successes, n, mid) < alpha:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def choose_threshold(
-    probabilities: np.ndarray, labels: np.ndarray, target_precision: float
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    target_precision: float,
+    confidence: float = CONFIDENCE_LEVEL,
 ) -> float | None:
-    """The lowest top-3 mass whose photos at or above it reach ``target_precision`` top-3
-    accuracy (the most photos answered confidently); ``None`` when no threshold reaches it."""
+    """The lowest top-3 mass at which the photos at or above it have a top-3 precision whose
+    one-sided Clopper-Pearson lower bound reaches ``target_precision`` (the most photos
+    answered confidently under a promise that holds with ``confidence``); ``None`` when no
+    threshold reaches it: then nothing is marked confident.
+
+    ``lower bound >= target`` is tested as ``P(X >= hits | n, target) <= 1 - confidence``
+    (the bound rises with ``hits``), one incomplete-beta evaluation per candidate."""
     if not 0.0 < target_precision <= 1.0:
         raise ValueError("target precision must be in (0, 1]")
     mass = top3_mass(probabilities)
     hits = top3_hits(probabilities, labels)
     order = np.argsort(-mass, kind="stable")
     mass, hits = mass[order], hits[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    cumulative = np.cumsum(hits)
     # A threshold can only sit where the mass changes: ties are all in or all out.
     last_of_tie = np.append(mass[1:] < mass[:-1], True)
-    ok = np.flatnonzero((precision >= target_precision) & last_of_tie)
-    return float(mass[ok[-1]]) if len(ok) else None
+    alpha = 1.0 - confidence
+    best = None
+    for i in np.flatnonzero(last_of_tie):
+        k, n = int(cumulative[i]), int(i + 1)
+        if target_precision >= 1.0:
+            ok = False  # no finite sample bounds precision at 1
+        else:
+            ok = binomial_upper_tail(k, n, target_precision) <= alpha
+        if ok:
+            best = float(mass[i])
+    return best
+
+
+def precision_lower_bound(
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    threshold: float | None,
+    confidence: float = CONFIDENCE_LEVEL,
+) -> float | None:
+    """The Clopper-Pearson lower bound of top-3 precision of the photos answered confidently."""
+    confident = is_confident(probabilities, threshold)
+    if not confident.any():
+        return None
+    hits = top3_hits(probabilities, labels)[confident]
+    return round(clopper_pearson_lower(int(hits.sum()), len(hits), confidence), 6)
 
 
 def is_confident(probabilities, threshold: float | None) -> np.ndarray:
@@ -173,6 +282,12 @@ def confident_share(probabilities: np.ndarray, labels: np.ndarray, threshold: fl
         "coverage": round(float(confident.mean()), 6) if n else 0.0,
         "confident": int(confident.sum()),
         "top3_confident": round(float(hits[confident].mean()), 6) if confident.any() else None,
+        # what the promise is worth on these photos: Clopper-Pearson 95 % lower bound
+        "top3_confident_lower_bound": round(
+            clopper_pearson_lower(int(hits[confident].sum()), int(confident.sum())), 6
+        )
+        if confident.any()
+        else None,
         "top3_not_confident": round(float(hits[~confident].mean()), 6)
         if (~confident).any()
         else None,
@@ -193,6 +308,11 @@ class Calibration:
     ece_before: float | None = None
     ece_after: float | None = None
     validation_coverage: float | None = None
+    #: why T = 1 shipped (too few validation photos, or T did not help out of sample)
+    uncalibrated_reason: str | None = None
+    #: Clopper-Pearson lower bound of validation top-3 precision above the threshold
+    validation_precision_lower_bound: float | None = None
+    confidence_level: float = CONFIDENCE_LEVEL
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -202,19 +322,61 @@ class Calibration:
         return self.fitted_on is not None
 
 
+def cross_fitted_nll(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Out-of-sample validation NLL with a fitted temperature vs with ``T = 1``: two folds (by
+    position, every other photo), each scaled by the temperature fitted on the other."""
+    labels = np.asarray(labels, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    folds = [np.arange(len(labels)) % 2 == i for i in (0, 1)]
+    scaled = 0.0
+    for held, fit in ((folds[0], folds[1]), (folds[1], folds[0])):
+        t = fit_temperature(probabilities[fit], labels[fit])
+        scaled += nll(scale(probabilities[held], t), labels[held]) * held.sum()
+    return scaled / len(labels), nll(probabilities, labels)
+
+
 def fit_calibration(
-    probabilities: np.ndarray, labels: np.ndarray, target_precision: float
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    target_precision: float,
+    min_photos: int = MIN_CALIBRATION_PHOTOS,
+    confidence: float = CONFIDENCE_LEVEL,
 ) -> Calibration:
-    """Temperature and confidence threshold from held-out (validation) predictions."""
-    temperature = fit_temperature(probabilities, labels)
+    """Temperature and confidence threshold from held-out (validation) predictions.
+
+    The temperature is kept only with at least ``min_photos`` photos and only when it lowers
+    cross-fitted validation NLL (:func:`cross_fitted_nll`); otherwise ``T = 1`` with
+    ``uncalibrated_reason`` saying why. The threshold is chosen either way
+    (:func:`choose_threshold`): its lower-bound rule is safe on any number of photos, it just
+    cannot promise anything on few."""
+    n = len(labels)
+    reason = None
+    temperature = 1.0
+    if n < min_photos:
+        reason = f"uncalibrated: too few validation photos ({n} < {min_photos})"
+    else:
+        fitted = fit_temperature(probabilities, labels)
+        held_out, plain = cross_fitted_nll(probabilities, labels)
+        if fitted != 1.0 and held_out < plain:
+            temperature = fitted
+        else:
+            reason = (
+                f"uncalibrated: a fitted temperature did not lower held-out validation NLL "
+                f"({held_out:.4f} vs {plain:.4f} at T = 1)"
+            )
     calibrated = scale(probabilities, temperature)
-    threshold = choose_threshold(calibrated, labels, target_precision)
+    threshold = choose_threshold(calibrated, labels, target_precision, confidence)
     return Calibration(
         temperature=round(temperature, 6),
         confidence_threshold=threshold,
         target_precision=target_precision,
-        fitted_on="validation",
-        photos=len(labels),
+        fitted_on=None if reason else "validation",
+        uncalibrated_reason=reason,
+        validation_precision_lower_bound=precision_lower_bound(
+            calibrated, labels, threshold, confidence
+        ),
+        confidence_level=confidence,
+        photos=n,
         nll_before=round(nll(probabilities, labels), 6),
         nll_after=round(nll(calibrated, labels), 6),
         ece_before=round(expected_calibration_error(probabilities, labels), 6),

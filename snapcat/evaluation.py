@@ -221,6 +221,17 @@ def evaluate(config: EvaluateConfig) -> dict:
         reasons.insert(0, config.baseline_lookup)
     card_path = Path(served.version_dir, MODEL_CARD_FILE)
     card = json.loads(card_path.read_text("utf-8")) if card_path.exists() else {}
+    fitted = card.get("calibration") or {}
+    metrics["calibration"]["fitted"] = {
+        k: fitted.get(k)
+        for k in (
+            "fitted_on",
+            "photos",
+            "uncalibrated_reason",
+            "target_precision",
+            "validation_precision_lower_bound",
+        )
+    }
     metrics.update(
         split=config.split,
         blessed=blessed,

@@ -40,6 +40,11 @@ CATEGORY_LABEL = "category"
 FEEDBACK = "snapcat_feedback_total"
 FEEDBACK_TOP1 = "snapcat_feedback_top1_agreements_total"
 FEEDBACK_TOP3 = "snapcat_feedback_top3_agreements_total"
+#: The same for answers flagged ``confident``: whether they keep their top-3 promise
+#: (:mod:`snapcat.confident_promise`), and whether the sink finds it broken (gauge, 0/1).
+FEEDBACK_CONFIDENT = "snapcat_feedback_confident_total"
+FEEDBACK_CONFIDENT_TOP3 = "snapcat_feedback_confident_top3_agreements_total"
+CONFIDENT_PROMISE_BROKEN = "snapcat_feedback_confident_promise_broken"
 
 
 def counter_name(queried: str) -> str:

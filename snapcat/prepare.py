@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from snapcat import imaging, shards, storage
 from snapcat.sources import Discovery, SourceItem, discover
-from snapcat.splits import SPLITS, balanced_class_weights, split_for
+from snapcat.splits import SPLITS, assign_splits, balanced_class_weights
 from snapcat.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class PrepareConfig:
     taxonomy: str | None = None
     workers: int = 0  # 0: one per CPU core
     min_images_per_class: int = 10
+    min_test_per_class: int = 2
+    min_validation_per_class: int = 2
     ignore_unknown: bool = False
     overwrite: bool = False
     max_bytes: int = imaging.ImageSpec.max_bytes
@@ -140,6 +142,12 @@ def _deduplicate(
         if len({p.item.slug for p in members}) > 1:
             rejected.extend((p.item.display, "conflicting-labels") for p in members)
             continue
+        fixed = {p.item.split for p in members if p.item.split}
+        if len(fixed) > 1:  # one photo fixed to two splits by the manifest
+            rejected.extend((p.item.display, "conflicting-splits") for p in members)
+            continue
+        if fixed and not members[0].item.split:
+            members.sort(key=lambda p: (p.item.split is None, p.item.display))
         kept.append(members[0])
         duplicates.extend((p.item.display, members[0].item.display) for p in members[1:])
     return sorted(kept, key=lambda p: p.item.display)
@@ -188,13 +196,25 @@ def run_prepare(config: PrepareConfig) -> dict:
     )
 
     classes = taxonomy.class_order({p.item.slug for p in good})
+    if len(classes) < 2:
+        raise PrepareError(
+            f"a classifier needs at least two trainable categories; the input has "
+            f"{len(classes)} ({', '.join(classes) or 'none'}) after rejecting unusable photos "
+            "and duplicates. Add photos of at least one more category."
+        )
     index = {slug: i for i, slug in enumerate(classes)}
+    plan = assign_splits(
+        ((p.raw_sha256, p.item.slug, p.item.split) for p in good),
+        config.seed,
+        config.test_fraction,
+        config.validation_fraction,
+        min_test=config.min_test_per_class,
+        min_validation=config.min_validation_per_class,
+    )
     by_split: dict[str, list[shards.Record]] = {s: [] for s in SPLITS}
     assignments = []
     for p in good:
-        split = split_for(
-            p.raw_sha256, config.seed, config.test_fraction, config.validation_fraction
-        )
+        split = plan.splits[p.raw_sha256]
         by_split[split].append(
             shards.Record(
                 p.canonical, index[p.item.slug], p.item.slug, p.raw_sha256, p.item.display
@@ -213,6 +233,10 @@ def run_prepare(config: PrepareConfig) -> dict:
         "seed": config.seed,
         "test_fraction": config.test_fraction,
         "validation_fraction": config.validation_fraction,
+        "min_test_per_class": config.min_test_per_class,
+        "min_validation_per_class": config.min_validation_per_class,
+        "fixed_splits": sum(1 for p in good if p.item.split),
+        "promoted_to_meet_minimums": plan.promoted,
         "classes": classes,
         "splits": split_counts,
         "class_weights": balanced_class_weights(split_counts["train"]),
@@ -225,11 +249,13 @@ def run_prepare(config: PrepareConfig) -> dict:
         "absent_categories": [s for s in taxonomy.trainable_slugs if s not in classes],
         "shards": {},
     }
-    warnings = [
+    warnings = [f"{slug}: {why}" for slug, why in sorted(plan.short.items())]
+    warnings += [
         f"{slug} has no {split} photos"
         for split in ("validation", "test")
         for slug in classes
         if split_counts[split][slug] == 0
+        and slug not in plan.short
         and (config.test_fraction if split == "test" else config.validation_fraction) > 0
     ]
     stats["warnings"] = warnings
@@ -286,6 +312,27 @@ def summary_markdown(stats: dict, taxonomy: Taxonomy) -> str:
         )
     totals = [sum(splits[s].values()) for s in SPLITS]
     lines.append(f"| | **total** | | {totals[0]} | {totals[1]} | {totals[2]} | {sum(totals)} | |")
+    if "min_test_per_class" in stats:
+        promoted = stats.get("promoted_to_meet_minimums") or {}
+        lines += [
+            "",
+            f"Split: stratified per category by content hash, at least "
+            f"{stats['min_test_per_class']} test and {stats['min_validation_per_class']} "
+            "validation photos per category"
+            + (
+                " (moved from train to meet them: "
+                + ", ".join(f"`{s}` {n}" for s, n in sorted(promoted.items()))
+                + ")"
+                if promoted
+                else ""
+            )
+            + (
+                f"; {stats['fixed_splits']} photos' splits fixed by the manifest"
+                if stats.get("fixed_splits")
+                else ""
+            )
+            + ".",
+        ]
     if stats["rejected_by_reason"]:
         lines += ["", "## Rejected", "", "| reason | files |", "|---|---:|"]
         lines += [f"| {r} | {n} |" for r, n in stats["rejected_by_reason"].items()]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import fsspec
 
+from snapcat.splits import parse_split
 from snapcat.taxonomy import Taxonomy
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
@@ -31,6 +32,7 @@ class SourceItem:
     uri: str  # what workers open (local path or URI)
     display: str  # what people see in reports: the path relative to the input
     slug: str
+    split: str | None = None  # fixed by a manifest's ``split`` column; None: the hash decides
 
 
 @dataclass
@@ -71,10 +73,17 @@ def discover(
     return found
 
 
-def _classify(found: Discovery, taxonomy: Taxonomy, slug: str, uri: str, display: str) -> None:
+def _classify(
+    found: Discovery,
+    taxonomy: Taxonomy,
+    slug: str,
+    uri: str,
+    display: str,
+    split: str | None = None,
+) -> None:
     found.category_dirs.add(slug)
     if taxonomy[slug].trainable:
-        found.items.append(SourceItem(uri=uri, display=display, slug=slug))
+        found.items.append(SourceItem(uri=uri, display=display, slug=slug, split=split))
     else:
         found.non_trainable[slug] += 1
         found.rejected.append((display, "non-trainable-category"))
@@ -134,7 +143,13 @@ def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discover
     """Relative paths resolve against ``base_uri`` (the manifest's folder unless --input says)."""
     found = Discovery()
     _fs, base, prefix = _protocol_root(base_uri)
+    bad_splits: Counter = Counter()
     for row in _read_manifest_rows(manifest):
+        try:
+            split = parse_split(row.get("split"))
+        except ValueError:
+            bad_splits[str(row.get("split"))] += 1
+            continue
         # The file is opened by exactly the name written (file names are bytes: an NFD name on
         # disk must stay NFD); reports show it NFC like folder inputs do.
         path = str(row.get("path") or "").strip()
@@ -155,7 +170,13 @@ def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discover
             found.unknown[name or "(empty)"] += 1
             found.rejected.append((display, "unknown-category"))
         else:
-            _classify(found, taxonomy, slug, uri, display)
+            _classify(found, taxonomy, slug, uri, display, split)
+    if bad_splits:
+        listed = ", ".join(f"{value!r} ({n} rows)" for value, n in sorted(bad_splits.items()))
+        raise SourceError(
+            f"manifest {manifest}: unknown split values {listed}; the optional 'split' column "
+            "takes train, validation, test (any case), or unassigned/empty to let the hash decide"
+        )
     return found
 
 

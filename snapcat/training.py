@@ -8,8 +8,10 @@ Training is resumable at epoch granularity because GPU nodes are preemptible: ev
 with a Keras ``BackupAndRestore`` backup and an entry in ``state.json`` in the checkpoint folder
 (``OUTPUT/training`` unless ``checkpoint_dir`` says otherwise), so re-running the same command
 continues where the killed run stopped. On Kubeflow the checkpoint folder must outlive the pod: the
-pipeline points it at the run's workspace volume, not at the output artifact's scratch folder. The
-best epoch by validation top-3 accuracy is kept and is what gets exported.
+pipeline points it at the run's workspace volume, not at the output artifact's scratch folder.
+Which epoch is exported follows :mod:`snapcat.selection`: the lowest validation loss (later epoch
+on ties), or the last epoch of the fixed schedule when the validation split is too small to
+choose.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import posixpath
 import shutil
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import fsspec
@@ -33,6 +35,13 @@ from snapcat.calibration import (
     Calibration,
     fit_calibration,
     predict_labelled,
+)
+from snapcat.selection import (
+    MIN_SELECTION_PHOTOS,
+    SelectionRule,
+    is_improvement,
+    select_epoch,
+    selection_rule,
 )
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,28 @@ class TrainingError(ValueError):
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A backbone's defaults for what ``snapcat train`` leaves open, and where they come from."""
+
+    fine_tune_learning_rate: float
+    head_fraction: float  # two-phase: the share of the epochs with the backbone frozen
+    source: str
+
+
+#: Per-backbone defaults. EfficientNet-Lite0's were measured on real photos by
+#: ``benchmarks/real_photo_bench.py`` (docs/training.md has the figures); Xception's and
+#: InceptionV3's are keras-io's transfer-learning recipe, unmeasured here (no ImageNet weights
+#: for them on this machine).
+RECIPES: dict[str, Recipe] = {
+    "xception": Recipe(1e-5, 1 / 3, "keras-io transfer-learning recipe (unmeasured here)"),
+    "inceptionv3": Recipe(1e-5, 1 / 3, "keras-io transfer-learning recipe (unmeasured here)"),
+    "efficientnet-lite0": Recipe(
+        1e-4, 1 / 3, "measured: benchmarks/real_photo_bench.py on the real-photo check set"
+    ),
+}
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: str
     output: str
@@ -59,7 +90,8 @@ class TrainConfig:
     head_epochs: int | None = None  # two-phase: epochs with the backbone frozen (default: 1/3)
     batch_size: int = 32
     learning_rate: float = 1e-3  # the head (feature extraction, two-phase's first phase)
-    fine_tune_learning_rate: float = 1e-5  # the whole network (fine-tuning, second phase)
+    #: the whole network (fine-tuning, second phase); None: the backbone's recipe
+    fine_tune_learning_rate: float | None = None
     dropout: float = 0.2
     seed: int = 0
     augment: bool = True
@@ -69,6 +101,8 @@ class TrainConfig:
     overwrite: bool = False
     #: top-3 precision the ``confident`` answers must reach on validation (snapcat.calibration)
     confident_precision: float = DEFAULT_TARGET_PRECISION
+    #: fewer validation photos than this: no epoch selection, the last epoch is kept
+    min_selection_photos: int = MIN_SELECTION_PHOTOS
     # Where checkpoints, history and run state live (default OUTPUT/training): a folder that
     # survives the process, e.g. a KFP workspace volume when OUTPUT is a pod's scratch space.
     checkpoint_dir: str | None = None
@@ -80,6 +114,19 @@ class TrainConfig:
         # calibration happens after training: its setting does not change what is resumed
         where = ("overwrite", "data", "output", "checkpoint_dir", "confident_precision")
         return {k: v for k, v in asdict(self).items() if k not in where}
+
+    def with_recipe(self) -> TrainConfig:
+        """This config with what it leaves open filled from the backbone's :data:`RECIPES`."""
+        recipe = RECIPES.get(self.backbone, RECIPES["xception"])
+        head = self.head_epochs
+        if head is None and self.mode == "two-phase":
+            head = max(1, round(self.epochs * recipe.head_fraction))
+        lr = self.fine_tune_learning_rate
+        return replace(
+            self,
+            head_epochs=head,
+            fine_tune_learning_rate=recipe.fine_tune_learning_rate if lr is None else lr,
+        )
 
     @property
     def workdir(self) -> Path:
@@ -199,10 +246,10 @@ class RunState:
 
 
 def best_so_far(history_csv: Path, monitor: str) -> float | None:
-    """The best monitored value already logged, so a resumed run's checkpoint does not replace
+    """The lowest monitored loss already logged, so a resumed run's checkpoint does not replace
     the best epoch with a worse one."""
     values = [row[monitor] for row in read_history(history_csv) if monitor in row]
-    return max(values) if values else None
+    return min(values) if values else None
 
 
 def read_history(history_csv: Path) -> list[dict]:
@@ -241,6 +288,7 @@ def _phases(config: TrainConfig) -> list[dict]:
         ]
     head = config.head_epochs if config.head_epochs is not None else math.ceil(config.epochs / 3)
     head = min(max(head, 1), config.epochs)
+    assert config.fine_tune_learning_rate is not None, "train() fills it from the recipe"
     phases = [dict(name="head", start=0, end=head, trainable=False, lr=config.learning_rate)]
     if config.epochs > head:
         phases.append(
@@ -321,11 +369,12 @@ class TrainingData:
     train: object  # tf.data.Dataset
     validation: object | None
     class_weight: dict[int, float]
+    selection: SelectionRule
 
     @property
-    def monitor(self) -> str:
-        """Checkpoint and early-stop on validation top-3 (training top-3 without validation)."""
-        return "val_top3" if self.validation is not None else "top3"
+    def monitor(self) -> str | None:
+        """The loss the kept epoch is chosen on; None: the last epoch is kept."""
+        return self.selection.monitor
 
 
 @dataclass
@@ -343,6 +392,13 @@ def read_stats(config: TrainConfig) -> tuple[dict, int]:
         stats = json.load(handle)
     if sum(stats["splits"]["train"].values()) == 0:
         raise TrainingError(f"{config.data} has no training photos")
+    trained = [slug for slug, n in stats["splits"]["train"].items() if n > 0]
+    if len(trained) < 2:
+        raise TrainingError(
+            f"{config.data} has training photos of {len(trained)} category "
+            f"({', '.join(trained) or 'none'}): a classifier needs at least two. Prepare data "
+            "with photos of at least two trainable categories."
+        )
     image_size = config.image_size or int(stats["image_size"])
     from snapcat.modeling import check_input_size
 
@@ -401,7 +457,9 @@ def make_datasets(
             count=photos["validation"],
         )
     else:
-        log.warning("no validation photos: checkpointing on training top-3 accuracy")
+        log.warning("no validation photos: uncalibrated, never 'confident'")
+    selection = selection_rule(photos["validation"], config.min_selection_photos)
+    log.info("epoch selection: %s", selection.why)
     classes = list(stats["classes"])
     weights = stats["class_weights"]
     return TrainingData(
@@ -411,33 +469,33 @@ def make_datasets(
         train=train_ds,
         validation=val_ds,
         class_weight={i: float(weights.get(slug, 1.0)) for i, slug in enumerate(classes)},
+        selection=selection,
     )
 
 
 def make_callbacks(config: TrainConfig, phase: dict, data: TrainingData, workdir: Path) -> list:
-    """Per phase: a resumable backup, the best-epoch checkpoint, the history log, early stopping,
-    learning-rate reduction on plateau and TensorBoard."""
+    """Per phase: a resumable backup, the kept-epoch checkpoint and early stopping (only when the
+    validation split can choose an epoch), the history log, learning-rate reduction on plateau
+    and TensorBoard."""
     import keras
 
     history_csv = workdir / "history.csv"
-    return [
+    callbacks = [
         # Two backups: a pod killed while writing one still resumes from the other.
         keras.callbacks.BackupAndRestore(
             str(workdir / f"backup-{phase['name']}"), double_checkpoint=True
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(workdir / "best.weights.h5"),
-            monitor=data.monitor,
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
+    ]
+    if data.selection.selecting:
+        callbacks += [
             # a resumed run must not replace the best epoch with a worse one
-            initial_value_threshold=best_so_far(history_csv, data.monitor),
-        ),
+            KeepBestEpoch(workdir / "best.weights.h5", best_so_far(history_csv, data.monitor)),
+            keras.callbacks.EarlyStopping(
+                monitor=data.monitor, mode="min", patience=config.early_stopping_patience
+            ),
+        ]
+    return callbacks + [
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.EarlyStopping(
-            monitor=data.monitor, mode="max", patience=config.early_stopping_patience
-        ),
         keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss" if data.validation is not None else "loss",
             factor=0.3,
@@ -446,6 +504,31 @@ def make_callbacks(config: TrainConfig, phase: dict, data: TrainingData, workdir
         ),
         keras.callbacks.TensorBoard(str(workdir / "tensorboard")),
     ]
+
+
+def _keep_best_epoch_class():
+    import keras
+
+    class KeepBestEpoch(keras.callbacks.Callback):
+        """Saves the weights whenever validation loss is lower than or *equal* to the best so
+        far (:func:`snapcat.selection.is_improvement`): on ties the later epoch is kept, which
+        Keras' ``ModelCheckpoint`` (strictly better only) cannot do."""
+
+        def __init__(self, path: Path, best: float | None):
+            super().__init__()
+            self.path, self.best = path, best
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get("val_loss")
+            if value is not None and is_improvement(float(value), self.best):
+                self.best = float(value)
+                self.model.save_weights(str(self.path))
+
+    return KeepBestEpoch
+
+
+def KeepBestEpoch(path: Path, best: float | None):  # noqa: N802 - a class, built lazily
+    return _keep_best_epoch_class()(path, best)
 
 
 def fit_phase(
@@ -507,9 +590,12 @@ def calibrate(model, val_ds, target_precision: float) -> Calibration | None:
         return None
     probabilities, labels = predict_labelled(model, val_ds)
     calibration = fit_calibration(probabilities, labels, target_precision)
+    if calibration.uncalibrated_reason:
+        log.warning("%s: exported with T = 1", calibration.uncalibrated_reason)
     log.info(
         "calibration on %d validation photos: temperature %.3f, NLL %.3f -> %.3f, "
-        "ECE %.3f -> %.3f, confident at top-3 mass >= %s (%.0f%% of photos)",
+        "ECE %.3f -> %.3f, confident at top-3 mass >= %s (%.0f%% of photos; precision lower "
+        "bound %s)",
         calibration.photos,
         calibration.temperature,
         calibration.nll_before,
@@ -518,6 +604,7 @@ def calibrate(model, val_ds, target_precision: float) -> Calibration | None:
         calibration.ece_after,
         calibration.confidence_threshold,
         100 * (calibration.validation_coverage or 0.0),
+        calibration.validation_precision_lower_bound,
     )
     return calibration
 
@@ -528,19 +615,28 @@ def export_best(
     """Loads the best epoch's weights and exports them; returns the run's summary."""
     from snapcat.export import export_model
 
-    best_weights = workdir / "best.weights.h5"
-    if best_weights.exists():
+    kept_weights = workdir / (
+        "best.weights.h5" if data.selection.selecting else "last_phase.weights.h5"
+    )
+    if kept_weights.exists():
         with warnings.catch_warnings():
             # The checkpoint may hold another phase's optimizer state; only weights matter here.
             warnings.filterwarnings("ignore", message=".*optimizer.*")
-            model.load_weights(str(best_weights))
+            model.load_weights(str(kept_weights))
     history_csv = workdir / "history.csv"
     history = read_history(history_csv)
-    best = max(history, key=lambda r: r.get(data.monitor, -1.0)) if history else {}
+    best = select_epoch(history, data.selection) or {}
+    log.info(
+        "kept epoch %s of %d: %s",
+        int(best["epoch"]) + 1 if best else None,
+        len(history),
+        data.selection.why,
+    )
     summary = {
         "best_epoch": int(best["epoch"]) + 1 if best else None,
         "best": {k: v for k, v in best.items() if k != "epoch"},
         "monitor": data.monitor,
+        "selection": data.selection.to_dict(),
         "epochs_run": len(history),
         "mixed_precision": devices.mixed_precision,
         "gpus": len(devices.gpus),
@@ -585,6 +681,15 @@ def train(config: TrainConfig) -> dict:
         raise TrainingError(f"unknown mode {config.mode!r}; choose from {MODES}")
     if not 0.0 < config.confident_precision <= 1.0:
         raise TrainingError("--confident-precision must be in (0, 1]")
+    config = config.with_recipe()
+    log.info(
+        "recipe for %s: fine-tuning rate %g, %s head epochs of %d (%s)",
+        config.backbone,
+        config.fine_tune_learning_rate,
+        config.head_epochs,
+        config.epochs,
+        RECIPES.get(config.backbone, RECIPES["xception"]).source,
+    )
     stats, image_size = read_stats(config)
     workdir = _prepare_workdir(config)
     state = RunState(workdir)
@@ -619,7 +724,8 @@ def train(config: TrainConfig) -> dict:
         fitted = True
         done.append(phase["name"])
         state.save()
-    if not fitted and not (workdir / "best.weights.h5").exists():
+    kept = "best.weights.h5" if data.selection.selecting else "last_phase.weights.h5"
+    if not fitted and not (workdir / kept).exists():
         raise TrainingError(
             f"{workdir} records a finished training whose weights are gone; use --overwrite to "
             "train again"
@@ -630,9 +736,11 @@ def train(config: TrainConfig) -> dict:
     state.save()
     # Big, and the SavedModel has the weights now; kept where the checkpoints outlive the output
     # (a pod killed after the export but before its upload re-exports from them).
-    leftovers = ["last_phase.weights.h5"]
+    leftovers = []
     if not config.separate_checkpoints:
-        leftovers.append("best.weights.h5")
+        leftovers += ["last_phase.weights.h5", "best.weights.h5"]
+    elif data.selection.selecting:
+        leftovers.append("last_phase.weights.h5")
     for leftover in leftovers:
         (workdir / leftover).unlink(missing_ok=True)
     keras.mixed_precision.set_global_policy("float32")

@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from snapcat.calibration import (
+    MIN_CALIBRATION_PHOTOS,
+    binomial_upper_tail,
     calibration_gate,
     calibration_metrics,
     choose_threshold,
+    clopper_pearson_lower,
     confident_share,
+    cross_fitted_nll,
     expected_calibration_error,
     fit_calibration,
     fit_temperature,
@@ -101,7 +105,7 @@ def test_confident_share_meets_target_precision_on_held_out_data(validation, hel
     assert share["top3_not_confident"] < target  # the flag separates something
 
 
-def test_threshold_is_the_lowest_reaching_the_target():
+def test_threshold_needs_the_lower_bound_to_reach_the_target():
     # four classes: the top-3 mass is 1 - the smallest score
     p = np.array(
         [
@@ -112,13 +116,77 @@ def test_threshold_is_the_lowest_reaching_the_target():
         ]
     )
     y = np.array([0, 0, 2, 0])
-    assert choose_threshold(p, y, 1.0) == pytest.approx(0.97)
-    assert choose_threshold(p, y, 0.75) == pytest.approx(0.85)
-    assert choose_threshold(p, np.array([3, 3, 2, 0]), 1.0) is None  # unreachable: never sure
+    # 2 of 2 right proves little: the 95 % lower bound is sqrt(0.05) = 0.224
+    assert choose_threshold(p, y, 0.95) is None
+    assert choose_threshold(p, np.array([0, 0, 2, 2]), 0.2) == pytest.approx(0.97)
+    # 3 of 4 right: lower bound 0.2486, enough for a 0.24 target over all four photos
+    assert choose_threshold(p, y, 0.24) == pytest.approx(0.85)
+    assert choose_threshold(p, y, 1.0) is None  # no finite sample bounds precision at 1
     assert is_confident(p, 0.97).tolist() == [True, True, False, False]
     assert is_confident(p, None).tolist() == [False] * 4
     with pytest.raises(ValueError):
         choose_threshold(p, y, 0.0)
+
+
+def test_threshold_on_the_photos_above_it_promises_95_percent():
+    """59 of 59 right is the least that bounds precision at 95 % (0.05 ** (1/59) = 0.9505);
+    58 of 58 is not enough, so fewer photos mean nothing is confident."""
+    for n, expected in ((59, True), (58, False)):
+        p = np.tile([0.9, 0.05, 0.03, 0.02], (n, 1))
+        y = np.zeros(n, dtype=int)
+        assert (choose_threshold(p, y, 0.95) is not None) is expected, n
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "expected"),
+    [
+        (59, 59, 0.05 ** (1 / 59)),  # k = n: alpha ** (1/n) exactly
+        (10, 10, 0.05 ** (1 / 10)),
+        (0, 10, 0.0),
+        (9, 10, 0.6058367),  # Beta(0.05; 9, 2), e.g. scipy.stats.beta.ppf(0.05, 9, 2)
+        (50, 100, 0.4136217),  # Beta(0.05; 50, 51)
+        (1, 1, 0.05),
+    ],
+)
+def test_clopper_pearson_lower_bound_known_values(k, n, expected):
+    assert clopper_pearson_lower(k, n) == pytest.approx(expected, abs=1e-6)
+
+
+def test_binomial_tail_matches_the_exact_sum():
+    for n, k, q in ((20, 15, 0.7), (100, 97, 0.95), (7, 1, 0.01), (300, 280, 0.9)):
+        exact = sum(math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(k, n + 1))
+        assert binomial_upper_tail(k, n, q) == pytest.approx(exact, rel=1e-9, abs=1e-15)
+
+
+def test_too_few_validation_photos_ship_t_1_marked_uncalibrated(validation):
+    probabilities, labels = validation
+    few = fit_calibration(probabilities[:17], labels[:17], 0.95)
+    assert few.temperature == 1.0 and few.fitted_on is None
+    assert few.uncalibrated_reason == (
+        f"uncalibrated: too few validation photos (17 < {MIN_CALIBRATION_PHOTOS})"
+    )
+    assert few.confidence_threshold is None  # 17 photos cannot promise 95 %
+
+
+def test_a_temperature_that_does_not_help_out_of_sample_is_not_kept():
+    """A calibrated model's fitted T is noise: cross-fitting finds it does not lower held-out
+    NLL, so T = 1 ships (the guard against issue 22's 17-photo T = 0.59)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    logits = rng.normal(0.0, 2.0, size=(n, 5))
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    y = np.array([rng.choice(5, p=row) for row in p])  # labels drawn from p: already calibrated
+    held_out, plain = cross_fitted_nll(p, y)
+    fitted = fit_calibration(p, y, 0.95)
+    if held_out >= plain:
+        assert fitted.temperature == 1.0 and "did not lower" in fitted.uncalibrated_reason
+    else:  # the fitted T, if kept, must be the one that lowered held-out NLL
+        assert fitted.fitted_on == "validation"
+    # and on an over-confident model the guard keeps the temperature
+    over = scale(p, 1 / 3.0)
+    kept = fit_calibration(over, y, 0.95)
+    assert kept.fitted_on == "validation" and kept.temperature == pytest.approx(3.0, rel=0.25)
 
 
 def test_calibration_metrics_recover_the_uncalibrated_scores(validation):

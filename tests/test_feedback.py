@@ -243,3 +243,33 @@ def test_collect_writes_a_manifest_prepare_ingests(sink, tmp_path, capsys):
     ))  # fmt: skip
     assert stats["accepted"] == 8 and stats["rejected"] == 0
     assert sorted(stats["classes"]) == sorted(categories)
+
+
+def test_sink_flags_confident_answers_that_break_their_promise(shared_sink):
+    """Issue 22: answers flagged ``confident`` promise the category in their top 3 (95 %). The
+    sink counts them per version and raises a 0/1 gauge once sellers disagree more than chance
+    allows: here 17 of 25 confident answers kept (upper bound ~83 % < 95 %)."""
+    s = shared_sink
+    ids = [uuid.uuid4().hex for _ in range(30)]
+    response = {
+        "predictions": [
+            {
+                "prediction_id": pid,
+                "categories": [{"slug": t, "label": t, "score": 0.3} for t in TOP],
+                "confident": i < 25,  # the last five are "not sure"
+            }
+            for i, pid in enumerate(ids)
+        ],
+        "model_version": "73",
+    }
+    assert logger_event(s.url, RESPONSE_TYPE, str(uuid.uuid4()), response).status_code == 200
+    client = SnapcatClient("http://unused", feedback_url=s.url)
+    for i, pid in enumerate(ids):
+        client.report_category(pid, "digital-devices" if i < 17 or i >= 25 else "beauty")
+        if i == 18:  # 19 confident answers: too few to tell yet
+            assert metric(s.url, "snapcat_feedback_confident_promise_broken", "73") == 0
+    assert metric(s.url, "snapcat_feedback_confident_total", "73") == 25
+    assert metric(s.url, "snapcat_feedback_confident_top3_agreements_total", "73") == 17
+    assert metric(s.url, "snapcat_feedback_total", "73") == 30
+    assert metric(s.url, "snapcat_feedback_confident_promise_broken", "73") == 1
+    assert "the promise is broken" in s.logs.read_text()

@@ -208,7 +208,10 @@ def test_index_matches_files_categories_and_splits(messy):
         assert row["sha256"] == hashlib.sha256(data).hexdigest()
         folder = row["path"].rsplit("/", 1)[0].split("/")
         assert row["category"] == taxonomy.resolve_path(folder)[0]
-        assert row["split"] == split_for(row["sha256"], 0, 0.2, 0.1)
+        if row["category"] not in stats["promoted_to_meet_minimums"]:
+            assert row["split"] == split_for(row["sha256"], 0, 0.2, 0.1)
+        elif row["split"] != split_for(row["sha256"], 0, 0.2, 0.1):  # topped up (issue 22)
+            assert split_for(row["sha256"], 0, 0.2, 0.1) == "train"
     counts = Counter((r["split"], r["category"]) for r in index)
     for split in SPLITS:
         assert stats["splits"][split] == {c: counts[(split, c)] for c in stats["classes"]}
@@ -292,7 +295,7 @@ def test_rotated_photo_is_stored_upright(messy):
 
 def test_shards_split_by_size(tmp_path, monkeypatch):
     monkeypatch.setattr(shards, "SHARD_SIZE", 4)
-    make_tree(tmp_path / "in", {"plants": 12})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     stats = run_prepare(
         config(tmp_path / "in", tmp_path / "out", test_fraction=0, validation_fraction=0)
     )
@@ -344,13 +347,15 @@ def test_manifest_input_relative_absolute_and_missing(tmp_path, kind):
 
 
 def test_manifest_given_separately_from_input(tmp_path):
-    make_tree(tmp_path / "photos", {"plants": 6})
+    make_tree(tmp_path / "photos", {"plants": 6, "beauty": 6})
     manifest = tmp_path / "m.csv"
     manifest.write_text(
-        "path,category\n" + "".join(f"plants/img_{i:03d}.jpg,plants\n" for i in range(6)), "utf-8"
+        "path,category\n"
+        + "".join(f"{c}/img_{i:03d}.jpg,{c}\n" for c in ("plants", "beauty") for i in range(6)),
+        "utf-8",
     )
     stats = run_prepare(config(tmp_path / "photos", tmp_path / "out", manifest=str(manifest)))
-    assert stats["accepted"] == 6 and stats["rejected"] == 0
+    assert stats["accepted"] == 12 and stats["rejected"] == 0
 
 
 def test_decomposed_korean_names_end_to_end(tmp_path):
@@ -376,10 +381,10 @@ def test_unknown_category_folder_is_an_error(tmp_path):
 
 
 def test_ignore_unknown_rejects_those_files(tmp_path):
-    make_tree(tmp_path / "in", {"plants": 6, "toys": 2})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6, "toys": 2})
     stats = run_prepare(config(tmp_path / "in", tmp_path / "out", ignore_unknown=True))
     assert stats["rejected_by_reason"] == {"unknown-category": 2}
-    assert stats["accepted"] == 6 and stats["input_files"] == 8
+    assert stats["accepted"] == 12 and stats["input_files"] == 14
 
 
 def test_category_below_minimum_is_named(tmp_path):
@@ -405,7 +410,7 @@ def test_category_below_minimum_after_rejections(tmp_path):
 
 
 def test_empty_category_folder_is_an_error(tmp_path):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     (tmp_path / "in" / "가구" / "인테리어").mkdir(parents=True)
     with pytest.raises(PrepareError, match=r"furniture-interior \(0\)"):
         run_prepare(config(tmp_path / "in", tmp_path / "out"))
@@ -418,7 +423,7 @@ def test_only_non_trainable_photos_is_an_error(tmp_path):
 
 
 def test_byte_cap_applies_to_files(tmp_path):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     big = write_image(tmp_path / "in" / "plants" / "big.png", "PNG", size=(400, 300))
     cap = big.stat().st_size - 1
     assert all(p.stat().st_size <= cap for p in (tmp_path / "in" / "plants").glob("*.jpg"))
@@ -428,7 +433,7 @@ def test_byte_cap_applies_to_files(tmp_path):
 
 # ------------------------------------------------------------------------- publishing
 def test_existing_output_refused_without_overwrite(tmp_path, monkeypatch):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     run_prepare(config(tmp_path / "in", tmp_path / "out"))
     before = {p: p.read_bytes() for p in files_under(tmp_path / "out")}
 
@@ -442,28 +447,28 @@ def test_existing_output_refused_without_overwrite(tmp_path, monkeypatch):
 
 
 def test_overwrite_replaces_atomically(tmp_path):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     out = tmp_path / "out"
     run_prepare(config(tmp_path / "in", out))
     (out / "stale-file.txt").write_text("from an older run")
     make_tree(tmp_path / "in", {"plants": 4}, prefix="new")
     stats = run_prepare(config(tmp_path / "in", out, overwrite=True))
-    assert stats["accepted"] == 10
-    assert json.loads((out / "stats.json").read_text())["accepted"] == 10
+    assert stats["accepted"] == 16
+    assert json.loads((out / "stats.json").read_text())["accepted"] == 16
     assert not (out / "stale-file.txt").exists()  # replaced as a whole, not merged into
     assert storage.is_complete(str(out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no staging left
 
 
 def test_empty_existing_output_folder_is_fine(tmp_path):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     (tmp_path / "out").mkdir()
-    assert run_prepare(config(tmp_path / "in", tmp_path / "out"))["accepted"] == 6
+    assert run_prepare(config(tmp_path / "in", tmp_path / "out"))["accepted"] == 12
 
 
 @pytest.mark.parametrize("where", ["write_split", "summary_markdown"])
 def test_failure_midway_keeps_old_output(tmp_path, monkeypatch, where):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     out = tmp_path / "out"
     run_prepare(config(tmp_path / "in", out))
     before = {p: p.read_bytes() for p in files_under(out)}
@@ -489,7 +494,7 @@ def test_failure_midway_keeps_old_output(tmp_path, monkeypatch, where):
 
 
 def test_failure_on_first_run_leaves_nothing(tmp_path, monkeypatch):
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
 
     def fail(*args, **kwargs):
         raise RuntimeError("crash")
@@ -701,14 +706,14 @@ def test_staging_folders_of_killed_runs_are_swept_by_the_next(tmp_path):
     ``.out.old-*``) behind for good; the next run into the same parent removes them."""
     (tmp_path / ".out.staging-999999999-x1y2").mkdir()  # a pid no process has
     (tmp_path / ".out.old-999999999").mkdir()
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     run_prepare(config(tmp_path / "in", tmp_path / "out"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 
 def test_prepared_dataset_folder_is_not_private(tmp_path):
     """Issue 10, finding 7: the dataset folder came out 0700 (mkdtemp's mode)."""
-    make_tree(tmp_path / "in", {"plants": 6})
+    make_tree(tmp_path / "in", {"plants": 6, "beauty": 6})
     run_prepare(config(tmp_path / "in", tmp_path / "out"))
     mask = os.umask(0)
     os.umask(mask)

@@ -84,6 +84,10 @@ class FakePrometheus:
             elif f"{m.TOP1_SCORE}_bucket" in query:
                 for le, n in data["scores"].items():
                     add(n, model_version=v, le="+Inf" if le == float("inf") else str(le))
+            elif m.FEEDBACK_CONFIDENT_TOP3 in query:  # issue 22: confident answers' promise
+                add(data.get("confident_feedback", (0, 0))[1], model_version=v)
+            elif m.FEEDBACK_CONFIDENT in query:
+                add(data.get("confident_feedback", (0, 0))[0], model_version=v)
             elif m.FEEDBACK_TOP1 in query:
                 add(data["feedback"][1], model_version=v)
             elif m.FEEDBACK_TOP3 in query:
@@ -173,7 +177,7 @@ def test_every_decision_path_end_to_end(prometheus, capsys, canary, decision, fa
     assert failed_checks(result) == failed
     assert result["canary"]["version"] == "2" and result["stable"]["version"] == "1"
     assert all('model_version=~"2|1"' in q for q in fake.queries)
-    assert len(fake.queries) == 7
+    assert len(fake.queries) == 9  # 7, and the confident answers' two (issue 22)
 
 
 def test_explanation_in_words(prometheus, capsys):
@@ -192,7 +196,8 @@ def test_feedback_below_minimum_is_skipped_not_failed(prometheus, capsys):
     code, result = analyze_cli(capsys, url)
     assert (code, result["decision"]) == (0, "promote")
     skipped = [c for c in result["checks"] if c["passed"] is None]
-    assert [c["name"] for c in skipped] == ["sellers' agreement"]
+    # and no confident answer with feedback yet: the promise check waits too (issue 22)
+    assert [c["name"] for c in skipped] == ["sellers' agreement", "confident promise"]
 
 
 def test_thresholds_are_flags(prometheus, capsys):
@@ -212,7 +217,7 @@ def test_waits_until_enough_canary_traffic(prometheus):
         interval=0.01, sleep=lambda s: fake.versions.update({"2": next(grown)}),
     )  # fmt: skip
     assert decision.decision == "promote"
-    assert len(fake.queries) == 3 * 7
+    assert len(fake.queries) == 3 * 9
 
 
 def test_prometheus_problems_are_user_errors(prometheus, capsys):
@@ -279,3 +284,20 @@ def test_auto_canary_undecided_is_rolled_back(fake_api, prometheus):  # noqa: F8
     outcome = rollout.auto_canary(NAME, NS, third, 10, keep, cluster=cluster, **FAST)
     assert outcome.final is None
     assert fake.obj["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+@pytest.mark.parametrize(
+    ("confident_feedback", "decision", "passed"),
+    [((100, 97), "promote", True), ((100, 85), "rollback", False), ((10, 5), "promote", None)],
+    ids=["kept", "broken", "too-few"],
+)
+def test_confident_answers_that_break_their_promise_roll_the_canary_back(
+    prometheus, capsys, confident_feedback, decision, passed
+):
+    """85 of 100 confident answers right: the 95 % upper bound (91 %) is below the promised
+    95 %, so the canary's ``confident`` flag does not keep its promise (issue 22)."""
+    canary = {**version(errors=1, feedback=(60, 35, 52)), "confident_feedback": confident_feedback}
+    _, url = prometheus({"1": STABLE, "2": canary})
+    _, result = analyze_cli(capsys, url)
+    (check,) = [c for c in result["checks"] if c["name"] == "confident promise"]
+    assert check["passed"] is passed and result["decision"] == decision

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
+import zlib
 from collections import Counter
 
 import pytest
 from conftest import make_tree, read_csv
 
 from snapcat.prepare import PrepareConfig, run_prepare
-from snapcat.splits import SPLITS, balanced_class_weights, split_for
+from snapcat.splits import SPLITS, assign_splits, balanced_class_weights, parse_split, split_for
 
 
 def sha(i: int) -> str:
@@ -117,4 +119,65 @@ def test_adding_photos_never_moves_existing_ones(tmp_path):
         r["path"]: (r["sha256"], r["split"]) for r in read_csv(tmp_path / "after" / "index.csv")
     }
     assert len(before) == 30 and len(after) == 72
-    assert {path: after[path] for path in before} == before
+    promoted = json.loads((tmp_path / "before" / "stats.json").read_text())[
+        "promoted_to_meet_minimums"
+    ]
+    for path, (digest, split) in before.items():
+        category = path.split("/")[0]
+        if category not in promoted:  # the hash draw met the minimums: nothing moves
+            assert after[path] == (digest, split), path
+        elif split == "train":  # a trained-on photo never moves into validation or test
+            assert after[path] == (digest, "train"), path
+    # only photos moved out of train to meet a minimum can go back, never more of them
+    moved = [p for p in before if after[p] != before[p]]
+    assert len(moved) <= sum(promoted.values())
+
+
+def _photos(n: int, slug: str, fixed=None):
+    offset = zlib.crc32(f"{slug}{fixed}".encode()) % 10_000 * 1000
+    return [(sha(i + offset), slug, fixed) for i in range(n)]
+
+
+def test_every_category_gets_its_minimum_test_and_validation_photos():
+    photos = _photos(11, "sports-leisure") + _photos(200, "plants") + _photos(6, "beauty")
+    plan = assign_splits(photos, 0, 0.2, 0.1, min_test=2, min_validation=2)
+    counts = Counter((slug, plan.splits[h]) for h, slug, _ in photos)
+    for slug in ("sports-leisure", "plants", "beauty"):
+        assert counts[(slug, "test")] >= 2 and counts[(slug, "validation")] >= 2, slug
+        assert counts[(slug, "train")] >= 1
+    # a big category meets the minimums by its hash draw: exactly split_for's assignment
+    assert "plants" not in plan.promoted
+    assert all(plan.splits[h] == split_for(h, 0, 0.2, 0.1) for h, s, _ in photos if s == "plants")
+    assert plan.short == {}
+
+
+def test_a_category_too_small_for_the_minimums_is_named():
+    photos = _photos(3, "beauty") + _photos(50, "plants")
+    plan = assign_splits(photos, 0, 0.2, 0.1, min_test=2, min_validation=2)
+    assert set(plan.short) == {"beauty"}
+    assert "below the minimum of 2 (3 photos in all)" in plan.short["beauty"]
+    assert Counter(plan.splits[h] for h, s, _ in photos if s == "beauty")["train"] == 1
+
+
+def test_fixed_splits_are_kept_and_count_towards_minimums():
+    fixed = _photos(3, "beauty", "test")
+    photos = fixed + _photos(12, "beauty")
+    plan = assign_splits(photos, 0, 0.2, 0.1, min_test=2, min_validation=2)
+    assert all(plan.splits[h] == "test" for h, _, _ in fixed)
+    # no hash-assigned photo had to be promoted into test: the fixed ones meet the minimum
+    hashed_test = [h for h, _, f in photos if f is None and plan.splits[h] == "test"]
+    assert all(split_for(h, 0, 0.2, 0.1) == "test" for h in hashed_test)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("TRAIN", "train"), ("Validation", "validation"), ("test", "test"), ("", None),
+     ("UNASSIGNED", None), (None, None), (" training ", "train")],
+)  # fmt: skip
+def test_manifest_split_values(value, expected):
+    assert parse_split(value) == expected
+
+
+def test_unknown_manifest_split_value_is_refused():
+    with pytest.raises(ValueError, match="valid"):
+        parse_split("holdout")

@@ -58,10 +58,23 @@ def offline(monkeypatch, tmp_path, closed_port):
 
 
 # ------------------------------------------------------------------------------ modes
+def test_recipe_fills_only_what_the_command_left_open():
+    from snapcat.training import RECIPES, TrainConfig
+
+    lite = TrainConfig(data="d", output="o", backbone="efficientnet-lite0", epochs=12)
+    filled = lite.with_recipe()
+    recipe = RECIPES["efficientnet-lite0"]
+    assert filled.fine_tune_learning_rate == recipe.fine_tune_learning_rate
+    assert filled.head_epochs == round(12 * recipe.head_fraction)
+    mine = replace(lite, fine_tune_learning_rate=3e-5, head_epochs=5).with_recipe()
+    assert (mine.fine_tune_learning_rate, mine.head_epochs) == (3e-5, 5)
+
+
 def test_phases_per_mode():
     from snapcat.training import TrainConfig, _phases
 
-    base = TrainConfig(data="d", output="o", epochs=6, learning_rate=1e-3)
+    base = TrainConfig(data="d", output="o", epochs=6, learning_rate=1e-3).with_recipe()
+    assert base.fine_tune_learning_rate == 1e-5 and base.head_epochs == 2  # Xception: keras-io
     fe = _phases(replace(base, mode="feature-extraction"))
     assert [(p["name"], p["start"], p["end"], p["trainable"]) for p in fe] == [
         ("head", 0, 6, False)
@@ -301,23 +314,28 @@ def test_inceptionv3_trains_and_exports(prepared, prepared_stats, tmp_path):
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def test_best_epoch_by_validation_top3_is_what_was_exported(trained, prepared):
+def test_kept_epoch_follows_the_selection_rule_and_is_what_was_exported(trained, prepared):
+    """Issue 22: the kept epoch is the lowest validation loss (later on ties) with enough
+    validation photos, else the last; the card says which rule and why."""
     from _training_fixtures import history_rows
 
     from snapcat.export import ServingModel
     from snapcat.metrics import classification_metrics
+    from snapcat.selection import select_epoch, selection_rule
     from snapcat.shards import read_split
 
     rows = history_rows(trained.output / "training" / "history.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     val_top3 = [float(r["val_top3"]) for r in rows]
-    best = int(np.argmax(val_top3))  # the first of equals: ModelCheckpoint keeps it too
-
     card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
     result = card["result"]
-    assert result["monitor"] == "val_top3"
+    n_validation = sum(card["data"]["splits"]["validation"].values())
+    rule = selection_rule(n_validation)
+    assert result["selection"]["rule"] == rule.rule and result["selection"]["why"] == rule.why
+    history = [{k: float(v) for k, v in r.items()} for r in rows]
+    best = int(select_epoch(history, rule)["epoch"])
+    assert result["monitor"] == rule.monitor
     assert result["best_epoch"] == best + 1 == trained.summary["best_epoch"]
-    assert result["best"]["val_top3"] == pytest.approx(max(val_top3))
     assert result["epochs_run"] == 2
 
     # The exported weights are the best epoch's: they reproduce its validation top-3.
@@ -416,7 +434,14 @@ def test_calibration_is_fitted_on_validation_and_served(trained, prepared_stats)
     card = json.loads((trained.version_dir / "model_card.json").read_text("utf-8"))
     fitted = card["calibration"]
     n_validation = sum(prepared_stats["splits"]["validation"].values())
-    assert fitted["fitted_on"] == "validation" and fitted["photos"] == n_validation
+    from snapcat.calibration import MIN_CALIBRATION_PHOTOS
+
+    assert fitted["photos"] == n_validation
+    if n_validation < MIN_CALIBRATION_PHOTOS:  # T = 1, and the card says why
+        assert fitted["fitted_on"] is None and fitted["temperature"] == 1.0
+        assert "too few validation photos" in fitted["uncalibrated_reason"]
+    elif fitted["fitted_on"] is None:
+        assert "did not lower held-out validation NLL" in fitted["uncalibrated_reason"]
     assert fitted["target_precision"] == 0.95
     assert fitted["nll_after"] <= fitted["nll_before"]
     served = ServingModel(str(trained.version_dir))
@@ -485,5 +510,5 @@ def test_history_skips_values_keras_could_not_fill(tmp_path):
         {"epoch": 0, "loss": 2.0, "top3": 0.5},
         {"epoch": 1, "loss": 1.0, "top3": 0.8},
     ]
-    assert best_so_far(history, "top3") == 0.8
+    assert best_so_far(history, "loss") == 1.0  # the lowest loss
     assert best_so_far(history, "val_top3") is None

@@ -21,7 +21,7 @@ def train(
     model: Output[Model],
 ):
     """Runs ``snapcat train`` for one ``backbone:mode`` candidate. ``image_size`` 0 means the
-    dataset's size; ``head_epochs`` 0, a third of ``epochs``.
+    dataset's size; ``head_epochs`` 0 and ``fine_tune_learning_rate`` 0, the backbone's recipe.
 
     Checkpoints go to the run's workspace volume (``workspace``, KFP's workspace path), not to
     the Model artifact's folder: that is scratch space of the pod and a failed attempt uploads
@@ -47,7 +47,7 @@ def train(
         head_epochs=head_epochs or None,
         batch_size=batch_size,
         learning_rate=learning_rate,
-        fine_tune_learning_rate=fine_tune_learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate or None,
         seed=seed,
         early_stopping_patience=early_stopping_patience,
         confident_precision=confident_precision,

@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Normalizes every photo, removes duplicates, splits by content hash and writes "
             "sharded TFRecords plus stats.json, summary.md, rejected.csv and duplicates.csv. "
             "Categories may be folders (slug, English name or Korean label; a label's '/' "
-            "nested as folders or escaped as %%2F) or a CSV/JSONL manifest with path,category."
+            "nested as folders or escaped as %%2F) or a CSV/JSONL manifest with path,category "
+            "and an optional split column (train/validation/test; empty or unassigned: the "
+            "hash decides). Every category gets at least --min-test-per-class test and "
+            "--min-validation-per-class validation photos."
         ),
     )
     p.add_argument("--input", required=True, help="folder per category, or a manifest; path or URI")
@@ -31,6 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.validation_fraction,
         help="fraction of the non-test photos used for validation",
+    )
+    p.add_argument(
+        "--min-test-per-class",
+        type=int,
+        default=d.min_test_per_class,
+        help="every category gets at least this many test photos (moved from train)",
+    )
+    p.add_argument(
+        "--min-validation-per-class",
+        type=int,
+        default=d.min_validation_per_class,
+        help="every category gets at least this many validation photos (moved from train)",
     )
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the packaged one)")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
@@ -59,6 +74,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         seed=args.seed,
         test_fraction=args.test_fraction,
         validation_fraction=args.validation_fraction,
+        min_test_per_class=args.min_test_per_class,
+        min_validation_per_class=args.min_validation_per_class,
         taxonomy=args.taxonomy,
         workers=args.workers,
         min_images_per_class=args.min_images_per_class,

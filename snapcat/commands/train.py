@@ -62,8 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fine-tune-learning-rate",
         type=float,
-        default=d.fine_tune_learning_rate,
-        help="whole-network learning rate (fine-tuning, two-phase second phase)",
+        default=None,
+        help="whole-network learning rate (fine-tuning, two-phase second phase); default: the "
+        "backbone's recipe (1e-5 for Xception/InceptionV3, 1e-4 for EfficientNet-Lite0)",
     )
     p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--seed", type=int, default=d.seed)

@@ -134,3 +134,25 @@ def response_predictions(body: Any) -> list[tuple[str, str, list[str]]]:
             raise EventError(f"bad prediction_id {_quote(pid)} in the response")
         result.append((pid, version, [str(s) for s in top]))
     return result
+
+
+def response_confident(body: Any) -> set[str]:
+    """The prediction_ids a logged response flagged ``confident`` (V1 ``predictions[].confident``
+    or the V2 ``confident`` output); unreadable or absent flags count as not confident."""
+    if not isinstance(body, dict):
+        return set()
+    if isinstance(body.get("predictions"), list):
+        return {
+            p["prediction_id"]
+            for p in body["predictions"]
+            if isinstance(p, dict)
+            and p.get("confident") is True
+            and isinstance(p.get("prediction_id"), str)
+        }
+    outputs = {o.get("name"): o for o in body.get("outputs") or [] if isinstance(o, dict)}
+    if "prediction_id" in outputs and "confident" in outputs:
+        ids, flags = outputs["prediction_id"].get("data") or [], outputs["confident"].get("data")
+        return {
+            i for i, f in zip(ids, flags or [], strict=False) if f is True and isinstance(i, str)
+        }
+    return set()

@@ -13,7 +13,9 @@ transformer's hot path stays free of storage writes.
   category, from the app backend (:meth:`snapcat.client.SnapcatClient.report_category`). Repeating
   it is harmless; a different category later replaces the earlier one.
 - ``GET /metrics``: sellers' answers and top-1/top-3 agreements per model version
-  (:mod:`snapcat.live_metrics`), read by ``snapcat rollout analyze``.
+  (:mod:`snapcat.live_metrics`), read by ``snapcat rollout analyze``; the same for answers
+  flagged ``confident``, and a 0/1 gauge per version that is 1 when those break their top-3
+  promise by more than chance allows (:mod:`snapcat.confident_promise`, also logged).
 
 Nothing is acknowledged before it is on disk (see :mod:`~snapcat.feedback.store`), so a caller that
 retries until it gets a 2xx loses nothing when the sink is briefly down.
@@ -33,7 +35,13 @@ import logging
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -41,12 +49,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from snapcat import live_metrics as m
+from snapcat.confident_promise import check_promise
 from snapcat.feedback.events import (
     PREDICTION_ID,
     REQUEST_TYPE,
     EventError,
     parse_event,
     request_photos,
+    response_confident,
     response_predictions,
 )
 from snapcat.feedback.store import FeedbackStore, UnknownPrediction
@@ -81,6 +91,38 @@ class AgreementMetrics:
         # Prometheus sees "0 of N agreed" rather than no data.
         self.top1.labels(value).inc(1 if top1 else 0)
         self.top3.labels(value).inc(1 if top3 else 0)
+
+
+class ConfidentPromiseMetrics:
+    """Confident answers with sellers' feedback per version, their top-3 agreements, and whether
+    the promise is broken (checked on every new answer; logged when it first breaks)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        label = [m.VERSION_LABEL]
+        self.answers = Counter(m.counter_name(m.FEEDBACK_CONFIDENT), "Sellers' final categories "
+                               "for answers flagged confident", label, registry=registry)  # fmt: skip
+        self.top3 = Counter(m.counter_name(m.FEEDBACK_CONFIDENT_TOP3), "Of those, final category "
+                            "among the top-3 suggestions", label, registry=registry)  # fmt: skip
+        self.broken = Gauge(m.CONFIDENT_PROMISE_BROKEN, "1 when confident answers keep their "
+                            "top-3 promise less often than chance allows", label,
+                            registry=registry)  # fmt: skip
+        self.tally: dict[str, list[int]] = {}
+        self.broken_versions: set[str] = set()
+
+    def observe(self, version: str, top3: bool) -> None:
+        answers_agreed = self.tally.setdefault(version, [0, 0])
+        answers_agreed[0] += 1
+        answers_agreed[1] += int(top3)
+        self.answers.labels(version).inc()
+        self.top3.labels(version).inc(1 if top3 else 0)
+        result = check_promise(*answers_agreed)
+        self.broken.labels(version).set(1 if result.broken else 0)
+        if result.broken and version not in self.broken_versions:
+            log.warning("model version %s: %s", version, result.detail)
+        if result.broken:
+            self.broken_versions.add(version)
+        else:
+            self.broken_versions.discard(version)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -143,6 +185,7 @@ def create_app(
     registry = CollectorRegistry()
     metrics = AgreementMetrics(registry)
     reader = reader or BodyReader()
+    promise = ConfidentPromiseMetrics(registry)
 
     async def receive_event(request: Request) -> Response:
         try:
@@ -159,6 +202,7 @@ def create_app(
             else:
                 rows = response_predictions(event.body)
                 await run_in_threadpool(store.add_response, event_id, rows)
+                await run_in_threadpool(store.add_confident, response_confident(event.body))
         except EventError as exc:
             log.warning("refused event: %s", str(exc)[:200])
             return _error(400, str(exc)[:300])
@@ -196,6 +240,8 @@ def create_app(
             )
         if verdict.new:
             metrics.observe(verdict.model_version, verdict.top1, verdict.top3)
+            if verdict.confident and verdict.model_version in metrics.versions:
+                promise.observe(verdict.model_version, verdict.top3)
         return JSONResponse({"prediction_id": prediction_id, "category": slug,
                              "model_version": verdict.model_version, "top1": verdict.top1,
                              "top3": verdict.top3})  # fmt: skip

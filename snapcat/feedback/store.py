@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS photos (
 CREATE TABLE IF NOT EXISTS predictions (
     prediction_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, idx INTEGER NOT NULL,
     model_version TEXT NOT NULL, top TEXT NOT NULL, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS confident_predictions (prediction_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS feedback (
     prediction_id TEXT PRIMARY KEY, category TEXT NOT NULL, first_reported REAL NOT NULL,
     last_reported REAL NOT NULL);
@@ -48,6 +49,7 @@ class Verdict:
     top1: bool
     top3: bool
     new: bool  # first report for this prediction (a retry or a correction is not new)
+    confident: bool = False  # the answer was flagged confident
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,16 @@ class FeedbackStore:
                 ],
             )
 
+    def add_confident(self, prediction_ids: set[str]) -> None:
+        """The predictions of a logged response that were flagged ``confident``."""
+        if not prediction_ids:
+            return
+        with self._lock, self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO confident_predictions VALUES (?)",
+                [(pid,) for pid in sorted(prediction_ids)],
+            )
+
     def report(self, prediction_id: str, category: str) -> Verdict:
         """Records the seller's final category; a later report for the same prediction replaces
         it (the seller changed their mind), a repeated one changes nothing."""
@@ -160,9 +172,12 @@ class FeedbackStore:
                 "RETURNING first_reported = last_reported",
                 (prediction_id, category, now, now),
             ).fetchone()[0]
+            confident = self._db.execute(
+                "SELECT 1 FROM confident_predictions WHERE prediction_id = ?", (prediction_id,)
+            ).fetchone()
         version, top = row[0], json.loads(row[1])
         return Verdict(prediction_id, category, version, top[:1] == [category],
-                       category in top[:3], bool(new))  # fmt: skip
+                       category in top[:3], bool(new), confident is not None)  # fmt: skip
 
     # ------------------------------------------------------------------ reads
     def labelled(self) -> Iterator[Labelled]:

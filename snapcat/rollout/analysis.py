@@ -38,6 +38,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+from snapcat import confident_promise
 from snapcat.rollout.evidence import VersionEvidence, gather, versions_seen
 from snapcat.rollout.isvc import RolloutError
 from snapcat.rollout.prometheus import Prometheus
@@ -179,6 +180,8 @@ def _checks(c: VersionEvidence, s: VersionEvidence, t: Thresholds) -> list[Check
             f"(limit {t.max_score_shift:g})",
         ))  # fmt: skip
     checks += _agreement_checks(c, s, t)
+    # issue 22: the canary's confident answers keep their top-3 promise (own module, own rule)
+    checks.append(Check(**confident_promise.rollout_check(c)))
     return checks
 
 

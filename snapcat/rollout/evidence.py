@@ -1,6 +1,6 @@
 """What Prometheus knows about one model version over a window: the evidence a canary is judged on.
 
-Seven instant queries per analysis, each for both versions at once, over the transformer's and the
+Nine instant queries per analysis, each for both versions at once, over the transformer's and the
 feedback sink's per-version series (:mod:`snapcat.live_metrics`).
 
 Evidence is only as good as its worst sample: a count that is NaN, infinite or negative, a p95
@@ -37,6 +37,9 @@ class VersionEvidence:
     top3_agreements: float = 0.0
     #: why some of this evidence is unusable (garbage samples, duplicated series), in words
     problems: list[str] = field(default_factory=list)
+    #: answers flagged confident with sellers' feedback, and their top-3 agreements
+    confident_feedback: float = 0.0
+    confident_top3_agreements: float = 0.0
 
     @property
     def requests(self) -> float:
@@ -72,6 +75,8 @@ class VersionEvidence:
             "top1_agreements": round(self.top1_agreements, 3),
             "top3_agreements": round(self.top3_agreements, 3),
             "problems": list(self.problems),
+            "confident_feedback": round(self.confident_feedback, 3),
+            "confident_top3_agreements": round(self.confident_top3_agreements, 3),
         }
 
 
@@ -102,6 +107,8 @@ def queries(versions: list[str], window: str) -> dict[str, str]:
         "feedback": f"{by}) (increase({m.FEEDBACK}{selector}[{window}]))",
         "top1": f"{by}) (increase({m.FEEDBACK_TOP1}{selector}[{window}]))",
         "top3": f"{by}) (increase({m.FEEDBACK_TOP3}{selector}[{window}]))",
+        "confident": f"{by}) (increase({m.FEEDBACK_CONFIDENT}{selector}[{window}]))",
+        "confident_top3": f"{by}) (increase({m.FEEDBACK_CONFIDENT_TOP3}{selector}[{window}]))",
     }
 
 
@@ -154,6 +161,10 @@ def gather(
         found.top1_agreements = s.value
     for found, s in each("top3"):
         found.top3_agreements = s.value
+    for found, s in each("confident"):
+        found.confident_feedback = s.value
+    for found, s in each("confident_top3"):
+        found.confident_top3_agreements = s.value
     return evidence
 
 
