@@ -36,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from snapcat import imaging
+from snapcat.imaging import normalize as imaging
 
 #: (label, width, height) of the uploads measured.
 UPLOADS = (

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 from pipelines.training_pipeline import PIPELINE_NAME, ClusterSettings, build_pipeline
-from snapcat.comparison import CandidateError, parse_candidates
+from snapcat.evaluate.comparison import CandidateError, parse_candidates
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from kfp import dsl, kubernetes
 
 from components import deploy, evaluate, fingerprint, prepare, select, train
 from components.images import default_light_image, default_train_image
-from snapcat.metrics import GateConfig
-from snapcat.prepare import PrepareConfig
+from snapcat.contract.service_name import DEFAULT_MODEL_NAME
+from snapcat.dataset.prepare import PrepareConfig
+from snapcat.evaluate.gate import GateConfig
 from snapcat.rollout.apply import DEFAULT_TIMEOUT as ROLLOUT_READY_TIMEOUT
-from snapcat.service_name import DEFAULT_MODEL_NAME
-from snapcat.training import TrainConfig
+from snapcat.train.trainer import TrainConfig
 
 PIPELINE_NAME = "snapcat-training"
 #: The library's defaults, which the pipeline parameters repeat (a test checks they agree).
@@ -221,10 +221,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
         candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = TRAIN.weights,
         epochs: int = TRAIN.epochs,
-        head_epochs: int = 0,  # 0: the backbone's recipe (snapcat.training.RECIPES)
+        head_epochs: int = 0,  # 0: the backbone's recipe (snapcat.train.trainer.RECIPES)
         batch_size: int = TRAIN.batch_size,
         learning_rate: float = TRAIN.learning_rate,
-        fine_tune_learning_rate: float = 0.0,  # 0: the backbone's recipe (snapcat.training)
+        fine_tune_learning_rate: float = 0.0,  # 0: the backbone's recipe (snapcat.train.trainer)
         early_stopping_patience: int = TRAIN.early_stopping_patience,
         confident_precision: float = TRAIN.confident_precision,
         baseline_model_uri: str = "",

@@ -2,7 +2,7 @@
 ``python/custom_transformer``:
 
 - :mod:`serving.transformer`: the ``kserve.Model`` subclass (preprocess, predict, postprocess,
-  health) around :class:`snapcat.transformer_core.TransformerCore`;
+  health) around :class:`snapcat.serve.transformer_core.TransformerCore`;
 - :mod:`serving.server`: ``kserve.ModelServer`` with the transformer's uvicorn settings, routes and
   health semantics; :mod:`serving.http_layer` (request guard, error handlers) and
   :mod:`serving.connection` (header limit and timeout) beneath it;

@@ -8,7 +8,7 @@ the first, second and fourth) plus its own::
         --http_port 8080 --top_k 3
 
 The transformer reads no model files: labels, confidence threshold, version and image spec come
-with the predictor's answers (:mod:`snapcat.transformer_core`), so its pod needs no
+with the predictor's answers (:mod:`snapcat.serve.transformer_core`), so its pod needs no
 ``STORAGE_URI``, no storage initializer and no storage credentials. ``--model_dir`` (what it
 took before) is still accepted and ignored with a log line, so an older manifest keeps working.
 The predictor must be TF Serving's REST API (``--predictor_protocol v1``).
@@ -40,8 +40,8 @@ from serving.connection import (
 from serving.http_layer import DEFAULT_BODY_TIMEOUT
 from serving.server import DEFAULT_MAX_CONNECTIONS, HttpLimits, TransformerServer
 from serving.transformer import ListingCategoryTransformer
-from snapcat.container_limits import read_container_limits
-from snapcat.transformer_core import (
+from snapcat.serve.container_limits import read_container_limits
+from snapcat.serve.transformer_core import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_IMAGE_BYTES,

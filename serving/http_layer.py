@@ -16,7 +16,7 @@ refusal is answered, counted and logged.
     line (no tracebacks for bad requests), whoever produced it: the handlers below, KServe or
     Starlette (404, 405).
 
-- Exception handlers for :class:`~snapcat.serving_errors.ServingError`, FastAPI's validation
+- Exception handlers for :class:`~snapcat.serve.errors.ServingError`, FastAPI's validation
   errors and KServe's own exceptions: a ``{"error": ...}`` body with the right status, and the
   reason code handed to the guard through ``request.state``.
 - Routes KServe registers that no client may call are answered 404 by the guard before routing:
@@ -40,7 +40,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving.metrics import BODY_BYTES_IN_FLIGHT, REQUEST_ERRORS, REQUESTS_IN_FLIGHT, ModelLabel
-from snapcat.serving_errors import OverloadedError, ServingError, human_bytes
+from snapcat.serve.errors import OverloadedError, ServingError, human_bytes
 
 logger = logging.getLogger("snapcat.serving")
 

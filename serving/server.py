@@ -38,7 +38,7 @@ from serving.http_layer import (
     install_exception_handlers,
 )
 from serving.metrics import IDLE_CONNECTIONS, ModelLabel
-from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
+from snapcat.serve.errors import BadRequestError, PredictorUnavailableError
 
 #: Connections whose request is being handled at once; past it a new request is 503. Idle ones
 #: (no request in progress) have their own cap, ``max_idle_connections``.

@@ -1,5 +1,5 @@
 """The ``kserve.Model`` subclass: preprocess, predict (the call to TF Serving), postprocess and
-health, each a few lines around :class:`snapcat.transformer_core.TransformerCore`.
+health, each a few lines around :class:`snapcat.serve.transformer_core.TransformerCore`.
 
 - ``preprocess`` parses the V1 (dict) or V2 (``InferRequest``) body, admits its photos (at most
   ``max_photos`` in flight per process, else HTTP 503 with ``Retry-After``), normalizes every
@@ -10,12 +10,12 @@ health, each a few lines around :class:`snapcat.transformer_core.TransformerCore
   timeout. A refused connection or a timeout is HTTP 503 at once; nothing is cached, so the next
   request after the predictor comes back succeeds.
 - ``postprocess`` shapes the top-k answer with the labels, threshold and version the
-  predictor's answer carries (:meth:`snapcat.transformer_core.TransformerCore.read_predictions`):
+  predictor's answer carries (:meth:`snapcat.serve.transformer_core.TransformerCore.read_predictions`):
   the transformer has no model files of its own, so during a canary, when it calls two model
   versions, each answer is labelled by the version that computed it.
 - ``healthy`` asks the predictor for the model's status: readiness (``GET /v1/models/<name>``,
   ``/v2/health/ready``) follows the predictor. Before the first request the transformer learns
-  the model's image spec with a probe prediction (why: :mod:`snapcat.transformer_core`); the
+  the model's image spec with a probe prediction (why: :mod:`snapcat.serve.transformer_core`); the
   readiness check does it, and so does a request that comes first.
 
 The predictor's own error text is logged, never passed to clients.
@@ -47,16 +47,16 @@ from serving.metrics import (
     PREDICTOR_IMAGES,
     PREDICTOR_SECONDS,
 )
-from snapcat.decode_budget import DecodeBudget
-from snapcat.responses import ResponseBuilder
-from snapcat.serving_errors import (
+from snapcat.imaging.decode_budget import DecodeBudget
+from snapcat.serve.errors import (
     InstanceError,
     NotServedError,
     OverloadedError,
     PredictorResponseError,
     PredictorUnavailableError,
 )
-from snapcat.transformer_core import (
+from snapcat.serve.responses import ResponseBuilder
+from snapcat.serve.transformer_core import (
     PredictorAnswer,
     TransformerConfig,
     TransformerCore,

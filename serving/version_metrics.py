@@ -3,7 +3,7 @@ around the transformer's app, so it sees every inference request and its final r
 layer answered it (the model, an error handler, a guard that refused it).
 
 For ``POST /v1/models/<name>:predict`` and ``POST /v2/models/<name>[/versions/<v>]/infer`` it
-exports (names in :mod:`snapcat.live_metrics`, labelled by ``model_version`` only, plus a bounded
+exports (names in :mod:`snapcat.contract.metric_names`, labelled by ``model_version`` only, plus a bounded
 ``outcome`` / ``category``):
 
 - requests by outcome: ok, client error (4xx), overload (429/503), predictor error (a 5xx whose
@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter, Histogram
 
-from snapcat import live_metrics as m
+from snapcat.contract import metric_names as m
+from snapcat.serve.transformer_core import packaged_labels
 
 INFERENCE_PATH = re.compile(
     r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
@@ -50,7 +51,7 @@ PREDICTIONS = Counter(m.counter_name(m.PREDICTIONS), "Answered photos by top-1 c
                       [m.VERSION_LABEL, m.CATEGORY_LABEL])  # fmt: skip
 
 
-#: ``reason`` codes (:mod:`snapcat.serving_errors`, serving/http_layer.py) of 5xx answers that
+#: ``reason`` codes (:mod:`snapcat.serve.errors`, serving/http_layer.py) of 5xx answers that
 #: are the predictor's failure: it answered an error or something unusable, or KServe's own
 #: inference failed.
 PREDICTOR_FAILURES = frozenset({"predictor-error", "model-mismatch", "inference-error"})
@@ -175,8 +176,6 @@ class VersionMetrics:
 def install(app, model) -> None:
     """Wraps ``app`` (outermost, so refusals by inner layers count too) for ``model``, a loaded
     :class:`serving.transformer.ListingCategoryTransformer`."""
-    from snapcat.transformer_core import packaged_labels
-
     app.add_middleware(
         VersionMetrics,
         own_version=lambda: model.core.model_version if model.core else "unknown",

@@ -14,8 +14,8 @@ import os
 import pkgutil
 import sys
 
-from snapcat import imaging
 from snapcat.errors import UserError  # noqa: F401  (commands raise it as snapcat.cli.UserError)
+from snapcat.imaging import normalize as imaging
 
 
 def _command_modules():
@@ -31,9 +31,9 @@ def _command_modules():
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from snapcat.prepare import PrepareError
-    from snapcat.sources import SourceError
-    from snapcat.taxonomy import TaxonomyError
+    from snapcat.contract.taxonomy import TaxonomyError
+    from snapcat.dataset.prepare import PrepareError
+    from snapcat.dataset.sources import SourceError
 
     # ValueError subclasses from the library that carry a complete, human message.
     return (

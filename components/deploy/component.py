@@ -41,7 +41,7 @@ def deploy(
 
     auto = None
     if canary_auto:
-        from snapcat.model_info import load_model_info
+        from snapcat.contract.model_info import load_model_info
 
         auto = rollout.AutoAnalysis(
             prometheus_url=prometheus_url,

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
-    from snapcat.comparison import (
+    from snapcat.evaluate.comparison import (
         DifferentTestSets,
         check_same_test_set,
         markdown_table,

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.metrics import GateConfig
+    from snapcat.evaluate.gate import GateConfig
 
     g = GateConfig()
     p = sub.add_parser(
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def gate_from_args(args: argparse.Namespace):
-    from snapcat.metrics import GateConfig
+    from snapcat.evaluate.gate import GateConfig
 
     return GateConfig(
         max_top1_drop=args.max_top1_drop,
@@ -91,7 +91,12 @@ def gate_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
-    from snapcat.evaluation import EvaluateConfig, EvaluationError, evaluate, find_production_model
+    from snapcat.evaluate.evaluation import (
+        EvaluateConfig,
+        EvaluationError,
+        evaluate,
+        find_production_model,
+    )
 
     baseline_model, lookup = args.baseline_model, None
     if args.baseline_isvc and not baseline_model:

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.prepare import PrepareConfig
+    from snapcat.dataset.prepare import PrepareConfig
 
     d = PrepareConfig(input="", output="")
     p = sub.add_parser(
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
     config = PrepareConfig(
         input=args.input,

@@ -18,9 +18,9 @@ import time
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from snapcat.contract.service_name import DEFAULT_MODEL_NAME
     from snapcat.local.predictor import DEFAULT_PORT
-    from snapcat.service_name import DEFAULT_MODEL_NAME
-    from snapcat.transformer_core import DEFAULT_TOP_K
+    from snapcat.serve.transformer_core import DEFAULT_TOP_K
 
     p = sub.add_parser(
         "serve",
@@ -86,7 +86,7 @@ def _batching_argument(parser: argparse.ArgumentParser) -> None:
 def _batching(args: argparse.Namespace):
     """The parsed batching file, or a UserError naming what is wrong with it."""
     from snapcat.cli import UserError
-    from snapcat.tf_serving_config import BatchingParameters, ConfigFileError
+    from snapcat.contract.tf_serving_config import BatchingParameters, ConfigFileError
 
     try:
         return BatchingParameters.from_file(args.batching_parameters_file)
@@ -97,9 +97,9 @@ def _batching(args: argparse.Namespace):
 # ---------------------------------------------------------------------------------- handlers
 def run_predictor(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
+    from snapcat.contract.model_info import latest_version_dir
+    from snapcat.contract.tf_serving_config import ConfigFileError
     from snapcat.local.predictor import serve
-    from snapcat.model_info import latest_version_dir
-    from snapcat.tf_serving_config import ConfigFileError
 
     batching = _batching(args)
     try:

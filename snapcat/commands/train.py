@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.training import BACKBONE_NAMES, MODES, TrainConfig
+    from snapcat.train.trainer import BACKBONE_NAMES, MODES, TrainConfig
 
     d = TrainConfig(data="", output="")
     p = sub.add_parser(
@@ -93,8 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from snapcat.cli import UserError
-    from snapcat.modeling import WeightsUnavailableError
-    from snapcat.training import TrainConfig, TrainingError, train
+    from snapcat.train.modeling import WeightsUnavailableError
+    from snapcat.train.trainer import TrainConfig, TrainingError, train
 
     config = TrainConfig(
         data=args.data,

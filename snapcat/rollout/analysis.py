@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from snapcat import confident_promise
+from snapcat.feedback import promise as confident_promise
 from snapcat.rollout.evidence import VersionEvidence, gather, versions_seen
 from snapcat.rollout.isvc import RolloutError
 from snapcat.rollout.prometheus import Prometheus

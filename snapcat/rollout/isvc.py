@@ -6,8 +6,8 @@ bodies, checks and status formatting share one reading of it.
 
 from __future__ import annotations
 
+from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 from snapcat.errors import UserError
-from snapcat.service_name import DEFAULT_MODEL_NAME
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"

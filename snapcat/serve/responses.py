@@ -1,0 +1,80 @@
+"""The transformer's answers: the top-k categories of each photo, labelled with the labels the
+model that answered carries (never from this package's code, except for models exported before
+answers carried labels: :func:`snapcat.serve.transformer_core.packaged_labels`), in the V1 form
+(``{"predictions": [{"categories": [...]}], "model_version": ...}``) and the V2 form (outputs
+``slug`` / ``label`` / ``score``, each ``[N, k]``), each photo with ``confident``
+(:mod:`snapcat.train.calibration_fit`). A new response field belongs here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from snapcat.contract.confidence import is_confident
+from snapcat.serve.transformer_core import PredictorAnswer
+
+
+class ResponseBuilder:
+    """Shapes a :class:`PredictorAnswer` as the top ``top_k`` categories per photo."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+
+    @staticmethod
+    def confident(probabilities: Sequence[float], threshold: float | None) -> bool:
+        """Whether the app may show just the top 3: their summed (calibrated) score reaches the
+        threshold the answering model carries. A model without one (no validation split, or
+        exported before calibration or before answers carried it) is never confident."""
+        return bool(is_confident([probabilities], threshold)[0])
+
+    def width(self, answer: PredictorAnswer) -> int:
+        """Categories per photo: ``top_k``, or fewer when the model has fewer classes."""
+        return min([self.top_k, *(len(c) for c in answer.classes)])
+
+    def categories(
+        self, probabilities: Sequence[float], classes: Sequence[str], labels: Sequence[str], k: int
+    ) -> list[dict[str, Any]]:
+        """The top-k ``{"slug", "label", "score"}`` of one image, best first."""
+        order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])
+        return [
+            {"slug": classes[i], "label": labels[i], "score": round(float(probabilities[i]), 4)}
+            for i in order[:k]
+        ]
+
+    def _rows(self, answer: PredictorAnswer):
+        """Per photo: its top-k categories and whether it is confident."""
+        k = self.width(answer)
+        for row, classes, labels, threshold in zip(
+            answer.probabilities, answer.classes, answer.labels, answer.thresholds, strict=True
+        ):
+            yield self.categories(row, classes, labels, k), self.confident(row, threshold)
+
+    def v1_response(self, answer: PredictorAnswer) -> dict[str, Any]:
+        return {
+            "predictions": [
+                {"categories": top, "confident": confident} for top, confident in self._rows(answer)
+            ],
+            "model_version": answer.version,
+        }
+
+    def v2_outputs(self, answer: PredictorAnswer) -> list[dict[str, Any]]:
+        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``, and
+        ``confident`` (BOOL, ``[N]``)."""
+        rows = list(self._rows(answer))
+        shape = [len(rows), self.width(answer)]
+        confident = {
+            "name": "confident",
+            "datatype": "BOOL",
+            "shape": [len(rows)],
+            "data": [sure for _, sure in rows],
+        }
+        return [
+            {
+                "name": key,
+                "datatype": datatype,
+                "shape": shape,
+                "data": [c[key] for top, _ in rows for c in top],
+            }
+            for key, datatype in (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
+        ] + [confident]
