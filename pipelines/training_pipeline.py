@@ -38,6 +38,7 @@ from components.images import default_light_image, default_train_image
 from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 from snapcat.dataset.prepare import PrepareConfig
 from snapcat.evaluate.gate import GateConfig
+from snapcat.rollout.analysis import DEFAULT_WINDOW
 from snapcat.rollout.apply import DEFAULT_TIMEOUT as ROLLOUT_READY_TIMEOUT
 from snapcat.train.trainer import TrainConfig
 
@@ -82,7 +83,7 @@ class ClusterSettings:
     and labelled by NVIDIA's GPU feature discovery (``nvidia.com/gpu.present=true``)."""
 
     image: str = field(default_factory=default_train_image)
-    # Steps that only call APIs or list object storage (fingerprint, deploy): no TensorFlow/CUDA.
+    # Steps that only call APIs or list object storage (fingerprint, select, deploy): no TensorFlow/CUDA.
     light_image: str = field(default_factory=default_light_image)
     gpu_type: str = "nvidia.com/gpu"
     gpu_count: int = 1
@@ -243,7 +244,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         deploy_dry_run: bool = False,
         canary_auto: bool = False,
         prometheus_url: str = "",
-        analysis_window: str = "10m",
+        analysis_window: str = DEFAULT_WINDOW,
         analysis_timeout: float = float(settings.analysis_timeout),
     ):
         # Never cached: it is what tells whether the photos changed since the cached prepare.

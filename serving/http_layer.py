@@ -40,7 +40,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving.metrics import BODY_BYTES_IN_FLIGHT, REQUEST_ERRORS, REQUESTS_IN_FLIGHT, ModelLabel
-from snapcat.serve.errors import OverloadedError, ServingError, human_bytes
+from snapcat.errors import human_bytes
+from snapcat.serve.errors import OverloadedError, ServingError
 
 logger = logging.getLogger("snapcat.serving")
 

@@ -39,6 +39,7 @@ from serving.http_layer import (
 )
 from serving.metrics import IDLE_CONNECTIONS, ModelLabel
 from snapcat.serve.errors import BadRequestError, PredictorUnavailableError
+from snapcat.serve.transformer_core import DEFAULT_MAX_REQUEST_BYTES
 
 #: Connections whose request is being handled at once; past it a new request is 503. Idle ones
 #: (no request in progress) have their own cap, ``max_idle_connections``.
@@ -48,7 +49,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 @dataclass(frozen=True)
 class HttpLimits:
     host: str = "0.0.0.0"
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT

@@ -3,9 +3,10 @@ health, each a few lines around :class:`snapcat.serve.transformer_core.Transform
 
 - ``preprocess`` parses the V1 (dict) or V2 (``InferRequest``) body, admits its photos (at most
   ``max_photos`` in flight per process, else HTTP 503 with ``Retry-After``), normalizes every
-  photo in a thread pool sized to the container's CPUs (Pillow releases the GIL while decoding
-  and resizing) within the decode budget and the per-photo deadline, and returns a
-  :class:`PredictorCall` holding TF Serving's REST predict body.
+  photo in a thread pool sized to the container's CPUs (the JPEG decoder, simplejpeg, the resizer
+  and the colour transforms release the GIL; see :mod:`snapcat.imaging.normalize`) within the
+  decode budget and the per-photo deadline, and returns a :class:`PredictorCall` holding TF
+  Serving's REST predict body.
 - ``predict`` posts that body to TF Serving's ``/v1/models/<name>:predict`` with a bounded
   timeout. A refused connection or a timeout is HTTP 503 at once; nothing is cached, so the next
   request after the predictor comes back succeeds.

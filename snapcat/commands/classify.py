@@ -86,7 +86,7 @@ def joined_answer(responses) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
     from snapcat.serve.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
 
     if args.batch_size < 1:

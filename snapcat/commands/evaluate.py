@@ -90,10 +90,9 @@ def gate_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
     from snapcat.evaluate.evaluation import (
         EvaluateConfig,
-        EvaluationError,
         evaluate,
         find_production_model,
     )
@@ -117,10 +116,7 @@ def run(args: argparse.Namespace) -> int:
         gate=gate_from_args(args),
         progress=not args.no_progress,
     )
-    try:
-        metrics = evaluate(config)
-    except EvaluationError as exc:
-        raise UserError(str(exc)) from exc
+    metrics = evaluate(config)
     print(
         f"{metrics['split']}: n={metrics['n']} top1={metrics['top1']:.4f} "
         f"top3={metrics['top3']:.4f} macro_f1={metrics['macro_f1']:.4f}"

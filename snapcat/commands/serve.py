@@ -85,20 +85,15 @@ def _batching_argument(parser: argparse.ArgumentParser) -> None:
 
 def _batching(args: argparse.Namespace):
     """The parsed batching file, or a UserError naming what is wrong with it."""
-    from snapcat.cli import UserError
-    from snapcat.contract.tf_serving_config import BatchingParameters, ConfigFileError
+    from snapcat.contract.tf_serving_config import BatchingParameters
 
-    try:
-        return BatchingParameters.from_file(args.batching_parameters_file)
-    except ConfigFileError as exc:
-        raise UserError(str(exc)) from exc
+    return BatchingParameters.from_file(args.batching_parameters_file)
 
 
 # ---------------------------------------------------------------------------------- handlers
 def run_predictor(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
     from snapcat.contract.model_info import latest_version_dir
-    from snapcat.contract.tf_serving_config import ConfigFileError
+    from snapcat.errors import UserError
     from snapcat.local.predictor import serve
 
     batching = _batching(args)
@@ -106,16 +101,13 @@ def run_predictor(args: argparse.Namespace) -> int:
         latest_version_dir(args.model_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    try:
-        serve(
-            args.model_dir,
-            port=args.port,
-            host=args.host,
-            model_name=args.model_name,
-            batching=batching,
-        )
-    except ConfigFileError as exc:  # e.g. a batching feature the stand-in does not have
-        raise UserError(str(exc)) from exc
+    serve(
+        args.model_dir,
+        port=args.port,
+        host=args.host,
+        model_name=args.model_name,
+        batching=batching,
+    )
     return 0
 
 
@@ -132,7 +124,7 @@ def run_transformer(args: argparse.Namespace) -> int:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
     from snapcat.local.stack import LocalStack
 
     stack = LocalStack(

@@ -92,9 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
-    from snapcat.train.modeling import WeightsUnavailableError
-    from snapcat.train.trainer import TrainConfig, TrainingError, train
+    from snapcat.train.trainer import TrainConfig, train
 
     config = TrainConfig(
         data=args.data,
@@ -117,10 +115,7 @@ def run(args: argparse.Namespace) -> int:
         confident_precision=args.confident_precision,
         checkpoint_dir=args.checkpoint_dir,
     )
-    try:
-        summary = train(config)
-    except (TrainingError, WeightsUnavailableError) as exc:
-        raise UserError(str(exc)) from exc
+    summary = train(config)
     best = summary.get("best", {})
     print(f"exported {summary['version_dir']}")
     if best:

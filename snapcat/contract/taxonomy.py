@@ -23,13 +23,15 @@ from typing import Any
 
 import yaml
 
+from snapcat.errors import SnapcatError
+
 #: Spellings of "/" accepted inside a single path component of a Korean label.
 LABEL_SLASH_ESCAPES = ("%2F", "%2f", "\uff0f", "\u2215")
 #: The longest nesting of a label written as directories ("도서/티켓/음반" has three levels).
 _SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
-class TaxonomyError(ValueError):
+class TaxonomyError(SnapcatError, ValueError):
     """The taxonomy file is malformed, or a name does not resolve to a category."""
 
 

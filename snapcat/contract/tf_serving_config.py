@@ -23,6 +23,8 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf import wrappers_pb2 as _wrappers  # noqa: F401 - registers wrappers.proto
 
+from snapcat.errors import SnapcatError
+
 #: The CPU sizing of the base manifests, packaged so an installed snapcat finds it too; it is a
 #: byte-for-byte copy of ``manifests/base/tfserving/batching_parameters.txt`` (a test checks).
 PACKAGED_BATCHING_PARAMETERS = "data/tfserving/batching_parameters.txt"
@@ -87,7 +89,7 @@ BatchingParametersProto = _CLASSES["BatchingParameters"]
 MonitoringConfigProto = _CLASSES["MonitoringConfig"]
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(SnapcatError, ValueError):
     """A TF Serving config file that TF Serving would refuse (the message names file and cause)."""
 
 

@@ -25,16 +25,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from snapcat import storage
+from snapcat.contract.image_spec import ImageSpec
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset import shards
 from snapcat.dataset.sources import Discovery, SourceItem, discover
 from snapcat.dataset.splits import SPLITS, assign_splits, balanced_class_weights
+from snapcat.errors import SnapcatError
 from snapcat.imaging import normalize as imaging
 
 log = logging.getLogger(__name__)
 
 
-class PrepareError(ValueError):
+class PrepareError(SnapcatError, ValueError):
     """The input cannot make a usable dataset; the message says which categories and why."""
 
 
@@ -55,13 +57,13 @@ class PrepareConfig:
     min_validation_per_class: int = 2
     ignore_unknown: bool = False
     overwrite: bool = False
-    max_bytes: int = imaging.ImageSpec.max_bytes
-    max_pixels: int = imaging.ImageSpec.max_pixels
+    max_bytes: int = ImageSpec.max_bytes
+    max_pixels: int = ImageSpec.max_pixels
     progress: bool = True
 
     @property
-    def spec(self) -> imaging.ImageSpec:
-        return imaging.ImageSpec(
+    def spec(self) -> ImageSpec:
+        return ImageSpec(
             size=self.image_size,
             jpeg_quality=self.jpeg_quality,
             max_bytes=self.max_bytes,
@@ -78,7 +80,7 @@ class Processed:
     message: str | None
 
 
-def _process(task: tuple[SourceItem, imaging.ImageSpec]) -> Processed:
+def _process(task: tuple[SourceItem, ImageSpec]) -> Processed:
     """Runs in a worker process: read, hash, normalize one file."""
     item, spec = task
     try:

@@ -19,11 +19,12 @@ import fsspec
 
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset.splits import parse_split
+from snapcat.errors import SnapcatError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 
-class SourceError(ValueError):
+class SourceError(SnapcatError, ValueError):
     """The input as a whole is unusable (unknown categories, unreadable manifest, ...)."""
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from snapcat.errors import SnapcatError
 from snapcat.train.trainer import BACKBONE_NAMES, MODES
 
 
-class CandidateError(ValueError):
+class CandidateError(SnapcatError, ValueError):
     """A candidate list the pipeline cannot train (unknown backbone or mode, duplicates)."""
 
 
-class DifferentTestSets(ValueError):
+class DifferentTestSets(SnapcatError, ValueError):
     """Runs measured on different photos: their figures cannot be ranked against each other."""
 
 

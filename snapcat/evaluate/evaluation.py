@@ -27,6 +27,7 @@ from tqdm import tqdm
 from snapcat import storage
 from snapcat.contract.model_info import MODEL_CARD_FILE, taxonomy_path
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.errors import SnapcatError
 from snapcat.evaluate.gate import GateConfig, verdict
 from snapcat.evaluate.metrics import (
     calibration_metrics,
@@ -39,7 +40,7 @@ from snapcat.evaluate.paired import Outcomes, compare, disagreements, ece_interv
 log = logging.getLogger(__name__)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(SnapcatError, ValueError):
     """Evaluation cannot run as asked (empty split, unreadable baseline, ...)."""
 
 

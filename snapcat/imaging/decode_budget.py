@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from snapcat.errors import human_bytes
 from snapcat.imaging.normalize import DecodeTarget, ImageError
 
 #: Peak bytes per decoded pixel of normalization, by the mode the decoder produces: the decoded
@@ -98,10 +99,6 @@ def estimate_decode_bytes(image: DecodeTarget) -> int:
     return width * height * per_pixel + held + PER_PHOTO_OVERHEAD
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1024 / 1024:.0f} MB"
-
-
 class DecodeBudget:
     """Process-wide decode memory accounting; thread-safe (normalization runs in a pool)."""
 
@@ -134,8 +131,8 @@ class DecodeBudget:
     def _reserve(self, needed: int, deadline: float) -> None:
         if needed > self.per_photo_bytes:
             raise DecodeBudgetExceededError(
-                f"decoding this image would need about {_mb(needed)} of memory, over the "
-                f"{_mb(self.per_photo_bytes)} per-photo decode budget; send a smaller image "
+                f"decoding this image would need about {human_bytes(needed)} of memory, over the "
+                f"{human_bytes(self.per_photo_bytes)} per-photo decode budget; send a smaller image "
                 "(fewer pixels) or a JPEG"
             )
         with self._free:
@@ -143,8 +140,8 @@ class DecodeBudget:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DecodeBudgetBusyError(
-                        f"the server is decoding other photos ({_mb(self._in_use)} of its "
-                        f"{_mb(self.total_bytes)} decode budget in use); retry shortly"
+                        f"the server is decoding other photos ({human_bytes(self._in_use)} of its "
+                        f"{human_bytes(self.total_bytes)} decode budget in use); retry shortly"
                     )
                 self._free.wait(remaining)
             self._in_use += needed

@@ -52,6 +52,7 @@ import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from snapcat.contract.image_spec import ImageSpec
+from snapcat.errors import SnapcatError, human_bytes
 from snapcat.imaging import colour
 from snapcat.imaging.jpeg_header import (
     MAX_SCANS,
@@ -68,7 +69,7 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 BACKGROUND = (255, 255, 255)
 
 
-class ImageError(ValueError):
+class ImageError(SnapcatError, ValueError):
     """An input image that cannot be used; ``reason`` is a stable machine-readable code."""
 
     reason = "invalid-image"
@@ -114,10 +115,6 @@ def _register_plugins() -> None:
 
     Image.init()
     pillow_heif.register_heif_opener()
-
-
-def _human_bytes(n: int) -> str:
-    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
 
 
 class DecodeTarget(Protocol):
@@ -179,7 +176,7 @@ def _check_file(data: bytes, spec: ImageSpec) -> None:
         raise EmptyImageError("the file is empty (0 bytes)")
     if len(data) > spec.max_bytes:
         raise ImageTooLargeError(
-            f"the file is {_human_bytes(len(data))}, over the {_human_bytes(spec.max_bytes)} limit"
+            f"the file is {human_bytes(len(data))}, over the {human_bytes(spec.max_bytes)} limit"
         )
 
 

@@ -25,11 +25,12 @@ from typing import Any
 import httpx
 
 from snapcat.contract.service_name import DEFAULT_MODEL_NAME
+from snapcat.errors import SnapcatError
 
 Photo = str | os.PathLike | bytes | bytearray
 
 
-class SnapcatClientError(Exception):
+class SnapcatClientError(SnapcatError):
     """Any failure of a classification call."""
 
 

@@ -15,10 +15,6 @@ from typing import Any
 _MAX_LISTED_ERRORS = 5
 
 
-def human_bytes(n: float) -> str:
-    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
-
-
 class ServingError(Exception):
     """A request the transformer refuses or cannot serve; ``status`` is the HTTP status."""
 

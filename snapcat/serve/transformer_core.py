@@ -60,13 +60,13 @@ from snapcat.contract.signature import (
     VERSION_OUTPUT,
 )
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.errors import human_bytes
 from snapcat.imaging.decode_budget import DecodeBudget
 from snapcat.imaging.normalize import ImageError, ImageTooLargeError, normalize_image
 from snapcat.serve.errors import (
     BadRequestError,
     InstanceError,
     PredictorResponseError,
-    human_bytes,
     instance_errors,
 )
 

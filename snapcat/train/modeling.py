@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from snapcat.errors import SnapcatError
 from snapcat.train import efficientnet_lite
 
 WEIGHTS_HOST = ("storage.googleapis.com", 443)
@@ -66,7 +67,7 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(SnapcatError, RuntimeError):
     """ImageNet weights are neither cached nor downloadable (e.g. a pod without internet)."""
 
 

@@ -31,6 +31,7 @@ import fsspec
 
 from snapcat import storage
 from snapcat.contract.confidence import DEFAULT_TARGET_PRECISION
+from snapcat.errors import SnapcatError
 from snapcat.train.calibration_fit import Calibration, fit_calibration, predict_labelled
 from snapcat.train.selection import (
     MIN_SELECTION_PHOTOS,
@@ -48,7 +49,7 @@ BACKBONE_NAMES = ("xception", "inceptionv3", "efficientnet-lite0")
 TRAINING_SUBDIR = "training"
 
 
-class TrainingError(ValueError):
+class TrainingError(SnapcatError, ValueError):
     """A training request that cannot run as asked; the message says what to change."""
 
 

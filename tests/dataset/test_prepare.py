@@ -26,6 +26,7 @@ from conftest import make_image_bytes, make_tree, read_csv, write_image
 from PIL import Image, ImageDraw
 
 from snapcat import storage
+from snapcat.contract.image_spec import ImageSpec
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset import prepare, shards
 from snapcat.dataset.prepare import PrepareConfig, PrepareError, run_prepare
@@ -258,7 +259,7 @@ def test_stats_json_and_reports_written(messy):
 # ------------------------------------------------------------------------- shards
 def test_shards_read_back_with_matching_labels(messy):
     stats, out, root = messy["stats"], messy["output"], messy["input"]
-    spec = imaging.ImageSpec(size=SIZE)
+    spec = ImageSpec(size=SIZE)
     index = {r["sha256"]: r for r in read_csv(out / "index.csv")}
     seen = 0
     for split in SPLITS:

@@ -16,7 +16,7 @@ import pytest
 from conftest import encode, make_image, make_image_bytes
 from PIL import Image, ImageCms, ImageDraw, JpegImagePlugin
 
-from snapcat.contract.image_spec import ImageSpec
+from snapcat.contract.image_spec import MIN_MODEL_SIZE, ImageSpec
 from snapcat.imaging import normalize as imaging
 from snapcat.imaging.jpeg_header import read_jpeg_header
 from snapcat.imaging.normalize import (
@@ -628,8 +628,8 @@ def test_formats_pillow_could_open_are_refused(fmt):
 
 def test_image_spec_validation():
     with pytest.raises(ValueError, match="minimum"):
-        ImageSpec(size=imaging.MIN_MODEL_SIZE - 1)
-    assert ImageSpec(size=imaging.MIN_MODEL_SIZE).size == 71
+        ImageSpec(size=MIN_MODEL_SIZE - 1)
+    assert ImageSpec(size=MIN_MODEL_SIZE).size == 71
     with pytest.raises(ValueError):
         ImageSpec(jpeg_quality=0)
     with pytest.raises(ValueError):

@@ -21,9 +21,10 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR
 from PIL import Image, ImageOps
 
+from snapcat.contract.image_spec import ImageSpec
 from snapcat.imaging import normalize as imaging
 
-SPEC = imaging.ImageSpec()
+SPEC = ImageSpec()
 #: (width, height, EXIF orientation) of generated uploads: the typical 1 MP sizes, a 16:9 photo
 #: (decoded one DCT step smaller than before), one decoded at full size, one shot in portrait.
 GENERATED = [(1280, 960, 1), (1080, 1080, 6), (1920, 1080, 1), (1600, 1200, 8), (741, 500, 1)]
@@ -55,7 +56,7 @@ def photos() -> dict[str, bytes]:
     return generated | {p.name: p.read_bytes() for p in [*samples, *real]}
 
 
-def reference_canonical(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
+def reference_canonical(data: bytes, spec: ImageSpec) -> Image.Image:
     """The plain Pillow normalization (RGB JPEGs without an ICC profile, as the photos here)."""
     image = Image.open(io.BytesIO(data))
     image.draft(None, (spec.size, spec.size))
@@ -75,7 +76,7 @@ def reference_canonical(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
     return canvas
 
 
-def reference_encode(image: Image.Image, spec: imaging.ImageSpec) -> bytes:
+def reference_encode(image: Image.Image, spec: ImageSpec) -> bytes:
     """The canonical JPEG as Pillow encoded it before: the outputs are compared to these bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=spec.jpeg_quality, subsampling=2, optimize=False)

@@ -738,3 +738,23 @@ def test_submit_to_something_that_is_not_kfp_is_one_line(capsys):
     err = capsys.readouterr().err
     assert "answered HTTP 404" in err and "not a Kubeflow Pipelines API" in err
     assert err.count("\n") == 1
+
+
+def test_defaults_are_written_once():
+    """The CLI's cluster flags and the deploy component fall back to the one definition."""
+    import inspect
+
+    from components.deploy.component import deploy
+    from pipelines.training_pipeline import ClusterSettings
+    from snapcat.cli import build_parser
+    from snapcat.commands.pipeline import settings_from_args
+    from snapcat.rollout.analysis import DEFAULT_WINDOW
+
+    args = build_parser().parse_args(["pipeline", "compile", "--output", "p.yaml"])
+    assert settings_from_args(args) == ClusterSettings()
+    args = build_parser().parse_args(
+        ["pipeline", "compile", "--output", "p.yaml", "--gpu-type", "amd.com/gpu"]
+    )
+    assert settings_from_args(args).gpu_type == "amd.com/gpu"
+    # KFP ships the component's source, so its default is a literal: it must stay the same
+    assert inspect.signature(deploy).parameters["analysis_window"].default == DEFAULT_WINDOW
