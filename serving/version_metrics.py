@@ -25,7 +25,6 @@ requests that never reached a model; ``category`` is one of the model's classes 
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -33,11 +32,9 @@ from collections.abc import Callable, Iterable
 from prometheus_client import Counter, Histogram
 
 from snapcat.contract import metric_names as m
+from snapcat.serve.routes import INFERENCE_PATH
 from snapcat.serve.transformer_core import packaged_labels
 
-INFERENCE_PATH = re.compile(
-    r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
-)
 MAX_VERSIONS = 16
 OTHER = "other"
 

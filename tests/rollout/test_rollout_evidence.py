@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from test_rollout_analysis import STABLE, FakePrometheus, version
+from _fake_prometheus import STABLE, FakePrometheus, version
 
 from snapcat import rollout
 from snapcat.cli import main
