@@ -74,6 +74,8 @@ def test_documented_command_parses(where, command, capsys):
     try:
         args, extra = parser.parse_known_args(argv)
     except SystemExit as exc:
-        pytest.fail(f"{where}: `{command}` does not parse: {capsys.readouterr().err.strip()} ({exc})")
+        pytest.fail(
+            f"{where}: `{command}` does not parse: {capsys.readouterr().err.strip()} ({exc})"
+        )
     if extra and not getattr(args, "passthrough", False):
         pytest.fail(f"{where}: `{command}`: unknown arguments {extra}")

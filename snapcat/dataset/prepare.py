@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -181,6 +182,12 @@ def run_prepare(config: PrepareConfig) -> dict:
     )
     if not found.items:
         raise PrepareError(f"no trainable photos found in {config.input}")
+    _say(
+        config,
+        f"found {len(found.items)} photos in {len({i.slug for i in found.items})} categories "
+        f"in {config.input}"
+        + (f" ({len(found.rejected)} files refused)" if found.rejected else ""),
+    )
 
     processed = _normalize_all(found.items, config)
     rejected = list(found.rejected)
@@ -266,10 +273,14 @@ def run_prepare(config: PrepareConfig) -> dict:
     for warning in warnings:
         log.warning(warning)
 
-    with storage.publish_dir(config.output, overwrite=config.overwrite) as staging:
+    _say(config, f"{len(good)} photos kept; writing the shards (TensorFlow loads first)")
+    written = tqdm(total=len(good), desc="writing shards", unit="img", disable=not config.progress)
+    with storage.publish_dir(config.output, overwrite=config.overwrite) as staging, written:
         for split, records in by_split.items():
             records.sort(key=lambda r: r.sha256)
-            stats["shards"][split] = shards.write_split(records, staging, split)
+            stats["shards"][split] = shards.write_split(
+                records, staging, split, on_record=lambda: written.update()
+            )
         _write_csv(
             staging / "rejected.csv",
             ("path", "reason", "detail"),
@@ -284,6 +295,12 @@ def run_prepare(config: PrepareConfig) -> dict:
         (staging / "stats.json").write_text(json.dumps(stats, indent=2, ensure_ascii=False))
         (staging / "summary.md").write_text(summary_markdown(stats, taxonomy), "utf-8")
     return stats
+
+
+def _say(config: PrepareConfig, message: str) -> None:
+    """A step of a long run, on the terminal beside the progress bars (quiet without them)."""
+    if config.progress:
+        tqdm.write(message, file=sys.stderr)
 
 
 def _write_csv(path: Path, header: tuple[str, ...], rows) -> None:

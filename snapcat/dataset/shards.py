@@ -41,8 +41,11 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def write_split(records: Sequence[Record], folder: Path, split: str) -> list[str]:
-    """Writes ``records`` round-robin into ceil(n / SHARD_SIZE) shards; returns their names."""
+def write_split(
+    records: Sequence[Record], folder: Path, split: str, on_record=lambda: None
+) -> list[str]:
+    """Writes ``records`` round-robin into ceil(n / SHARD_SIZE) shards; returns their names.
+    ``on_record`` is called after each record (a progress bar's update)."""
     import tensorflow as tf
 
     count = max(1, math.ceil(len(records) / SHARD_SIZE))
@@ -64,6 +67,7 @@ def write_split(records: Sequence[Record], folder: Path, split: str) -> list[str
                 )
             )
             writers[i % count].write(example.SerializeToString())
+            on_record()
     finally:
         for writer in writers:
             writer.close()

