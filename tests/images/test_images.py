@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -386,11 +385,10 @@ def test_a_bad_photo_is_a_400_and_the_container_keeps_serving(transformer, refer
 
 def test_the_container_stops_cleanly_on_sigterm(transformer):
     """Kubernetes stops a pod with SIGTERM and kills it after the grace period."""
-    started = time.monotonic()
     docker("stop", "--time", "20", transformer.name, timeout=60)
-    took = time.monotonic() - started
     code = docker("inspect", "-f", "{{.State.ExitCode}}", transformer.name).stdout.strip()
-    assert code == "0" and took < 15, (code, took, transformer.logs())
+    # 0: it exited by itself on SIGTERM; a container killed after the grace period exits 137.
+    assert code == "0", (code, transformer.logs())
 
 
 # ------------------------------------------------------------ training image and DockerRunner
