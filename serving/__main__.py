@@ -28,9 +28,9 @@ import logging
 import sys
 
 from kserve import logging as kserve_logging
-from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
+from serving import kserve_adapter
 from serving.capacity import plan_capacity
 from serving.connection import (
     DEFAULT_HEADER_TIMEOUT,
@@ -73,11 +73,9 @@ UNSUPPORTED_KSERVE_FLAGS = frozenset(
 
 def _kserve_flags() -> argparse.ArgumentParser:
     """KServe's model-server parser without the flags in :data:`UNSUPPORTED_KSERVE_FLAGS`."""
-    parent = argparse.ArgumentParser(add_help=False)
-    for action in model_server.parser._actions:
-        if action.dest not in UNSUPPORTED_KSERVE_FLAGS and action.dest != "help":
-            parent._add_action(action)
-    return parent
+    return kserve_adapter.kserve_flag_actions(
+        lambda action: action.dest not in UNSUPPORTED_KSERVE_FLAGS and action.dest != "help"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

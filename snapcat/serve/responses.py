@@ -3,16 +3,27 @@ model that answered carries (never from this package's code, except for models e
 answers carried labels: :func:`snapcat.serve.transformer_core.packaged_labels`), in the V1 form
 (``{"predictions": [{"categories": [...]}], "model_version": ...}``) and the V2 form (outputs
 ``slug`` / ``label`` / ``score``, each ``[N, k]``), each photo with ``confident``
-(:mod:`snapcat.train.calibration_fit`). A new response field belongs here.
+(:mod:`snapcat.train.calibration_fit`) and a ``prediction_id`` (V1: a field of each prediction;
+V2: a ``prediction_id`` BYTES output of shape [N]): the id the app backend reports the seller's
+final category with, and the feedback sink joins on (docs/deploy.md, feedback loop).
+
+A new response field belongs here: the answer is built once, and nothing downstream (the live
+metrics middleware, serving/version_metrics.py) parses or rewrites it.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from snapcat.contract.confidence import is_confident
 from snapcat.serve.transformer_core import PredictorAnswer
+
+
+def prediction_ids(count: int) -> list[str]:
+    """One new id per answered photo (32 hex digits: :data:`snapcat.feedback.events.PREDICTION_ID`)."""
+    return [uuid.uuid4().hex for _ in range(count)]
 
 
 class ResponseBuilder:
@@ -50,17 +61,27 @@ class ResponseBuilder:
         ):
             yield self.categories(row, classes, labels, k), self.confident(row, threshold)
 
+    def tops(self, answer: PredictorAnswer) -> list[tuple[str, float]]:
+        """(top-1 slug, its score as answered) of each photo: what the live metrics count."""
+        tops = []
+        for row, classes in zip(answer.probabilities, answer.classes, strict=True):
+            best = max(range(len(row)), key=lambda i: row[i])
+            tops.append((classes[best], round(float(row[best]), 4)))
+        return tops
+
     def v1_response(self, answer: PredictorAnswer) -> dict[str, Any]:
+        rows = list(self._rows(answer))
         return {
             "predictions": [
-                {"categories": top, "confident": confident} for top, confident in self._rows(answer)
+                {"categories": top, "confident": confident, "prediction_id": pid}
+                for (top, confident), pid in zip(rows, prediction_ids(len(rows)), strict=True)
             ],
             "model_version": answer.version,
         }
 
     def v2_outputs(self, answer: PredictorAnswer) -> list[dict[str, Any]]:
-        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``, and
-        ``confident`` (BOOL, ``[N]``)."""
+        """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``,
+        ``confident`` (BOOL, ``[N]``) and ``prediction_id`` (BYTES, ``[N]``)."""
         rows = list(self._rows(answer))
         shape = [len(rows), self.width(answer)]
         confident = {
@@ -68,6 +89,12 @@ class ResponseBuilder:
             "datatype": "BOOL",
             "shape": [len(rows)],
             "data": [sure for _, sure in rows],
+        }
+        ids = {
+            "name": "prediction_id",
+            "datatype": "BYTES",
+            "shape": [len(rows)],
+            "data": prediction_ids(len(rows)),
         }
         return [
             {
@@ -77,4 +104,4 @@ class ResponseBuilder:
                 "data": [c[key] for top, _ in rows for c in top],
             }
             for key, datatype in (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
-        ] + [confident]
+        ] + [confident, ids]

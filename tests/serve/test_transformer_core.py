@@ -330,6 +330,22 @@ def test_responses_use_the_answering_models_labels_and_top_k(core, info):
     assert outputs["score"]["data"] == [0.6, 0.2, 0.1]
 
 
+def test_every_answer_carries_its_prediction_ids_built_once(core, info):
+    """The id the feedback loop joins on is part of the answer the ResponseBuilder builds (V1: a
+    field per prediction; V2: a BYTES output of shape [N]), new per photo and per answer."""
+    from snapcat.feedback.events import PREDICTION_ID
+
+    responses = ResponseBuilder(top_k=3)
+    answer = answer_of(core, [[0.05, 0.6, 0.1, 0.2, 0.05], [0.2] * 5])
+    v1 = [p["prediction_id"] for p in responses.v1_response(answer)["predictions"]]
+    outputs = {o["name"]: o for o in responses.v2_outputs(answer)}
+    v2 = outputs["prediction_id"]
+    assert (v2["datatype"], v2["shape"]) == ("BYTES", [2])
+    ids = v1 + v2["data"]
+    assert all(PREDICTION_ID.match(i) for i in ids) and len(set(ids)) == 4
+    assert responses.tops(answer) == [(info.classes[1], 0.6), (info.classes[0], 0.2)]
+
+
 def test_every_answer_says_whether_it_is_confident(core, info):
     """The threshold on the top-3 score sum comes with the answer; a model without one (not
     calibrated) is never confident."""
@@ -496,3 +512,20 @@ def test_predictor_request_errors(body, fragment):
         parse_predict_request(body)
     assert caught.value.status == 400
     assert fragment in caught.value.message
+
+
+def test_admission_sheds_load_and_releases_what_a_request_held():
+    """At most max_photos in flight (a lone oversized request is let through); inside holding()
+    the slots come back however the request ends."""
+    from snapcat.serve.admission import Admission
+    from snapcat.serve.errors import OverloadedError
+
+    admission = Admission(max_photos=4)
+    assert admission.admit(6) == 6 and admission.saturated  # alone: let through
+    with pytest.raises(OverloadedError, match="at capacity"):
+        admission.admit(1)
+    admission.release(6)
+    with pytest.raises(RuntimeError), admission.holding():
+        assert admission.admit(3) == 0  # released by holding(), not the caller
+        raise RuntimeError("a stage failed")
+    assert admission.in_flight == 0 and not admission.saturated

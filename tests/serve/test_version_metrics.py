@@ -1,9 +1,9 @@
-"""serving/version_metrics.py in process: outcomes, prediction ids and bounded labels, around a
-small Starlette app that answers like the transformer (the real one: tests/serve/test_serving_e2e.py)."""
+"""serving/version_metrics.py in process: outcomes and bounded labels, around a small Starlette app
+that answers and notes its answer like the transformer (the real one:
+tests/serve/test_serving_e2e.py); the body passes through untouched (the ids are the
+ResponseBuilder's: tests/serve/test_transformer_core.py)."""
 
 from __future__ import annotations
-
-import json
 
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
@@ -12,7 +12,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from serving import version_metrics
-from snapcat.feedback.events import PREDICTION_ID
 
 
 def app_answering(status: int, version: str, slugs: list[str]):
@@ -21,6 +20,7 @@ def app_answering(status: int, version: str, slugs: list[str]):
             return JSONResponse({"error": "no"}, status_code=status)
         predictions = [{"categories": [{"slug": s, "label": s, "score": 0.9}]} for s in slugs]
         answered = request.query_params.get("v", version)  # as a canary split would vary it
+        version_metrics.note_answer(answered, [(s, 0.9) for s in slugs])  # as postprocess does
         return JSONResponse({"predictions": predictions, "model_version": answered})
 
     async def other(request):
@@ -35,16 +35,16 @@ def value(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_ok_answers_get_ids_and_count_per_version_and_category():
+def test_ok_answers_pass_untouched_and_count_per_version_and_category():
     before = value("snapcat_model_requests_total", model_version="501", outcome="ok")
     before_other = value("snapcat_model_predictions_total", model_version="501", category="other")
     client = TestClient(app_answering(200, "501", ["a", "zzz"]))
     response = client.post("/v1/models/m:predict", json={})
-    body = response.json()
-    ids = [p["prediction_id"] for p in body["predictions"]]
-    assert all(PREDICTION_ID.match(i) for i in ids) and len(set(ids)) == 2
+    predictions = [{"categories": [{"slug": s, "label": s, "score": 0.9}]} for s in ("a", "zzz")]
+    assert (
+        response.content == JSONResponse({"predictions": predictions, "model_version": "501"}).body
+    )  # not parsed, not rewritten
     assert int(response.headers["content-length"]) == len(response.content)
-    assert json.loads(response.content)["model_version"] == "501"
     assert value("snapcat_model_requests_total", model_version="501", outcome="ok") == before + 1
     # A slug outside the model's classes is counted as "other": labels stay bounded.
     assert value("snapcat_model_predictions_total", model_version="501", category="other") == (
@@ -136,3 +136,7 @@ def test_refused_requests_never_move_the_canarys_error_rate():
                                      m.CLIENT_ERROR: 50})  # fmt: skip
     assert evidence.served == 101
     assert evidence.error_rate == 1 / 101
+
+
+def test_a_note_outside_a_request_is_a_no_op():
+    version_metrics.note_answer("1", [("a", 0.5)])  # e.g. the readiness probe's prediction
