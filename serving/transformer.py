@@ -37,6 +37,7 @@ from serving.capacity import Capacity
 from serving.kserve_adapter import InferenceVerb
 from serving.metrics import DECODE_BYTES_RESERVED, NORMALIZE_SECONDS, PHOTOS_IN_FLIGHT
 from serving.predictor_client import PredictorClient
+from snapcat.contract.signature import INPUT_NAME
 from snapcat.imaging.decode_budget import DecodeBudget
 from snapcat.serve.admission import Admission
 from snapcat.serve.errors import (
@@ -120,6 +121,15 @@ class ListingCategoryTransformer(Model):
         )
         self.ready = True
         return self.ready
+
+    # ---------------------------------------------------------------- V2 model metadata
+    def get_input_types(self) -> list[dict]:
+        """``GET /v2/models/<name>``: one BYTES element per photo (base64 in JSON, raw bytes with
+        the binary extension), any number up to ``--max_batch``."""
+        return [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}]
+
+    def get_output_types(self) -> list[dict]:
+        return ResponseBuilder(self.config.top_k).v2_output_types()
 
     def use_predictor(self, config: PredictorConfig) -> None:
         self._predictor_config = config

@@ -29,6 +29,9 @@ def prediction_ids(count: int) -> list[str]:
 class ResponseBuilder:
     """Shapes a :class:`PredictorAnswer` as the top ``top_k`` categories per photo."""
 
+    #: The V2 outputs holding the top-k of each photo, and their datatypes.
+    _RANKED = (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
+
     def __init__(self, top_k: int):
         self.top_k = top_k
 
@@ -79,6 +82,18 @@ class ResponseBuilder:
             "model_version": answer.version,
         }
 
+    def v2_output_types(self) -> list[dict[str, Any]]:
+        """The V2 model metadata of :meth:`v2_outputs` (``-1``: the number of photos; top-k is at
+        most ``top_k``, fewer when the model has fewer classes)."""
+        ranked = [
+            {"name": key, "datatype": datatype, "shape": [-1, self.top_k]}
+            for key, datatype in self._RANKED
+        ]
+        return ranked + [
+            {"name": "confident", "datatype": "BOOL", "shape": [-1]},
+            {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+        ]
+
     def v2_outputs(self, answer: PredictorAnswer) -> list[dict[str, Any]]:
         """V2 outputs ``slug`` / ``label`` (BYTES) and ``score`` (FP64), each ``[N, k]``,
         ``confident`` (BOOL, ``[N]``) and ``prediction_id`` (BYTES, ``[N]``)."""
@@ -103,5 +118,5 @@ class ResponseBuilder:
                 "shape": shape,
                 "data": [c[key] for top, _ in rows for c in top],
             }
-            for key, datatype in (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
+            for key, datatype in self._RANKED
         ] + [confident, ids]

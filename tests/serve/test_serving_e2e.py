@@ -474,6 +474,21 @@ def test_streamed_body_over_the_cap_is_413(stack, http):
     assert "--max_request_bytes" in response.json()["error"]
 
 
+def test_v2_metadata_describes_the_real_inputs_and_outputs(stack, http):
+    """``GET /v2/models/<name>`` names what an infer request takes and what its answer holds:
+    the same names, datatypes and ranks as a real answer (``-1``: the number of photos)."""
+    metadata = http.get(f"{stack.url}/v2/models/{MODEL_NAME}")
+    assert metadata.status_code == 200, metadata.text
+    described = metadata.json()
+    assert described["inputs"] == [{"name": "image_bytes", "datatype": "BYTES", "shape": [-1]}]
+    request = {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1],
+                           "data": [b64(make_image_bytes("JPEG", seed=3))]}]}  # fmt: skip
+    answer = http.post(f"{stack.url}/v2/models/{MODEL_NAME}/infer", json=request).json()
+    real = [(o["name"], o["datatype"], len(o["shape"])) for o in answer["outputs"]]
+    said = [(o["name"], o["datatype"], len(o["shape"])) for o in described["outputs"]]
+    assert said == real and all(o["shape"][0] == -1 for o in described["outputs"])
+
+
 def test_bad_v2_requests(stack, http):
     url = f"{stack.url}/v2/models/{MODEL_NAME}/infer"
     wrong_type = {
