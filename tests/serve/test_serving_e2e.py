@@ -765,6 +765,7 @@ def test_serve_local_starts_both_and_stops_cleanly(model_dir, tmp_path):
             f"--model-dir={model_dir}",
             f"--port={port}",
             f"--predictor-port={predictor_port}",
+            f"--log-dir={tmp_path / 'logs'}",
         ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
@@ -785,10 +786,18 @@ def test_serve_local_starts_both_and_stops_cleanly(model_dir, tmp_path):
             lines,
             (tmp_path / "local.log").read_text(errors="replace")[-3000:],
         )
+        assert len(lines) == 1  # the banner is the first thing said
         with SnapcatClient(f"http://127.0.0.1:{port}") as client:
-            assert len(client.classify_one(sample_photos(1)[0]).categories) == 3
+            for photo in sample_photos(3):
+                assert len(client.classify_one(photo).categories) == 3
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
+        # Quiet by default: the servers' start-up and per-request lines went to their log
+        # files, not to the terminal (which shows their warnings and errors).
+        terminal = process.stdout.read() + (tmp_path / "local.log").read_text(errors="replace")
+        assert "predict" not in terminal and "kserve.trace" not in terminal, terminal[-2000:]
+        assert len(terminal.splitlines()) < 15, terminal[-2000:]
+        assert ":predict" in (tmp_path / "logs" / "transformer.log").read_text(errors="replace")
         for p in (port, predictor_port):
             with pytest.raises(OSError), socket.create_connection(("127.0.0.1", p), timeout=2):
                 pass
