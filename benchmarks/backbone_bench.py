@@ -49,7 +49,7 @@ def measure(backbone: str, photos: list[bytes], seconds: float, tmp: str) -> dic
     import keras
 
     from snapcat.local.stack import LocalStack
-    from snapcat.modeling import BACKBONES, ModelSpec, build_model
+    from snapcat.train.modeling import BACKBONES, ModelSpec, build_model
 
     size = BACKBONES[backbone].default_size
     keras.utils.set_random_seed(0)
@@ -72,7 +72,7 @@ def measure(backbone: str, photos: list[bytes], seconds: float, tmp: str) -> dic
 
 
 def main() -> int:
-    from snapcat.modeling import BACKBONES
+    from snapcat.train.modeling import BACKBONES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))

@@ -30,9 +30,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from snapcat.decode_budget import DecodeBudget, estimate_decode_bytes  # noqa: E402
-from snapcat.imaging import ImageError, ImageSpec, JpegTarget, normalize_image  # noqa: E402
-from snapcat.jpeg_header import read_frame  # noqa: E402
+from snapcat.contract.image_spec import ImageSpec  # noqa: E402
+from snapcat.imaging.decode_budget import DecodeBudget, estimate_decode_bytes  # noqa: E402
+from snapcat.imaging.jpeg_header import read_frame  # noqa: E402
+from snapcat.imaging.normalize import ImageError, JpegTarget, normalize_image  # noqa: E402
 
 MB = 2**20
 
@@ -88,7 +89,8 @@ def false_rejections(quick: bool) -> None:
 _PEAK = """
 import re, sys
 sys.path.insert(0, {root!r})
-from snapcat.imaging import ImageSpec, normalize_image
+from snapcat.contract.image_spec import ImageSpec
+from snapcat.imaging.normalize import normalize_image
 def hwm():
     return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) * 1024
 data = open({path!r}, "rb").read()
@@ -138,7 +140,7 @@ def many_scans(data: bytes, copies: int) -> bytes:
 
 
 def cpu() -> None:
-    import snapcat.imaging as imaging
+    import snapcat.imaging.normalize as imaging
 
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))

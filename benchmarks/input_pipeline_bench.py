@@ -3,9 +3,9 @@
 In one process, on one prepared dataset (``--data``, or ``data/sample`` prepared at ``--size``
 into a temporary folder with ``snapcat prepare``'s own code):
 
-1. the input pipeline ``snapcat.training.make_dataset(..., training=True)`` exactly as ``train``
+1. the input pipeline ``snapcat.train.trainer.make_dataset(..., training=True)`` exactly as ``train``
    builds it: shards read and shuffled, canonical JPEGs decoded by
-   ``snapcat.tf_image.decode_canonical``, batched, augmented. It is timed confined to one thread
+   ``snapcat.train.tf_image.decode_canonical``, batched, augmented. It is timed confined to one thread
    (the per-core figure the target is about) and as ``train`` runs it, on every core. Decode
    without augmentation is shown too, to split the cost. "per core" is images per CPU-second of
    the whole process, which stays honest when other processes share the machine; "cores busy"
@@ -39,7 +39,7 @@ TARGET_PER_CORE = 400.0
 
 
 def prepare_sample(size: int, folder: Path) -> Path:
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
     out = folder / f"sample-{size}"
     run_prepare(
@@ -57,7 +57,7 @@ def time_pipeline(
     the machine."""
     import tensorflow as tf
 
-    from snapcat.training import make_dataset
+    from snapcat.train.trainer import make_dataset
 
     ds = make_dataset(
         data, "train", size, batch_size, training=True, augment=augment, seed=0
@@ -86,7 +86,7 @@ def time_training_step(backbone: str, size: int, classes: int, batch_size: int, 
     import keras
     import numpy as np
 
-    from snapcat.modeling import ModelSpec, build_model, set_backbone_trainable
+    from snapcat.train.modeling import ModelSpec, build_model, set_backbone_trainable
 
     keras.utils.set_random_seed(0)
     model, base = build_model(

@@ -36,7 +36,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from snapcat import imaging
+from snapcat.contract.image_spec import ImageSpec
+from snapcat.imaging import normalize as imaging
 
 #: (label, width, height) of the uploads measured.
 UPLOADS = (
@@ -89,7 +90,7 @@ def photo_bytes(width: int, height: int, seed: int, portrait: bool) -> bytes:
     return buffer.getvalue()
 
 
-def decode_alone(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
+def decode_alone(data: bytes, spec: ImageSpec) -> Image.Image:
     """The floor: Pillow's DCT-scaled decode to at least ``size`` x ``size``, nothing else."""
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (spec.size, spec.size))
@@ -97,7 +98,7 @@ def decode_alone(data: bytes, spec: imaging.ImageSpec) -> Image.Image:
     return image
 
 
-def naive_normalize(data: bytes, spec: imaging.ImageSpec) -> bytes:
+def naive_normalize(data: bytes, spec: ImageSpec) -> bytes:
     """What one would write without thinking about cost: decode everything, then shrink with
     Pillow's defaults."""
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)).convert("RGB"))
@@ -108,14 +109,14 @@ def naive_normalize(data: bytes, spec: imaging.ImageSpec) -> bytes:
     return imaging.encode_canonical(canvas, spec)
 
 
-METHODS: dict[str, Callable[[bytes, imaging.ImageSpec], object]] = {
+METHODS: dict[str, Callable[[bytes, ImageSpec], object]] = {
     "decode": decode_alone,
     "normalize": imaging.normalize_image,
     "naive": naive_normalize,
 }
 
 
-def cpu_seconds_per_photo(function, photos: list[bytes], spec: imaging.ImageSpec) -> float:
+def cpu_seconds_per_photo(function, photos: list[bytes], spec: ImageSpec) -> float:
     started = time.process_time()
     for data in photos:
         function(data, spec)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.photos < 1 or args.rounds < 1 or args.naive_rounds < 1:
         parser.error("--photos, --rounds and --naive-rounds must be at least 1")
-    spec = imaging.ImageSpec(size=args.size)
+    spec = ImageSpec(size=args.size)
 
     photos = {
         label: [

@@ -42,7 +42,7 @@ SIZE = 224
 
 
 def prepare(photos: Path, out: Path, seed: int, validation_fraction: float = 0.1) -> Path:
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
     if not (out / "_SUCCESS").exists():
         run_prepare(
@@ -63,8 +63,8 @@ def features(data: Path, split: str, stats: dict) -> tuple[np.ndarray, np.ndarra
     """Frozen Lite0 ImageNet features (global average pooled) of a split, and its labels."""
     import keras
 
-    from snapcat.modeling import ModelSpec, build_model
-    from snapcat.training import make_dataset
+    from snapcat.train.modeling import ModelSpec, build_model
+    from snapcat.train.trainer import make_dataset
 
     model, _ = build_model(ModelSpec(BACKBONE, len(stats["classes"]), SIZE, "imagenet", 0.0))
     extractor = keras.Model(model.input, model.get_layer("avg_pool").output)
@@ -105,7 +105,7 @@ def logistic_regression(x, y, classes: int, l2: float = 1e-3, steps: int = 3000,
 
 
 def probe(data: Path) -> dict:
-    from snapcat.metrics import classification_metrics
+    from snapcat.evaluate.metrics import classification_metrics
 
     stats = json.loads((data / "stats.json").read_text())
     classes = stats["classes"]
@@ -117,7 +117,7 @@ def probe(data: Path) -> dict:
 
 
 def cli(data: Path, workdir: Path, seed: int, train_args: list[str]) -> dict:
-    from snapcat.evaluation import EvaluateConfig, evaluate
+    from snapcat.evaluate.evaluation import EvaluateConfig, evaluate
 
     model = workdir / "model"
     command = [

@@ -49,9 +49,9 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def export_untrained(image_size: int, folder: str, backbone: str = "xception") -> str:
-    from snapcat.export import export_model
-    from snapcat.modeling import ModelSpec, build_model
-    from snapcat.taxonomy import Taxonomy
+    from snapcat.contract.taxonomy import Taxonomy
+    from snapcat.train.export import export_model
+    from snapcat.train.modeling import ModelSpec, build_model
 
     classes = list(Taxonomy.load().trainable_slugs)
     model, _ = build_model(
@@ -174,11 +174,11 @@ def main() -> int:
 
     import httpx
 
-    from snapcat.export import ServingModel
-    from snapcat.imaging import normalize_image
+    from snapcat.contract.tf_serving_config import BatchingParameters
+    from snapcat.imaging.normalize import normalize_image
     from snapcat.local.stack import LocalStack
-    from snapcat.tf_serving_config import BatchingParameters
-    from snapcat.transformer_core import TransformerCore
+    from snapcat.serve.transformer_core import TransformerCore
+    from snapcat.train.export import ServingModel
 
     batching = BatchingParameters.from_file(args.batching_parameters_file)
     print(

@@ -466,8 +466,8 @@ def main() -> int:
         parser.error("--duration must be within 1..600 s")
 
     from serving.capacity import plan_capacity
-    from snapcat.container_limits import ContainerLimits
     from snapcat.local.stack import LocalStack
+    from snapcat.serve.container_limits import ContainerLimits
 
     cpus, memory = manifest_limits()
     capacity = plan_capacity(ContainerLimits(cpus=cpus, memory_bytes=memory))
@@ -675,7 +675,7 @@ import sys, time
 sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
 from test_torch_checkpoint import _int, _text, _tuple, legacy, state_dict, tensor
 from pathlib import Path
-from snapcat.torch_checkpoint import CheckpointError, read_state_dict
+from snapcat.train.torch_checkpoint import CheckpointError, read_state_dict
 tmp = Path({tmp!r})
 laughs = _tuple(_text("lol")) + b"q\\x00" + b"h\\x00h\\x00\\x86q\\x00" * 60
 cases = {{

@@ -63,8 +63,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
 
-    from snapcat.imaging import normalize_image
-    from snapcat.model_info import load_model_info
+    from snapcat.contract.model_info import load_model_info
+    from snapcat.imaging.normalize import normalize_image
 
     with tempfile.TemporaryDirectory(prefix="warmup-bench-") as tmp:
         warm = export_untrained(args.image_size, f"{tmp}/warm/{MODEL_NAME}", args.backbone)

@@ -19,18 +19,19 @@ import warnings
 from pathlib import Path
 
 from pipelines.training_pipeline import PIPELINE_NAME, ClusterSettings, build_pipeline
-from snapcat.comparison import CandidateError, parse_candidates
+from snapcat.errors import SnapcatError
+from snapcat.evaluate.comparison import CandidateError, parse_candidates
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGE = Path(__file__).with_name("training_pipeline.yaml")
 
 
-class PipelineParameterError(ValueError):
+class PipelineParameterError(SnapcatError, ValueError):
     """A ``--param`` that the pipeline does not have, or whose value does not fit its type."""
 
 
-class PipelineSubmitError(ValueError):
+class PipelineSubmitError(SnapcatError, ValueError):
     """No KFP API to submit to (host unset or unreachable), or one that refused the run: the
     message is one line, for the command line to print without a traceback."""
 
@@ -334,7 +335,7 @@ def run_local(
     return locate_artifacts(runs[-1])
 
 
-class ImageUnavailableError(RuntimeError):
+class ImageUnavailableError(SnapcatError, RuntimeError):
     """A step's image is neither on this machine nor pullable."""
 
 

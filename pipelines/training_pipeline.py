@@ -35,11 +35,12 @@ from kfp import dsl, kubernetes
 
 from components import deploy, evaluate, fingerprint, prepare, select, train
 from components.images import default_light_image, default_train_image
-from snapcat.metrics import GateConfig
-from snapcat.prepare import PrepareConfig
+from snapcat.contract.service_name import DEFAULT_MODEL_NAME
+from snapcat.dataset.prepare import PrepareConfig
+from snapcat.evaluate.gate import GateConfig
+from snapcat.rollout.analysis import DEFAULT_WINDOW
 from snapcat.rollout.apply import DEFAULT_TIMEOUT as ROLLOUT_READY_TIMEOUT
-from snapcat.service_name import DEFAULT_MODEL_NAME
-from snapcat.training import TrainConfig
+from snapcat.train.trainer import TrainConfig
 
 PIPELINE_NAME = "snapcat-training"
 #: The library's defaults, which the pipeline parameters repeat (a test checks they agree).
@@ -82,7 +83,7 @@ class ClusterSettings:
     and labelled by NVIDIA's GPU feature discovery (``nvidia.com/gpu.present=true``)."""
 
     image: str = field(default_factory=default_train_image)
-    # Steps that only call APIs or list object storage (fingerprint, deploy): no TensorFlow/CUDA.
+    # Steps that only call APIs or list object storage (fingerprint, select, deploy): no TensorFlow/CUDA.
     light_image: str = field(default_factory=default_light_image)
     gpu_type: str = "nvidia.com/gpu"
     gpu_count: int = 1
@@ -221,10 +222,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
         candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = TRAIN.weights,
         epochs: int = TRAIN.epochs,
-        head_epochs: int = 0,  # 0: the backbone's recipe (snapcat.training.RECIPES)
+        head_epochs: int = 0,  # 0: the backbone's recipe (snapcat.train.trainer.RECIPES)
         batch_size: int = TRAIN.batch_size,
         learning_rate: float = TRAIN.learning_rate,
-        fine_tune_learning_rate: float = 0.0,  # 0: the backbone's recipe (snapcat.training)
+        fine_tune_learning_rate: float = 0.0,  # 0: the backbone's recipe (snapcat.train.trainer)
         early_stopping_patience: int = TRAIN.early_stopping_patience,
         confident_precision: float = TRAIN.confident_precision,
         baseline_model_uri: str = "",
@@ -243,7 +244,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         deploy_dry_run: bool = False,
         canary_auto: bool = False,
         prometheus_url: str = "",
-        analysis_window: str = "10m",
+        analysis_window: str = DEFAULT_WINDOW,
         analysis_timeout: float = float(settings.analysis_timeout),
     ):
         # Never cached: it is what tells whether the photos changed since the cached prepare.

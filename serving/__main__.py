@@ -8,7 +8,7 @@ the first, second and fourth) plus its own::
         --http_port 8080 --top_k 3
 
 The transformer reads no model files: labels, confidence threshold, version and image spec come
-with the predictor's answers (:mod:`snapcat.transformer_core`), so its pod needs no
+with the predictor's answers (:mod:`snapcat.serve.transformer_core`), so its pod needs no
 ``STORAGE_URI``, no storage initializer and no storage credentials. ``--model_dir`` (what it
 took before) is still accepted and ignored with a log line, so an older manifest keeps working.
 The predictor must be TF Serving's REST API (``--predictor_protocol v1``).
@@ -28,9 +28,9 @@ import logging
 import sys
 
 from kserve import logging as kserve_logging
-from kserve import model_server
 from kserve.predictor_config import PredictorConfig
 
+from serving import kserve_adapter
 from serving.capacity import plan_capacity
 from serving.connection import (
     DEFAULT_HEADER_TIMEOUT,
@@ -40,8 +40,8 @@ from serving.connection import (
 from serving.http_layer import DEFAULT_BODY_TIMEOUT
 from serving.server import DEFAULT_MAX_CONNECTIONS, HttpLimits, TransformerServer
 from serving.transformer import ListingCategoryTransformer
-from snapcat.container_limits import read_container_limits
-from snapcat.transformer_core import (
+from snapcat.serve.container_limits import read_container_limits
+from snapcat.serve.transformer_core import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_DECODE_BYTES,
     DEFAULT_MAX_IMAGE_BYTES,
@@ -73,11 +73,9 @@ UNSUPPORTED_KSERVE_FLAGS = frozenset(
 
 def _kserve_flags() -> argparse.ArgumentParser:
     """KServe's model-server parser without the flags in :data:`UNSUPPORTED_KSERVE_FLAGS`."""
-    parent = argparse.ArgumentParser(add_help=False)
-    for action in model_server.parser._actions:
-        if action.dest not in UNSUPPORTED_KSERVE_FLAGS and action.dest != "help":
-            parent._add_action(action)
-    return parent
+    return kserve_adapter.kserve_flag_actions(
+        lambda action: action.dest not in UNSUPPORTED_KSERVE_FLAGS and action.dest != "help"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

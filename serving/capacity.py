@@ -8,7 +8,7 @@ for many seconds.
 
 Memory: the process's baseline (Python, KServe, Pillow: ``BASELINE_BYTES``) comes off the
 container's limit; of the rest (less ``HEADROOM``), ``DECODE_SHARE`` is the decode budget shared
-by all photos being decoded (:class:`snapcat.decode_budget.DecodeBudget`) and the remainder holds
+by all photos being decoded (:class:`snapcat.imaging.decode_budget.DecodeBudget`) and the remainder holds
 request bodies in flight, each costing about ``BODY_COPIES`` times its size (the bytes, the parsed
 JSON, the decoded photos).
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snapcat.container_limits import ContainerLimits
+from snapcat.serve.container_limits import ContainerLimits
 
 PHOTOS_PER_CPU = 4
 BASELINE_BYTES = 200 * 1024 * 1024

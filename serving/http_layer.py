@@ -16,7 +16,7 @@ refusal is answered, counted and logged.
     line (no tracebacks for bad requests), whoever produced it: the handlers below, KServe or
     Starlette (404, 405).
 
-- Exception handlers for :class:`~snapcat.serving_errors.ServingError`, FastAPI's validation
+- Exception handlers for :class:`~snapcat.serve.errors.ServingError`, FastAPI's validation
   errors and KServe's own exceptions: a ``{"error": ...}`` body with the right status, and the
   reason code handed to the guard through ``request.state``.
 - Routes KServe registers that no client may call are answered 404 by the guard before routing:
@@ -40,18 +40,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from serving.metrics import BODY_BYTES_IN_FLIGHT, REQUEST_ERRORS, REQUESTS_IN_FLIGHT, ModelLabel
-from snapcat.serving_errors import OverloadedError, ServingError, human_bytes
+from snapcat.errors import human_bytes
+from snapcat.serve.errors import OverloadedError, ServingError
+from snapcat.serve.routes import BODY_PATH
 
 logger = logging.getLogger("snapcat.serving")
 
 #: Seconds a client has to send a whole request body.
 DEFAULT_BODY_TIMEOUT = 30.0
-#: The routes that take a request body, every one through :meth:`RequestGuard._admit_body`
-#: (body limits, timeouts, in-flight limits). ``:explain`` is KServe's; the transformer answers
-#: it 501 (:class:`serving.transformer.ListingCategoryTransformer`), after the same admission.
-#: Any other method than GET/HEAD on any other path (whatever a KServe upgrade registers) is 404
-#: before its body is read.
-_BODY_PATH = re.compile(r"^/v[12]/models/[^/]+(:predict|:explain|/infer|/versions/[^/]+/infer)$")
+# The routes that take a request body (snapcat.serve.routes.BODY_PATH) go, every one, through
+# RequestGuard._admit_body (body limits, timeouts, in-flight limits). Any other method than
+# GET/HEAD on any other path (whatever a KServe upgrade registers) is 404 before its body is read.
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PROBE_PATH = re.compile(r"^(/|/v2/health/(live|ready)|/v1/models/[^/:]+|/v2/models/[^/]+/ready)$")
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "text/json")
@@ -174,7 +173,7 @@ class RequestGuard:
                 await self._refuse(
                     scope, observed_send, outcome, 404, "not-served", "not served on this port"
                 )
-            elif method == "POST" and _BODY_PATH.match(path):
+            elif method == "POST" and BODY_PATH.match(path):
                 await self._admit_body(scope, receive, observed_send, outcome)
             elif method not in _NO_BODY_METHODS:
                 # Refused before a byte of its body is read; whatever route KServe registers.
@@ -201,7 +200,7 @@ class RequestGuard:
             outcome.record()
 
     async def _admit_body(self, scope, receive, send, outcome: _Outcome) -> None:
-        """The one admission path of every route that takes a body (see :data:`_BODY_PATH`):
+        """The one admission path of every route that takes a body (see :data:`snapcat.serve.routes.BODY_PATH`):
         413 by Content-Length or while it streams, 415, 503 past the in-flight limits, 408 for
         a body too slow; the slot and body bytes it holds are released on every exit (the
         ``finally`` below), the photo slots by the model's own ``__call__``."""

@@ -8,9 +8,9 @@ request naming any other model: 20,000 requests to random names must not create 
 
 from __future__ import annotations
 
-import re
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from snapcat.serve.routes import MODEL_IN_PATH
 
 NORMALIZE_SECONDS = Histogram(
     "snapcat_normalize_seconds",
@@ -49,7 +49,6 @@ DECODE_BYTES_RESERVED = Gauge(
 )
 
 UNKNOWN_MODEL = "unknown"
-_MODEL_IN_PATH = re.compile(r"^/v[12]/models/([^/:]+)")
 
 
 class ModelLabel:
@@ -59,7 +58,7 @@ class ModelLabel:
         self.served = set(served)
 
     def __call__(self, path: str) -> str:
-        match = _MODEL_IN_PATH.match(path or "")
+        match = MODEL_IN_PATH.match(path or "")
         if not match:
             return ""
         return match.group(1) if match.group(1) in self.served else UNKNOWN_MODEL

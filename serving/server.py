@@ -5,7 +5,9 @@ KServe 0.21's ``RESTServer`` builds its uvicorn ``Config`` with ``host="0.0.0.0"
 defaults (``httptools`` parser: no header size limit; no header or body read timeout), and
 registers the model repository's load/unload routes on the serving port. ``TransformerRESTServer``
 replaces that config and installs our middleware (which refuses those routes) and exception
-handlers after KServe's (Starlette keeps the last handler registered per class).
+handlers after KServe's (Starlette keeps the last handler registered per class). The KServe
+internals this takes (``ModelServer.start``'s steps, ``RESTServer``'s build hooks) are reached
+only through :mod:`serving.kserve_adapter`, whose test names the hook that a KServe upgrade broke.
 
 Health: liveness (``/``, ``/v2/health/live``) fails with 503 when no model is loaded, so
 Kubernetes restarts a pod whose model is gone; readiness also asks the predictor
@@ -14,18 +16,14 @@ Kubernetes restarts a pod whose model is gone; readiness also asks the predictor
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI
 from kserve import ModelServer
-from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.errors import ModelNotFound, ServerNotLive
-from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.rest.server import RESTServer
 
-from serving import v2_binary, version_metrics
+from serving import kserve_adapter, v2_binary, version_metrics
 from serving.connection import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_HEADER_BYTES,
@@ -37,8 +35,10 @@ from serving.http_layer import (
     RequestGuard,
     install_exception_handlers,
 )
+from serving.kserve_adapter import INFERENCE_CONTENT_LENGTH_HEADER, DataPlane, HookedRESTServer
 from serving.metrics import IDLE_CONNECTIONS, ModelLabel
-from snapcat.serving_errors import BadRequestError, PredictorUnavailableError
+from snapcat.serve.errors import BadRequestError, PredictorUnavailableError
+from snapcat.serve.transformer_core import DEFAULT_MAX_REQUEST_BYTES
 
 #: Connections whose request is being handled at once; past it a new request is 503. Idle ones
 #: (no request in progress) have their own cap, ``max_idle_connections``.
@@ -48,7 +48,7 @@ DEFAULT_MAX_CONNECTIONS = 1000
 @dataclass(frozen=True)
 class HttpLimits:
     host: str = "0.0.0.0"
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
@@ -112,7 +112,7 @@ class PredictorAwareDataPlane(DataPlane):
         return super().decode(body, headers, protocol_version, model_name)
 
 
-class TransformerRESTServer(RESTServer):
+class TransformerRESTServer(HookedRESTServer):
     def __init__(
         self,
         *args,
@@ -139,8 +139,7 @@ class TransformerRESTServer(RESTServer):
         config.h11_max_incomplete_event_size = http_limits.max_header_bytes
         config.limit_concurrency = http_limits.max_connections
 
-    def _add_middlewares(self, app: FastAPI) -> None:
-        super()._add_middlewares(app)
+    def add_middlewares(self, app: FastAPI) -> None:
         limits = self.http_limits
         app.add_middleware(
             RequestGuard,
@@ -154,8 +153,7 @@ class TransformerRESTServer(RESTServer):
         # Added last, so outermost: the guard's refusals count as this version's overload.
         version_metrics.install(app, self.transformer)
 
-    def _add_exception_handlers(self, app: FastAPI) -> None:
-        super()._add_exception_handlers(app)
+    def add_exception_handlers(self, app: FastAPI) -> None:
         install_exception_handlers(app)
 
 
@@ -169,26 +167,12 @@ class TransformerServer(ModelServer):
         self.dataplane = PredictorAwareDataPlane(model_registry=self.registered_models)
 
     def start(self, models) -> None:
-        self._register_and_check_atleast_one_model_is_ready(models)
-        label = ModelLabel({m.name for m in models})
-        self._rest_server = TransformerRESTServer(
-            "kserve.model_server:app",
-            self.dataplane,
-            self.model_repository_extension,
-            self.http_port,
-            access_log_format=self.access_log_format,
-            workers=1,
-            grace_period=self.grace_period,
-            event_loop=self.event_loop,
-            timeout_keep_alive=self.timeout_keep_alive,
-            ssl_certfile=self.ssl_certfile,
-            ssl_keyfile=self.ssl_keyfile,
+        kserve_adapter.register_models(self, models)
+        rest_server = TransformerRESTServer(
+            **kserve_adapter.rest_server_arguments(self),
             http_limits=self.http_limits,
-            model_label=label,
+            model_label=ModelLabel({m.name for m in models}),
             saturated=lambda: any(getattr(m, "saturated", False) for m in models),
             transformer=models[0],
         )
-        self.servers.append(self._rest_server.start())
-        self.setup_event_loop()
-        self.register_signal_handler()
-        asyncio.run(self._serve())
+        kserve_adapter.serve(self, rest_server)

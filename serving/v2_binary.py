@@ -20,7 +20,7 @@ import struct
 import orjson
 from kserve import InferInput, InferRequest
 
-from snapcat.serving_errors import BadRequestError
+from snapcat.serve.errors import BadRequestError
 
 HEADER = "inference-header-content-length"
 

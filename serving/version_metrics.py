@@ -1,9 +1,9 @@
-"""Per-model-version live metrics and the ``prediction_id`` of every answer, as one ASGI middleware
-around the transformer's app, so it sees every inference request and its final response whichever
+"""Per-model-version live metrics, as one ASGI middleware that only times and counts, around the
+transformer's app, so it sees every inference request and its final response whichever
 layer answered it (the model, an error handler, a guard that refused it).
 
 For ``POST /v1/models/<name>:predict`` and ``POST /v2/models/<name>[/versions/<v>]/infer`` it
-exports (names in :mod:`snapcat.live_metrics`, labelled by ``model_version`` only, plus a bounded
+exports (names in :mod:`snapcat.contract.metric_names`, labelled by ``model_version`` only, plus a bounded
 ``outcome`` / ``category``):
 
 - requests by outcome: ok, client error (4xx), overload (429/503), predictor error (a 5xx whose
@@ -13,30 +13,28 @@ exports (names in :mod:`snapcat.live_metrics`, labelled by ``model_version`` onl
 - latency from request to the response's last byte;
 - the top-1 score and the top-1 category of every answered photo.
 
-A successful response gets a ``prediction_id`` per photo (V1: a field of each prediction; V2: a
-``prediction_id`` BYTES output of shape [N]): the id the app backend reports the seller's final
-category with, and the feedback sink joins on (docs/deploy.md, feedback loop).
+The middleware neither parses nor rewrites a body (the answer, ``prediction_id`` included, is
+built once by :class:`snapcat.serve.responses.ResponseBuilder`): the transformer notes what it
+answered with :func:`note_answer` in the request's state, which the middleware shares with it
+through a context variable (``kserve.Model.postprocess`` is not handed the request).
 
-Label values stay bounded: ``model_version`` is the answering version from the response (at most
-:data:`MAX_VERSIONS` distinct, further ones count as ``other``) or the transformer's own for
+Label values stay bounded: ``model_version`` is the answering version the transformer noted (at
+most :data:`MAX_VERSIONS` distinct, further ones count as ``other``) or the transformer's own for
 requests that never reached a model; ``category`` is one of the model's classes or ``other``.
 """
 
 from __future__ import annotations
 
-import json
-import re
+import contextvars
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import Counter, Histogram
 
-from snapcat import live_metrics as m
+from snapcat.contract import metric_names as m
+from snapcat.serve.routes import INFERENCE_PATH
+from snapcat.serve.transformer_core import packaged_labels
 
-INFERENCE_PATH = re.compile(
-    r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$"
-)
 MAX_VERSIONS = 16
 OTHER = "other"
 
@@ -50,10 +48,29 @@ PREDICTIONS = Counter(m.counter_name(m.PREDICTIONS), "Answered photos by top-1 c
                       [m.VERSION_LABEL, m.CATEGORY_LABEL])  # fmt: skip
 
 
-#: ``reason`` codes (:mod:`snapcat.serving_errors`, serving/http_layer.py) of 5xx answers that
+#: ``reason`` codes (:mod:`snapcat.serve.errors`, serving/http_layer.py) of 5xx answers that
 #: are the predictor's failure: it answered an error or something unusable, or KServe's own
 #: inference failed.
 PREDICTOR_FAILURES = frozenset({"predictor-error", "model-mismatch", "inference-error"})
+
+
+#: The request's state dict (Starlette's ``request.state``), set by the middleware for the request
+#: it is handling. A dict, so a task that copies the context (a thread, a task group) notes into
+#: the same one.
+_STATE: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "snapcat_request_state", default=None
+)
+#: Keys of what the transformer noted in the request's state.
+VERSION_KEY, TOPS_KEY = "snapcat_model_version", "snapcat_tops"
+
+
+def note_answer(version: str, tops: Sequence[tuple[str, float]]) -> None:
+    """Notes, for the live metrics, the version that answered this request and the (top-1 slug,
+    top-1 score) of each photo. A no-op outside a request the middleware handles."""
+    state = _STATE.get()
+    if state is not None:
+        state[VERSION_KEY] = str(version)
+        state[TOPS_KEY] = list(tops)
 
 
 def outcome_of(status: int, reason: str = "") -> str:
@@ -98,85 +115,40 @@ class VersionMetrics:
         # The error handlers note why they answered an error in the request's state (the same
         # dict as Starlette's request.state); created here so it is shared when absent.
         state = scope.setdefault("state", {})
-        start_message: dict = {}
-        chunks: list[bytes] = []
+        status = 500
 
-        async def held_send(message):
+        async def observed_send(message):
+            nonlocal status
             if message["type"] == "http.response.start":
-                start_message.update(message)
-                return
-            if message["type"] != "http.response.body":
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            status = start_message.get("status", 500)
-            body = b"".join(chunks)
-            version, body = self._answer(status, body)
-            headers = [(k, v) for k, v in start_message.get("headers", [])
-                       if k.lower() != b"content-length"]  # fmt: skip
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**start_message, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            label = self._version_label(version)
-            reason = str(state.get("snapcat_reason") or "")
-            REQUESTS.labels(label, outcome_of(status, reason)).inc()
-            LATENCY.labels(label).observe(time.perf_counter() - started)
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self._count(status, state, started)
 
-        await self.app(scope, receive, held_send)
+        token = _STATE.set(state)
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            _STATE.reset(token)
 
-    def _answer(self, status: int, body: bytes) -> tuple[str, bytes]:
-        """(answering version, response body with prediction ids) of one response."""
+    def _count(self, status: int, state: dict, started: float) -> None:
         own = str(self.own_version() or "unknown")
-        if status != 200:
-            return own, body
-        try:
-            answer = json.loads(body)
-        except ValueError:
-            return own, body
-        if not isinstance(answer, dict):
-            return own, body
-        version = str(answer.get("model_version") or own)
-        tops = self._tops(answer)
-        if tops is None:
-            return version, body
-        label, known = self._version_label(version), set(self.classes())
-        for slug, score in tops:
-            TOP1_SCORE.labels(label).observe(score)
-            PREDICTIONS.labels(label, slug if slug in known else OTHER).inc()
-        ids = [uuid.uuid4().hex for _ in tops]
-        if isinstance(answer.get("predictions"), list):
-            for prediction, pid in zip(answer["predictions"], ids, strict=True):
-                prediction["prediction_id"] = pid
-        else:
-            answer["outputs"].append(
-                {"name": "prediction_id", "datatype": "BYTES", "shape": [len(ids)], "data": ids}
-            )
-        return version, json.dumps(answer, ensure_ascii=False).encode("utf-8")
-
-    @staticmethod
-    def _tops(answer: dict) -> list[tuple[str, float]] | None:
-        """(top-1 slug, top-1 score) per photo, or None for a body this transformer never sends."""
-        try:
-            if isinstance(answer.get("predictions"), list):
-                return [
-                    (str(p["categories"][0]["slug"]), float(p["categories"][0]["score"]))
-                    for p in answer["predictions"]
-                ]
-            outputs = {o["name"]: o for o in answer["outputs"]}
-            k = int(outputs["score"]["shape"][-1])
-            scores, slugs = outputs["score"]["data"], outputs["slug"]["data"]
-            return [(str(slugs[i]), float(scores[i])) for i in range(0, len(scores), k)]
-        except (KeyError, IndexError, TypeError, ValueError):
-            return None
+        version = str(state.get(VERSION_KEY) or own) if status == 200 else own
+        label = self._version_label(version)
+        reason = str(state.get("snapcat_reason") or "")
+        REQUESTS.labels(label, outcome_of(status, reason)).inc()
+        LATENCY.labels(label).observe(time.perf_counter() - started)
+        tops = state.get(TOPS_KEY) if status == 200 else None
+        if tops:
+            known = set(self.classes())
+            for slug, score in tops:
+                TOP1_SCORE.labels(label).observe(score)
+                PREDICTIONS.labels(label, slug if slug in known else OTHER).inc()
 
 
 def install(app, model) -> None:
     """Wraps ``app`` (outermost, so refusals by inner layers count too) for ``model``, a loaded
     :class:`serving.transformer.ListingCategoryTransformer`."""
-    from snapcat.transformer_core import packaged_labels
-
     app.add_middleware(
         VersionMetrics,
         own_version=lambda: model.core.model_version if model.core else "unknown",

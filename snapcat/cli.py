@@ -14,8 +14,7 @@ import os
 import pkgutil
 import sys
 
-from snapcat import imaging
-from snapcat.errors import UserError  # noqa: F401  (commands raise it as snapcat.cli.UserError)
+from snapcat.errors import SnapcatError
 
 
 def _command_modules():
@@ -28,23 +27,6 @@ def _command_modules():
 
 
 # --------------------------------------------------------------------------------- main
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from snapcat.prepare import PrepareError
-    from snapcat.sources import SourceError
-    from snapcat.taxonomy import TaxonomyError
-
-    # ValueError subclasses from the library that carry a complete, human message.
-    return (
-        UserError,
-        PrepareError,
-        SourceError,
-        TaxonomyError,
-        imaging.ImageError,
-        FileExistsError,
-        FileNotFoundError,
-    )
 
 
 #: Libraries that log every request at INFO: shown with -v only.
@@ -81,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return args.handler(args)
-    except _user_errors() as exc:
+    # SnapcatError: every library error whose message explains it; the two file errors carry
+    # the path in their message.
+    except (SnapcatError, FileExistsError, FileNotFoundError) as exc:
         print(f"snapcat {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default="demo-output")
     args = parser.parse_args(argv)
 
-    from snapcat.client import SnapcatClient
     from snapcat.local.stack import LocalStack
+    from snapcat.serve.client import SnapcatClient
 
     workdir = Path(args.workdir).resolve()
     logs = workdir / "logs"

@@ -48,7 +48,7 @@ class FitCall:
 
 
 class FitSpy:
-    """Wraps ``snapcat.modeling.build_model`` (to learn which model and backbone ``train`` builds)
+    """Wraps ``snapcat.train.modeling.build_model`` (to learn which model and backbone ``train`` builds)
     and ``keras.Model.fit`` (to snapshot the backbone around each training phase)."""
 
     def __init__(self, dry: bool = False) -> None:
@@ -61,7 +61,7 @@ class FitSpy:
     def active(self):
         import keras
 
-        import snapcat.modeling as modeling
+        import snapcat.train.modeling as modeling
 
         original_build = modeling.build_model
         original_fit = keras.Model.fit
@@ -143,8 +143,9 @@ def make_backbone_weights(
     import keras
     from PIL import Image
 
-    from snapcat.imaging import ImageSpec, normalize_image
-    from snapcat.modeling import BACKBONES
+    from snapcat.contract.image_spec import ImageSpec
+    from snapcat.imaging.normalize import normalize_image
+    from snapcat.train.modeling import BACKBONES
 
     keras.utils.set_random_seed(seed)
     model = BACKBONES[backbone].constructor(
@@ -177,7 +178,8 @@ def spread_head_scores(model, photos: list[bytes], image_size: int) -> None:
     import keras
     from PIL import Image
 
-    from snapcat.imaging import ImageSpec, normalize_image
+    from snapcat.contract.image_spec import ImageSpec
+    from snapcat.imaging.normalize import normalize_image
 
     spec = ImageSpec(size=image_size)
     pixels = np.stack(
@@ -228,7 +230,7 @@ class Trained:
 # --------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Path:
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
     out = tmp_path_factory.mktemp("prepared") / "data"
     run_prepare(
@@ -246,7 +248,7 @@ def prepared_stats(prepared) -> dict:
 
 @pytest.fixture(scope="session")
 def trained(prepared, tmp_path_factory) -> Trained:
-    from snapcat.training import TrainConfig, train
+    from snapcat.train.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("trained")
     weights_file = root / "backbone.weights.h5"
@@ -290,7 +292,7 @@ class _ListHandler(logging.Handler):
 
 @pytest.fixture(scope="session")
 def evaluated(trained, prepared, tmp_path_factory) -> Evaluated:
-    from snapcat.evaluation import EvaluateConfig, evaluate
+    from snapcat.evaluate.evaluation import EvaluateConfig, evaluate
 
     out = tmp_path_factory.mktemp("evaluated") / "eval"
     handler = _ListHandler()

@@ -149,7 +149,7 @@ def sample_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def taxonomy():
-    from snapcat.taxonomy import Taxonomy
+    from snapcat.contract.taxonomy import Taxonomy
 
     return Taxonomy.load()
 

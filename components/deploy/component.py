@@ -13,6 +13,8 @@ def deploy(
     manifest: Output[Artifact],
     canary_auto: bool = False,
     prometheus_url: str = "",
+    # a literal: KFP ships this function's source; tests/pipelines/test_pipeline.py checks it
+    # against snapcat.rollout.analysis.DEFAULT_WINDOW
     analysis_window: str = "10m",
     analysis_timeout: float = 3600.0,
     max_analysis_timeout: float = 3600.0,
@@ -41,7 +43,7 @@ def deploy(
 
     auto = None
     if canary_auto:
-        from snapcat.model_info import load_model_info
+        from snapcat.contract.model_info import load_model_info
 
         auto = rollout.AutoAnalysis(
             prometheus_url=prometheus_url,

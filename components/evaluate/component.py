@@ -33,8 +33,8 @@ def evaluate(
     import pathlib
     import shutil
 
-    from snapcat.evaluation import EvaluateConfig, evaluate, find_production_model
-    from snapcat.metrics import GateConfig
+    from snapcat.evaluate.evaluation import EvaluateConfig, evaluate, find_production_model
+    from snapcat.evaluate.gate import GateConfig
 
     champion, lookup = baseline_model_uri or None, None
     if not champion and baseline_from_isvc and isvc_name:

@@ -13,7 +13,7 @@ def fingerprint(input_uri: str, data_version: str) -> str:
     (every file's path, size and ETag/MD5/modification time, no photo read)."""
     if data_version:
         return data_version
-    from snapcat.sources import fingerprint as listing_fingerprint
+    from snapcat.dataset.sources import fingerprint as listing_fingerprint
 
     return listing_fingerprint(input_uri)
 

@@ -21,7 +21,7 @@ def prepare(
     KFP's cache key changes when the photos do."""
     import pathlib
 
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
     stats = run_prepare(
         PrepareConfig(

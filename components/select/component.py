@@ -19,7 +19,7 @@ def select(
     import pathlib
     import shutil
 
-    from snapcat.comparison import check_same_test_set, markdown_table, ranked
+    from snapcat.evaluate.comparison import check_same_test_set, markdown_table, ranked
 
     runs = [
         (e.metadata["candidate"], json.loads(pathlib.Path(e.path, "metrics.json").read_text()))

@@ -32,8 +32,8 @@ def train(
     import hashlib
     import json
 
-    from snapcat.comparison import Candidate
-    from snapcat.training import TrainConfig, train
+    from snapcat.evaluate.comparison import Candidate
+    from snapcat.train.trainer import TrainConfig, train
 
     chosen = Candidate.parse(candidate)
     config = TrainConfig(

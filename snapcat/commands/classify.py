@@ -9,7 +9,7 @@ import unicodedata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.service_name import DEFAULT_MODEL_NAME
+    from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 
     p = sub.add_parser(
         "classify",
@@ -86,8 +86,8 @@ def joined_answer(responses) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
-    from snapcat.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
+    from snapcat.errors import UserError
+    from snapcat.serve.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")

@@ -34,9 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
-    from snapcat.comparison import (
-        DifferentTestSets,
+    from snapcat.errors import UserError
+    from snapcat.evaluate.comparison import (
         check_same_test_set,
         markdown_table,
         text_table,
@@ -48,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise UserError(f"{folder} has no metrics.json (run snapcat evaluate first)")
         runs.append((Path(folder).name or folder, json.loads(path.read_text("utf-8"))))
-    try:
-        warnings = check_same_test_set(runs, args.allow_different_test_sets)
-    except DifferentTestSets as exc:
-        raise UserError(str(exc)) from exc
+    warnings = check_same_test_set(runs, args.allow_different_test_sets)
     for warning in warnings:
         print(warning, file=sys.stderr)
     print((markdown_table if args.markdown else text_table)(runs, args.sort))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from snapcat.commands import DefaultsHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.metrics import GateConfig
+    from snapcat.evaluate.gate import GateConfig
 
     g = GateConfig()
     p = sub.add_parser(
         "evaluate",
+        formatter_class=DefaultsHelpFormatter,
         help="evaluate an exported model and decide whether it may be released",
         description=(
             "Runs the exported serving signature on a split and writes metrics.json "
@@ -18,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "confusion_matrix.png and report.html. With --baseline-model (or --baseline-isvc, "
             "which reads the production model's URI from the live InferenceService) the "
             "production model is evaluated on the same photos, and the candidate is blessed "
-            "unless it is significantly worse (95%% paired interval below zero) by more than a "
+            "unless it is significantly worse (95% paired interval below zero) by more than a "
             "tolerance on top-1, top-3 or a category's recall. --baseline (a stored "
             "metrics.json, other photos) is the labelled fallback. Without any baseline the "
             "model must clear the absolute floors."
@@ -76,22 +79,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def gate_from_args(args: argparse.Namespace):
-    from snapcat.metrics import GateConfig
+    from snapcat.commands import config_from_args
+    from snapcat.evaluate.gate import GateConfig
 
-    return GateConfig(
-        max_top1_drop=args.max_top1_drop,
-        max_top3_drop=args.max_top3_drop,
-        max_class_recall_drop=args.max_class_recall_drop,
-        min_class_support=args.min_class_support,
-        min_top1=args.min_top1,
-        min_top3=args.min_top3,
-        max_ece_increase=args.max_ece_increase,
-    )
+    return config_from_args(GateConfig, args, defaults=("resamples", "seed"))
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
-    from snapcat.evaluation import EvaluateConfig, EvaluationError, evaluate, find_production_model
+    from snapcat.commands import config_from_args
+    from snapcat.errors import UserError
+    from snapcat.evaluate.evaluation import (
+        EvaluateConfig,
+        evaluate,
+        find_production_model,
+    )
 
     baseline_model, lookup = args.baseline_model, None
     if args.baseline_isvc and not baseline_model:
@@ -101,21 +102,17 @@ def run(args: argparse.Namespace) -> int:
         )
         if baseline_model is None and not args.baseline:
             raise UserError(f"{lookup}; pass --baseline-model, or --baseline as a fallback")
-    config = EvaluateConfig(
-        data=args.data,
-        model=args.model,
-        output=args.output,
-        split=args.split,
+    config = config_from_args(
+        EvaluateConfig,
+        args,
+        renames={"baseline_metrics": "baseline"},
+        defaults=("batch_size", "gallery_per_class", "disagreements"),
         baseline_model=baseline_model,
-        baseline_metrics=args.baseline,
         baseline_lookup=lookup,
         gate=gate_from_args(args),
         progress=not args.no_progress,
     )
-    try:
-        metrics = evaluate(config)
-    except EvaluationError as exc:
-        raise UserError(str(exc)) from exc
+    metrics = evaluate(config)
     print(
         f"{metrics['split']}: n={metrics['n']} top1={metrics['top1']:.4f} "
         f"top3={metrics['top3']:.4f} macro_f1={metrics['macro_f1']:.4f}"

@@ -44,9 +44,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _run_collect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from snapcat.contract.taxonomy import Taxonomy
     from snapcat.errors import UserError
     from snapcat.feedback.collect import collect
-    from snapcat.taxonomy import Taxonomy
 
     if not (Path(args.store) / "feedback.sqlite3").is_file():
         raise UserError(f"{args.store} holds no feedback store (feedback.sqlite3)")

@@ -9,7 +9,7 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="training image the TensorFlow steps run in (default: ours)")
     p.add_argument(
         "--light-image",
-        help="image of the fingerprint and deploy steps (Dockerfile.pipeline; default: ours)",
+        help="image of the fingerprint, select and deploy steps (Dockerfile.pipeline; default: ours)",
     )
     p.add_argument(
         "--workspace-size",
@@ -24,7 +24,7 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workspace-access-mode",
         choices=("ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"),
-        default="ReadWriteMany",
+        default=argparse.SUPPRESS,
         help="ReadWriteMany (default): candidates train in parallel on any GPU nodes, one shared "
         "volume (needs an RWX storage class: NFS, CephFS, EFS, Filestore...); ReadWriteOnce: for "
         "clusters without RWX, candidates then train one after another",
@@ -32,12 +32,18 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--analysis-timeout",
         type=int,
-        default=3600,
+        default=argparse.SUPPRESS,
         help="longest canary analysis (s) a run may ask for; the deploy step's deadline is "
         "derived from it (default 3600, also the run parameter's default)",
     )
-    p.add_argument("--gpu-type", default="nvidia.com/gpu", help="accelerator resource name")
-    p.add_argument("--gpu-count", type=int, default=1, help="GPUs for train and evaluate")
+    p.add_argument(
+        "--gpu-type",
+        default=argparse.SUPPRESS,
+        help="accelerator resource name (default nvidia.com/gpu)",
+    )
+    p.add_argument(
+        "--gpu-count", type=int, default=argparse.SUPPRESS, help="GPUs for train and evaluate"
+    )
     p.add_argument(
         "--node-selector",
         action="append",
@@ -53,25 +59,38 @@ def _cluster_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--storage-secret",
-        default="snapcat-storage",
-        help="Kubernetes secret with storage credentials ('' for none)",
+        default=argparse.SUPPRESS,
+        help="Kubernetes secret with storage credentials ('' for none; default snapcat-storage)",
     )
-    p.add_argument("--train-retries", type=int, default=3)
+    p.add_argument(
+        "--train-retries",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="attempts after a failed train step (default 3)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace):
     from pipelines.training_pipeline import ClusterSettings, Toleration
-    from snapcat.cli import UserError
+    from snapcat.errors import UserError
 
+    # Options left out are absent from ``args`` (argparse.SUPPRESS): ClusterSettings's own
+    # defaults apply, written there once (the help texts quote them for people).
+    given = vars(args)
     overrides = {
-        "gpu_type": args.gpu_type,
-        "gpu_count": args.gpu_count,
-        "storage_secret": args.storage_secret,
-        "train_retries": args.train_retries,
-        "workspace_storage_class": args.workspace_storage_class,
-        "workspace_access_mode": args.workspace_access_mode,
-        "analysis_timeout": args.analysis_timeout,
+        name: given[name]
+        for name in (
+            "gpu_type",
+            "gpu_count",
+            "storage_secret",
+            "train_retries",
+            "workspace_access_mode",
+            "analysis_timeout",
+        )
+        if name in given
     }
+    if args.workspace_storage_class:
+        overrides["workspace_storage_class"] = args.workspace_storage_class
     if args.workspace_size:
         overrides["workspace_size"] = args.workspace_size
     if args.image:
@@ -160,13 +179,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _params(args: argparse.Namespace, settings):
-    from pipelines.runner import PipelineParameterError, parse_params
-    from snapcat.cli import UserError
+    from pipelines.runner import parse_params
 
-    try:
-        return parse_params(args.param, settings)
-    except PipelineParameterError as exc:
-        raise UserError(str(exc)) from exc
+    return parse_params(args.param, settings)
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -178,8 +193,8 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from pipelines.runner import PipelineSubmitError, check_package, describe_submission, submit
-    from snapcat.cli import UserError
+    from pipelines.runner import check_package, describe_submission, submit
+    from snapcat.errors import UserError
 
     settings = settings_from_args(args)
     params = _params(args, settings)
@@ -187,18 +202,15 @@ def run_submit(args: argparse.Namespace) -> int:
         major, minor = (int(x) for x in args.kfp_version.split(".")[:2])
     except ValueError as exc:
         raise UserError(f"--kfp-version {args.kfp_version!r}: expected MAJOR.MINOR") from exc
-    try:
-        package, problems = check_package(args.package, settings, kfp_version=(major, minor))
-        if problems:
-            raise UserError(
-                f"a KFP {major}.{minor} backend would refuse this pipeline: " + "; ".join(problems)
-            )
-        if args.dry_run:
-            print(describe_submission(package, params, args, settings), end="")
-            return 0
-        run_id = _submit(submit, args, params, settings, package)
-    except PipelineSubmitError as exc:
-        raise UserError(str(exc)) from exc
+    package, problems = check_package(args.package, settings, kfp_version=(major, minor))
+    if problems:
+        raise UserError(
+            f"a KFP {major}.{minor} backend would refuse this pipeline: " + "; ".join(problems)
+        )
+    if args.dry_run:
+        print(describe_submission(package, params, args, settings), end="")
+        return 0
+    run_id = _submit(submit, args, params, settings, package)
     print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
     return 0
 
@@ -218,16 +230,10 @@ def _submit(submit, args, params, settings, package) -> str:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from pipelines.runner import ImageUnavailableError, describe_result
+    from pipelines.runner import describe_result
     from pipelines.runner import run_local as run
-    from snapcat.cli import UserError
 
     settings = settings_from_args(args)
-    try:
-        artifacts = run(
-            args.input, args.workdir, _params(args, settings), settings, runner=args.runner
-        )
-    except ImageUnavailableError as exc:
-        raise UserError(str(exc)) from exc
+    artifacts = run(args.input, args.workdir, _params(args, settings), settings, runner=args.runner)
     print(describe_result(artifacts))
     return 0

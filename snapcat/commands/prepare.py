@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from snapcat.commands import DefaultsHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.prepare import PrepareConfig
+    from snapcat.dataset.prepare import PrepareConfig
 
     d = PrepareConfig(input="", output="")
     p = sub.add_parser(
         "prepare",
+        formatter_class=DefaultsHelpFormatter,
         help="turn a folder/bucket of labelled photos into training data",
         description=(
             "Normalizes every photo, removes duplicates, splits by content hash and writes "
             "sharded TFRecords plus stats.json, summary.md, rejected.csv and duplicates.csv. "
             "Categories may be folders (slug, English name or Korean label; a label's '/' "
-            "nested as folders or escaped as %%2F) or a CSV/JSONL manifest with path,category "
+            "nested as folders or escaped as %2F) or a CSV/JSONL manifest with path,category "
             "and an optional split column (train/validation/test; empty or unassigned: the "
             "hash decides). Every category gets at least --min-test-per-class test and "
             "--min-validation-per-class validation photos."
@@ -26,9 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", help="CSV/JSONL manifest; relative paths resolve against --input")
     p.add_argument("--output", required=True, help="output folder (path or URI)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input size in px")
-    p.add_argument("--jpeg-quality", type=int, default=d.jpeg_quality)
+    p.add_argument(
+        "--jpeg-quality", type=int, default=d.jpeg_quality, help="quality of the stored JPEGs"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="split seed")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction)
+    p.add_argument(
+        "--test-fraction", type=float, default=d.test_fraction, help="fraction of photos for test"
+    )
     p.add_argument(
         "--validation-fraction",
         type=float,
@@ -49,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--taxonomy", help="taxonomy YAML (default: the packaged one)")
     p.add_argument("--workers", type=int, default=d.workers, help="processes (0: one per core)")
-    p.add_argument("--min-images-per-class", type=int, default=d.min_images_per_class)
+    p.add_argument(
+        "--min-images-per-class",
+        type=int,
+        default=d.min_images_per_class,
+        help="photos a category needs at least",
+    )
     p.add_argument(
         "--ignore-unknown",
         action="store_true",
@@ -63,28 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    from snapcat.prepare import PrepareConfig, run_prepare
+    from snapcat.commands import config_from_args
+    from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
-    config = PrepareConfig(
-        input=args.input,
-        output=args.output,
-        manifest=args.manifest,
-        image_size=args.image_size,
-        jpeg_quality=args.jpeg_quality,
-        seed=args.seed,
-        test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
-        min_test_per_class=args.min_test_per_class,
-        min_validation_per_class=args.min_validation_per_class,
-        taxonomy=args.taxonomy,
-        workers=args.workers,
-        min_images_per_class=args.min_images_per_class,
-        ignore_unknown=args.ignore_unknown,
-        overwrite=args.overwrite,
-        max_bytes=args.max_bytes,
-        max_pixels=args.max_pixels,
-        progress=not args.no_progress,
-    )
+    config = config_from_args(PrepareConfig, args, progress=not args.no_progress)
     stats = run_prepare(config)
     print(
         f"prepared {stats['accepted']} photos in {len(stats['classes'])} classes "

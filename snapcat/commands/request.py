@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.service_name import DEFAULT_MODEL_NAME
+    from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 
     p = sub.add_parser(
         "request",

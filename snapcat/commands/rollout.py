@@ -86,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _analysis_flags(p: argparse.ArgumentParser, auto: bool) -> None:
     from snapcat.rollout import Thresholds
+    from snapcat.rollout.analysis import DEFAULT_WINDOW
 
     t = Thresholds()
     p.add_argument(
@@ -93,7 +94,9 @@ def _analysis_flags(p: argparse.ArgumentParser, auto: bool) -> None:
         required=not auto,
         help="Prometheus base URL, e.g. http://prometheus.monitoring:9090",
     )
-    p.add_argument("--window", default="10m", help="how far back to look (default 10m)")
+    p.add_argument(
+        "--window", default=DEFAULT_WINDOW, help="how far back to look (default %(default)s)"
+    )
     p.add_argument("--canary-version", help="model_version of the canary (default: newest seen)")
     p.add_argument(
         "--stable-version", help="model_version of stable (default: busiest other one seen)"

@@ -15,12 +15,13 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from snapcat.contract.service_name import DEFAULT_MODEL_NAME
     from snapcat.local.predictor import DEFAULT_PORT
-    from snapcat.service_name import DEFAULT_MODEL_NAME
-    from snapcat.transformer_core import DEFAULT_TOP_K
+    from snapcat.serve.transformer_core import DEFAULT_TOP_K
 
     p = sub.add_parser(
         "serve",
@@ -69,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     loc.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     loc.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     loc.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for start-up")
+    loc.add_argument(
+        "--log-dir",
+        help="where predictor.log and transformer.log go (default: a new temporary folder); the "
+        "terminal shows their warnings and errors, every line with snapcat -v",
+    )
     _batching_argument(loc)
     loc.set_defaults(handler=run_local)
 
@@ -85,37 +91,29 @@ def _batching_argument(parser: argparse.ArgumentParser) -> None:
 
 def _batching(args: argparse.Namespace):
     """The parsed batching file, or a UserError naming what is wrong with it."""
-    from snapcat.cli import UserError
-    from snapcat.tf_serving_config import BatchingParameters, ConfigFileError
+    from snapcat.contract.tf_serving_config import BatchingParameters
 
-    try:
-        return BatchingParameters.from_file(args.batching_parameters_file)
-    except ConfigFileError as exc:
-        raise UserError(str(exc)) from exc
+    return BatchingParameters.from_file(args.batching_parameters_file)
 
 
 # ---------------------------------------------------------------------------------- handlers
 def run_predictor(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
+    from snapcat.contract.model_info import latest_version_dir
+    from snapcat.errors import UserError
     from snapcat.local.predictor import serve
-    from snapcat.model_info import latest_version_dir
-    from snapcat.tf_serving_config import ConfigFileError
 
     batching = _batching(args)
     try:
         latest_version_dir(args.model_dir)
     except FileNotFoundError as exc:
         raise UserError(str(exc)) from exc
-    try:
-        serve(
-            args.model_dir,
-            port=args.port,
-            host=args.host,
-            model_name=args.model_name,
-            batching=batching,
-        )
-    except ConfigFileError as exc:  # e.g. a batching feature the stand-in does not have
-        raise UserError(str(exc)) from exc
+    serve(
+        args.model_dir,
+        port=args.port,
+        host=args.host,
+        model_name=args.model_name,
+        batching=batching,
+    )
     return 0
 
 
@@ -132,9 +130,13 @@ def run_transformer(args: argparse.Namespace) -> int:
 
 
 def run_local(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
+    import tempfile
+
+    from snapcat.errors import UserError
+    from snapcat.local.log_echo import LogEcho
     from snapcat.local.stack import LocalStack
 
+    log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="snapcat-serve-local-"))
     stack = LocalStack(
         args.model_dir,
         port=args.port,
@@ -143,8 +145,10 @@ def run_local(args: argparse.Namespace) -> int:
         model_name=args.model_name,
         top_k=args.top_k,
         batching_parameters_file=args.batching_parameters_file,
+        log_dir=log_dir,
     )
     _batching(args)  # a bad file is refused here, not in the child
+    echo = None
 
     def terminate(signum, frame):
         raise KeyboardInterrupt
@@ -156,10 +160,15 @@ def run_local(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             raise UserError(str(exc)) from exc
         except (RuntimeError, TimeoutError) as exc:
-            raise UserError(f"the local servers did not start: {exc}") from exc
+            raise UserError(
+                f"the local servers did not start: {exc} (their logs: {log_dir})"
+            ) from exc
+        logs = [log_dir / "predictor.log", log_dir / "transformer.log"]
+        echo = LogEcho(logs, verbose=getattr(args, "verbose", False)).start()
         print(
             f"serving {args.model_name} at {stack.url} (predictor {stack.predictor_url})\n"
             f"  snapcat classify PHOTO... --url {stack.url} --model-name {args.model_name}\n"
+            f"  logs: {log_dir} (warnings and errors shown here; snapcat -v: every line)\n"
             "Ctrl-C stops both servers.",
             flush=True,
         )
@@ -171,4 +180,6 @@ def run_local(args: argparse.Namespace) -> int:
         return 0
     finally:
         stack.stop()
+        if echo is not None:
+            echo.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_taxonomy(args: argparse.Namespace) -> int:
-    from snapcat.taxonomy import Taxonomy
+    from snapcat.contract.taxonomy import Taxonomy
 
     taxonomy = Taxonomy.load(args.taxonomy)
     if args.json:

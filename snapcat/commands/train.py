@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from snapcat.commands import DefaultsHelpFormatter
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from snapcat.training import BACKBONE_NAMES, MODES, TrainConfig
+    from snapcat.train.trainer import BACKBONE_NAMES, MODES, TrainConfig
 
     d = TrainConfig(data="", output="")
     p = sub.add_parser(
         "train",
+        formatter_class=DefaultsHelpFormatter,
         help="train and export a model (resumes a killed run)",
         description=(
             "Trains an ImageNet backbone with a softmax head over the dataset's categories and "
@@ -45,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="model input size (default: the size the data was prepared at)",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs in all")
     p.add_argument(
         "--head-epochs",
         type=int,
@@ -66,11 +69,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="whole-network learning rate (fine-tuning, two-phase second phase); default: the "
         "backbone's recipe (1e-5 for Xception/InceptionV3, 1e-4 for EfficientNet-Lite0)",
     )
-    p.add_argument("--dropout", type=float, default=d.dropout)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment)
-    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default=d.mixed_precision)
-    p.add_argument("--early-stopping-patience", type=int, default=d.early_stopping_patience)
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the head")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=d.augment,
+        help="random flips, zoom, shifts, rotation and brightness/contrast jitter while training",
+    )
+    p.add_argument(
+        "--mixed-precision",
+        choices=("auto", "on", "off"),
+        default=d.mixed_precision,
+        help="mixed float16 compute (auto: on when every GPU has tensor cores)",
+    )
+    p.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=d.early_stopping_patience,
+        help="epochs without improvement before stopping",
+    )
     p.add_argument(
         "--confident-precision",
         type=float,
@@ -92,35 +110,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from snapcat.cli import UserError
-    from snapcat.modeling import WeightsUnavailableError
-    from snapcat.training import TrainConfig, TrainingError, train
+    from snapcat.commands import config_from_args
+    from snapcat.train.trainer import TrainConfig, train
 
-    config = TrainConfig(
-        data=args.data,
-        output=args.output,
-        backbone=args.backbone,
-        mode=args.mode,
-        weights=args.weights,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        head_epochs=args.head_epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        fine_tune_learning_rate=args.fine_tune_learning_rate,
-        dropout=args.dropout,
-        seed=args.seed,
-        augment=args.augment,
-        mixed_precision=args.mixed_precision,
-        early_stopping_patience=args.early_stopping_patience,
-        overwrite=args.overwrite,
-        confident_precision=args.confident_precision,
-        checkpoint_dir=args.checkpoint_dir,
+    config = config_from_args(
+        TrainConfig, args, defaults=("shuffle_buffer", "min_selection_photos")
     )
-    try:
-        summary = train(config)
-    except (TrainingError, WeightsUnavailableError) as exc:
-        raise UserError(str(exc)) from exc
+    summary = train(config)
     best = summary.get("best", {})
     print(f"exported {summary['version_dir']}")
     if best:

@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from snapcat.contract.taxonomy import Taxonomy
 from snapcat.feedback.store import FeedbackStore
-from snapcat.taxonomy import Taxonomy
 
 MANIFEST = "manifest.csv"
 AGREEMENT = "agreement.json"

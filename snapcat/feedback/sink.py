@@ -10,12 +10,12 @@ transformer's hot path stays free of storage writes.
 - ``POST /``: CloudEvents from KServe's logger (``spec.transformer.logger.url``): request events
   store the photos, response events the suggestions and their ``prediction_id``.
 - ``PUT /v1/feedback/{prediction_id}`` ``{"category": "<slug or name>"}``: the seller's final
-  category, from the app backend (:meth:`snapcat.client.SnapcatClient.report_category`). Repeating
+  category, from the app backend (:meth:`snapcat.serve.client.SnapcatClient.report_category`). Repeating
   it is harmless; a different category later replaces the earlier one.
 - ``GET /metrics``: sellers' answers and top-1/top-3 agreements per model version
-  (:mod:`snapcat.live_metrics`), read by ``snapcat rollout analyze``; the same for answers
+  (:mod:`snapcat.contract.metric_names`), read by ``snapcat rollout analyze``; the same for answers
   flagged ``confident``, and a 0/1 gauge per version that is 1 when those break their top-3
-  promise by more than chance allows (:mod:`snapcat.confident_promise`, also logged).
+  promise by more than chance allows (:mod:`snapcat.feedback.promise`, also logged).
 
 Nothing is acknowledged before it is on disk (see :mod:`~snapcat.feedback.store`), so a caller that
 retries until it gets a 2xx loses nothing when the sink is briefly down.
@@ -48,8 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from snapcat import live_metrics as m
-from snapcat.confident_promise import check_promise
+from snapcat.contract import metric_names as m
+from snapcat.contract.taxonomy import Taxonomy
 from snapcat.feedback.events import (
     PREDICTION_ID,
     REQUEST_TYPE,
@@ -59,8 +59,8 @@ from snapcat.feedback.events import (
     response_confident,
     response_predictions,
 )
+from snapcat.feedback.promise import check_promise
 from snapcat.feedback.store import FeedbackStore, UnknownPrediction
-from snapcat.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Server-side batching for the local predictor, by TF Serving's rules and parameters.
 
 Production's TF Serving runs with ``--enable_batching`` and a ``BatchingParameters`` file
-(:mod:`snapcat.tf_serving_config`); this follows the same parameters with the semantics of TF's
+(:mod:`snapcat.contract.tf_serving_config`); this follows the same parameters with the semantics of TF's
 ``SharedBatchScheduler`` and TF Serving's ``BatchingSession``, so local latency and throughput
 figures describe production's batching rather than a friendlier scheme:
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from snapcat.tf_serving_config import BatchingParameters, ConfigFileError
+from snapcat.contract.tf_serving_config import BatchingParameters, ConfigFileError
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ uses of TF Serving's REST API (``tensorflow_serving/g3doc/api_rest.md``):
 Errors are ``{"error": "<message>"}`` with TF Serving's status for the case: 400 for a bad request
 or input, 404 for an unknown model or version, 503 when the batching queue is full. It loads the
 highest integer version folder (TF Serving's ``latest: 1`` policy), replays the version's warm-up
-records before it opens its port (:mod:`snapcat.warmup`), and batches requests by the same
+records before it opens its port (:mod:`snapcat.train.warmup`), and batches requests by the same
 ``BatchingParameters`` file as production (:mod:`snapcat.local.batching`).
 """
 
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from snapcat.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from snapcat.contract.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from snapcat.contract.tf_serving_config import BatchingParameters
 from snapcat.local.batching import MicroBatcher, QueueFullError, TaskTooLargeError, pad
-from snapcat.tf_serving_config import BatchingParameters
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,10 @@ def _signature_defs(version_dir: str) -> dict[str, Any]:
 
 
 class Servable:
-    """One model name, its highest version loaded with :class:`snapcat.export.ServingModel`."""
+    """One model name, its highest version loaded with :class:`snapcat.train.export.ServingModel`."""
 
     def __init__(self, model_dir: str, name: str):
-        from snapcat.export import ServingModel
+        from snapcat.train.export import ServingModel
 
         self.name = name
         self.model = ServingModel(model_dir)
@@ -139,7 +139,7 @@ class Servable:
     def warm_up(self, parameters: BatchingParameters) -> int:
         """Replays the version's warm-up records as TF Serving does at load (each once, padded
         like a batch); returns how many. A record that fails fails the load, as there."""
-        from snapcat.warmup import read_warmup_requests, request_images
+        from snapcat.train.warmup import read_warmup_requests, request_images
 
         requests = read_warmup_requests(self.model.version_dir)
         start = time.perf_counter()

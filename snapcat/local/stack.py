@@ -89,7 +89,7 @@ class LocalStack:
         transformer_args: tuple[str, ...] = (),
         batching_parameters_file: str | None = None,
     ):
-        from snapcat.service_name import DEFAULT_MODEL_NAME
+        from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 
         self.model_dir = str(model_dir)
         self.host = host
@@ -118,8 +118,8 @@ class LocalStack:
         return self.log_dir / f"{name}.log"
 
     def start(self, timeout: float = 300.0) -> LocalStack:
-        from snapcat.model_info import latest_version_dir
-        from snapcat.tf_serving_config import BatchingParameters
+        from snapcat.contract.model_info import latest_version_dir
+        from snapcat.contract.tf_serving_config import BatchingParameters
 
         # Fail now, not in a child, on a wrong folder or a bad batching file.
         latest_version_dir(self.model_dir)

@@ -44,7 +44,7 @@ def _check_same_classes(current_uri: str | None, new_uri: str) -> None:
     """Refuses a canary that changes the class list. Labels are always right (each answer names
     its classes), but the canary analysis compares the two versions' category mixes, and an app
     may not expect a category appearing for a share of its sellers only."""
-    from snapcat.model_info import load_model_info
+    from snapcat.contract.model_info import load_model_info
 
     if not current_uri:
         return

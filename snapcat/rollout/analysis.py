@@ -38,10 +38,14 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-from snapcat import confident_promise
+from snapcat.feedback import promise as confident_promise
 from snapcat.rollout.evidence import VersionEvidence, gather, versions_seen
 from snapcat.rollout.isvc import RolloutError
 from snapcat.rollout.prometheus import Prometheus
+
+#: How far back the canary analysis looks (a PromQL range): the CLI, the automatic canary and
+#: the pipeline's run parameter read it from here.
+DEFAULT_WINDOW = "10m"
 
 PROMOTE, ROLLBACK, WAIT = "promote", "rollback", "wait"
 #: Checks that must have run (and passed) before a promotion; any other check (sellers'
@@ -270,7 +274,7 @@ def analyze(
     *,
     canary_version: str | None = None,
     stable_version: str | None = None,
-    window: str = "10m",
+    window: str = DEFAULT_WINDOW,
     thresholds: Thresholds | None = None,
     wait_timeout: float = 0.0,
     interval: float = 30.0,

@@ -13,7 +13,14 @@ import logging
 from dataclasses import dataclass, field
 
 from snapcat.rollout.actions import canary, promote, rollback
-from snapcat.rollout.analysis import PROMOTE, ROLLBACK, Decision, Thresholds, analyze
+from snapcat.rollout.analysis import (
+    DEFAULT_WINDOW,
+    PROMOTE,
+    ROLLBACK,
+    Decision,
+    Thresholds,
+    analyze,
+)
 from snapcat.rollout.apply import RolloutResult
 from snapcat.rollout.cluster import Cluster
 from snapcat.rollout.evidence import check_window
@@ -30,7 +37,7 @@ class AutoAnalysis:
     """How an automatic canary is judged (see :mod:`snapcat.rollout.analysis`)."""
 
     prometheus_url: str
-    window: str = "10m"
+    window: str = DEFAULT_WINDOW
     thresholds: Thresholds = field(default_factory=Thresholds)
     timeout: float = 3600.0  # seconds of analysis before the canary counts as undecided
     interval: float = 60.0

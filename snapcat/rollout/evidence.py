@@ -1,7 +1,7 @@
 """What Prometheus knows about one model version over a window: the evidence a canary is judged on.
 
 Nine instant queries per analysis, each for both versions at once, over the transformer's and the
-feedback sink's per-version series (:mod:`snapcat.live_metrics`).
+feedback sink's per-version series (:mod:`snapcat.contract.metric_names`).
 
 Evidence is only as good as its worst sample: a count that is NaN, infinite or negative, a p95
 latency that is not a positive number, or the same series twice in one answer is not evidence of
@@ -15,7 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from snapcat import live_metrics as m
+from snapcat.contract import metric_names as m
 from snapcat.rollout.isvc import RolloutError
 from snapcat.rollout.prometheus import Prometheus
 

@@ -6,8 +6,8 @@ bodies, checks and status formatting share one reading of it.
 
 from __future__ import annotations
 
-from snapcat.errors import UserError
-from snapcat.service_name import DEFAULT_MODEL_NAME
+from snapcat.contract.service_name import DEFAULT_MODEL_NAME
+from snapcat.errors import SnapcatError
 
 GROUP = "serving.kserve.io"
 VERSION = "v1beta1"
@@ -31,7 +31,7 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
 
 
-class RolloutError(UserError):
+class RolloutError(SnapcatError):
     """A rollout that cannot start or did not finish; the message says what to do."""
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from kfp import local
 
 from components.fingerprint import build
-from snapcat.sources import fingerprint
+from snapcat.dataset.sources import fingerprint
 
 REPO = Path(__file__).resolve().parents[3]
 
