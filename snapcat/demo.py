@@ -57,7 +57,7 @@ class TrainingEcho:
     def __call__(self, line: str) -> str | None:
         if phase := _PHASE.search(line):
             name, first, last = phase.groups()
-            return f"             phase {name}: epochs {int(first) + 1}-{last}"
+            return f"             phase {name}: epochs {first}-{last}"  # logged 1-based
         if start := _EPOCH_START.search(line):
             self.epoch = f"{start[1]}/{start[2]}"
             return None
