@@ -4,7 +4,7 @@ from snapcat.demo import TrainingEcho
 
 # What kfp.local forwards from the train step (Keras verbose=2 and snapcat's phase record).
 TRAIN_LOG = """\
-INFO snapcat.train.trainer: phase head: epochs 0-5, backbone frozen, learning rate 0.005
+INFO snapcat.train.trainer: phase head: epochs 1-5, backbone frozen, learning rate 0.005
 Epoch 1/8
 8/8 - 15s - 2s/step - loss: 2.1267 - top1: 0.2969 - top3: 0.51 - val_loss: 1.9256 - val_top1: 0.3969 - val_top3: 0.70
 Epoch 2/8
