@@ -19,10 +19,13 @@ from pathlib import Path
 #: The family name inside NanumGothic.ttf, and the name the report's CSS gives the embedded subset.
 FONT_FAMILY = "NanumGothic"
 EMBEDDED_FAMILY = "snapcat-hangul"
-#: The HTML's font stack: Latin from the system, Hangul from the embedded subset first, then the
-#: usual Korean system fonts (if the page is opened from a copy whose data URI was stripped).
+#: The HTML's font stack: the embedded subset first (its unicode-range holds only the page's
+#: Korean characters, so everything else falls through to the system's fonts), then the usual
+#: Korean system fonts (for a copy whose data URI was stripped). First, not after system-ui:
+#: Chromium resolves system-ui through fontconfig, whose fallback claims every character, so a
+#: table cell's Hangul was drawn as empty boxes by DejaVu Sans before the embedded font was asked.
 CSS_FONT_STACK = (
-    f'system-ui, "{EMBEDDED_FAMILY}", "Noto Sans CJK KR", "Noto Sans KR", '
+    f'"{EMBEDDED_FAMILY}", system-ui, "Noto Sans CJK KR", "Noto Sans KR", '
     '"Apple SD Gothic Neo", "Malgun Gothic", "NanumGothic", sans-serif'
 )
 

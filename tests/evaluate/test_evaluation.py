@@ -447,17 +447,24 @@ def test_report_renders_korean_charts_and_gallery_in_headless_chromium(evaluated
             ".filter(h => /[\\uac00-\\ud7a3]/.test(h.textContent)).map(h => h.textContent)"
         )
         assert headings, "no Korean category heading in the page"
-        driver.execute_script(
-            "[...document.querySelectorAll('h3')].find(h => h.textContent === arguments[0])"
-            ".setAttribute('data-probe', '')",
-            headings[0],
+        # Every element whose own text holds Korean (table cells, headings, captions): the
+        # embedded font drew each Hangul syllable, no fallback font drew one as an empty box.
+        probes = driver.execute_script(
+            "const all = [...document.body.querySelectorAll('td, th, h1, h2, h3, p, span, li')];"
+            "const own = e => [...e.childNodes].filter(n => n.nodeType === 3)"
+            "  .map(n => n.textContent).join('');"
+            "const korean = all.filter(e => /[\uac00-\ud7a3]/.test(own(e)));"
+            "korean.forEach((e, i) => e.setAttribute('data-probe', i));"
+            "return korean.map(e => e.textContent);"
         )
-        drawn = platform_fonts(driver, "h3[data-probe]")
-        syllables = sum("\uac00" <= ch <= "\ud7a3" for ch in headings[0])
-        embedded = [f for f in drawn if f["isCustomFont"] and f["familyName"] == "NanumGothic"]
-        assert embedded and embedded[0]["glyphCount"] >= syllables, drawn
-        others = sum(f["glyphCount"] for f in drawn if f not in embedded)
-        assert others <= len(headings[0]) - syllables, drawn  # no Hangul drawn by a fallback
+        assert len(probes) > 10, probes
+        for i, text in enumerate(probes):
+            drawn = platform_fonts(driver, f'[data-probe="{i}"]')
+            syllables = sum("\uac00" <= ch <= "\ud7a3" for ch in text)
+            embedded = [f for f in drawn if f["isCustomFont"] and f["familyName"] == "NanumGothic"]
+            assert embedded and embedded[0]["glyphCount"] >= syllables, (text, drawn)
+            others = sum(f["glyphCount"] for f in drawn if f not in embedded)
+            assert others <= len(text) - syllables, (text, drawn)  # no Hangul from a fallback
 
         for alt in ("confusion matrix", "reliability diagram"):
             box = driver.execute_script(
