@@ -90,7 +90,8 @@ def assign_splits(
 
     Hash-assigned photos follow :func:`split_for`; then, per category, while test (then
     validation) holds fewer than its minimum, the hash-assigned training photo with the lowest
-    hash value is moved there. At least one training photo is always left; a category too small
+    hash value is moved there (validation, once train is down to one photo, takes hash-assigned
+    test photos beyond test's minimum). At least one training photo is always left; a category too small
     for both minimums is reported in ``short`` (test is served first: it is what the release
     decision reads).
     """
@@ -98,24 +99,36 @@ def assign_splits(
         raise ValueError("split minimums must be >= 0")
     splits: dict[str, str] = {}
     free_train: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    free_test: dict[str, list[tuple[float, str]]] = defaultdict(list)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SPLITS, 0))
     for sha, slug, fixed in photos:
         split = fixed or split_for(sha, seed, test_fraction, validation_fraction)
         splits[sha] = split
         counts[slug][split] += 1
-        if fixed is None and split == "train":
-            free_train[slug].append((_uniform(sha, seed), sha))
+        if fixed is None and split in ("train", "test"):
+            (free_train if split == "train" else free_test)[slug].append((_uniform(sha, seed), sha))
     promoted: dict[str, int] = {}
     short: dict[str, str] = {}
     for slug in sorted(counts):
         pool = sorted(free_train[slug])
+        # Hash-assigned test photos beyond test's minimum, nearest the validation cut first: in a
+        # small category the draw (or user-fixed test photos) can leave test full and train
+        # nearly empty, and validation is then served from test's surplus.
+        surplus = sorted(free_test[slug], reverse=True)
+        want_test = min_test if test_fraction > 0 else 0
         moved = 0
         for split, minimum in (("test", min_test), ("validation", min_validation)):
             want = minimum if (test_fraction if split == "test" else validation_fraction) > 0 else 0
-            while counts[slug][split] < want and pool and counts[slug]["train"] > 1:
-                _, sha = pool.pop(0)
+            while counts[slug][split] < want:
+                if pool and counts[slug]["train"] > 1:
+                    _, sha = pool.pop(0)
+                    counts[slug]["train"] -= 1
+                elif split == "validation" and surplus and counts[slug]["test"] > want_test:
+                    _, sha = surplus.pop(0)
+                    counts[slug]["test"] -= 1
+                else:
+                    break
                 splits[sha] = split
-                counts[slug]["train"] -= 1
                 counts[slug][split] += 1
                 moved += 1
             if counts[slug][split] < want:

@@ -477,7 +477,7 @@ def test_failure_midway_keeps_old_output(tmp_path, monkeypatch, where):
     before = {p: p.read_bytes() for p in files_under(out)}
     make_tree(tmp_path / "in", {"plants": 4}, prefix="new")
 
-    def write_then_fail(records, folder, split):
+    def write_then_fail(records, folder, split, **progress):
         (Path(folder) / f"{split}-00000-of-00001.tfrecord").write_bytes(b"partial")
         raise OSError("disk full")
 

@@ -187,3 +187,17 @@ def test_manifest_split_values(value, expected):
 def test_unknown_manifest_split_value_is_refused():
     with pytest.raises(ValueError, match="valid"):
         parse_split("holdout")
+
+
+def test_validation_is_served_from_tests_surplus_when_train_runs_dry():
+    """Three photos fixed to test and a hash draw that sends three more of five there: test is
+    full, train has two, and validation used to stay at one (flaky in CI: it depended on the
+    generated photos' bytes). Now test's hash-assigned surplus tops validation up."""
+    free = [sha(i) for i in range(10_000) if split_for(sha(i), 0, 0.2, 0.1) == "test"][:3]
+    free += [sha(i) for i in range(10_000) if split_for(sha(i), 0, 0.2, 0.1) == "train"][:2]
+    photos = _photos(3, "plants", "test") + [(h, "plants", None) for h in free]
+    plan = assign_splits(photos, 0, 0.2, 0.1, min_test=2, min_validation=2)
+    counts = Counter(plan.splits[h] for h, _, _ in photos)
+    assert counts["validation"] >= 2 and counts["test"] >= 2 and counts["train"] >= 1, counts
+    assert all(plan.splits[h] == "test" for h, _, f in photos if f == "test")  # fixed: kept
+    assert plan.short == {}
