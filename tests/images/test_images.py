@@ -406,7 +406,7 @@ def test_training_image_has_the_lock_tensorflow_and_the_weights_it_could_bake(
     lock = (REPO_ROOT / "requirements" / "train.lock").read_text()
     tensorflow = re.search(r"^tensorflow-cpu==(\S+)$", lock, re.M).group(1)
     probe = (
-        "import json, os, tensorflow as tf; from snapcat import efficientnet_lite as e; "
+        "import json, os, tensorflow as tf; from snapcat.train import efficientnet_lite as e; "
         "print(json.dumps([os.getuid(), tf.__version__, e.converted_weights_path().is_file(), "
         "os.access(e.converted_weights_path(), os.W_OK)]))"
     )
