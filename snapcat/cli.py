@@ -29,8 +29,9 @@ def _command_modules():
 # --------------------------------------------------------------------------------- main
 
 
-#: Libraries that log every request at INFO: shown with -v only.
-QUIET_LIBRARIES = ("httpx", "httpcore")
+#: Libraries that log every request (httpx) or TensorFlow's export chatter (absl) at INFO: shown
+#: with -v only.
+QUIET_LIBRARIES = ("httpx", "httpcore", "absl")
 
 
 def build_parser() -> argparse.ArgumentParser:
