@@ -130,12 +130,12 @@ def run_audit(config: AuditConfig) -> dict:
     write_csv(rows, out / "label_issues.csv")
     taxonomy = Taxonomy.load()
     labels = {slug: taxonomy[slug].label for slug in taxonomy.slugs}
-    source = config.data or config.predictions
+    summary["source"] = config.data or config.predictions
     write_gallery(
         rows[: config.gallery_size],
         out / "gallery.html",
         labels=labels,
-        title=f"Label audit: {source}",
+        title="Label audit",
         summary=summary,
     )
     (out / "audit.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), "utf-8")

@@ -5,7 +5,8 @@ Three inputs, as ``snapcat prepare`` takes them:
 - a **folder** or **bucket prefix** (``gs://bucket/listings/``): every image file below it, in
   sorted order, streamed with ``fsspec``'s walk (a listing of millions is never held at once);
   the id is the path relative to the input; a photo under a top folder named after a taxonomy
-  category (``living-food/123.jpg``) carries that category;
+  category (slug, English name or Korean label, as ``snapcat prepare`` reads folders:
+  ``living-food/123.jpg``) carries that category;
 - a **manifest** (``.csv``): a ``path`` column (relative to the manifest's folder, absolute, or a
   URI), optional ``id`` (default: the path) and optional ``category`` (a slug, or the seller's
   category for the catalogue audit).
@@ -55,7 +56,6 @@ def iter_folder(uri: str, taxonomy: Taxonomy | None = None) -> Iterator[PhotoRef
     fs, root, prefix = _fs(uri)
     if not fs.isdir(root):
         raise UserError(f"--input {uri}: no such folder or prefix (or a .csv manifest)")
-    slugs = set(taxonomy.slugs) if taxonomy else set()
     for folder, dirs, files in fs.walk(root):
         dirs.sort()  # walk visits sub-folders in this order
         for name in sorted(files):
@@ -64,7 +64,8 @@ def iter_folder(uri: str, taxonomy: Taxonomy | None = None) -> Iterator[PhotoRef
             path = posixpath.join(folder, name)
             rel = posixpath.relpath(path, root)
             top = rel.split("/", 1)[0] if "/" in rel else None
-            yield PhotoRef(rel, prefix + path, top if top in slugs else None)
+            category = taxonomy.resolve(top) if taxonomy and top else None
+            yield PhotoRef(rel, prefix + path, category)
 
 
 def iter_manifest(uri: str) -> Iterator[PhotoRef]:
