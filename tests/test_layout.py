@@ -31,6 +31,9 @@ FLOORS = {
     "serve": {"contract", "imaging"},
     "train": {"contract", "imaging", "dataset", "stats", "storage"},
     "evaluate": {"contract", "imaging", "dataset", "train", "stats", "storage", "rollout"},
+    # batch prediction shapes its lines with the transformer's own (TF-free) answer code
+    "batch": {"contract", "imaging", "dataset", "train", "serve", "storage"},
+    "audit": {"contract", "imaging", "dataset", "train", "batch", "evaluate", "storage"},
 }
 SERVING_ALLOWED = ("snapcat.contract", "snapcat.imaging", "snapcat.serve", "snapcat.errors")
 #: Import names of the serving lock's packages where they differ from the distribution's name.

@@ -67,6 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="reject files of unknown categories instead of failing",
     )
+    p.add_argument(
+        "--relabel",
+        metavar="CSV",
+        help="reviewed label audit: photos (path) to give the category in suggested_label",
+    )
+    p.add_argument(
+        "--exclude", metavar="CSV", help="reviewed label audit: photos (path) to leave out"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output atomically")
     p.add_argument("--max-bytes", type=int, default=d.max_bytes, help="per-file byte cap")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="per-image pixel cap")

@@ -29,6 +29,7 @@ from snapcat import storage
 from snapcat.contract.image_spec import ImageSpec
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset import shards
+from snapcat.dataset.corrections import apply_corrections
 from snapcat.dataset.sources import Discovery, SourceItem, discover
 from snapcat.dataset.splits import SPLITS, assign_splits, balanced_class_weights
 from snapcat.errors import SnapcatError
@@ -60,6 +61,9 @@ class PrepareConfig:
     overwrite: bool = False
     max_bytes: int = ImageSpec.max_bytes
     max_pixels: int = ImageSpec.max_pixels
+    #: a reviewed label audit (snapcat.dataset.corrections): photos to relabel / to leave out
+    relabel: str | None = None
+    exclude: str | None = None
     progress: bool = True
 
     @property
@@ -173,6 +177,8 @@ def run_prepare(config: PrepareConfig) -> dict:
     taxonomy = Taxonomy.load(config.taxonomy)
     storage.ensure_can_publish(config.output, config.overwrite)  # before hours of decoding
     found: Discovery = discover(config.input, taxonomy, config.manifest, config.ignore_unknown)
+    corrected = apply_corrections(found.items, taxonomy, config.relabel, config.exclude)
+    found.items, found.rejected = corrected.items, found.rejected + corrected.rejected
     trainable_named = {s for s in found.category_dirs if taxonomy[s].trainable}
     _check_counts(
         Counter(i.slug for i in found.items),
@@ -257,6 +263,7 @@ def run_prepare(config: PrepareConfig) -> dict:
         "rejected_by_reason": dict(sorted(Counter(r for _, r in rejected).items())),
         "duplicates": len(duplicates),
         "skipped_non_trainable": dict(sorted(found.non_trainable.items())),
+        "corrections": corrected.summary,
         "absent_categories": [s for s in taxonomy.trainable_slugs if s not in classes],
         "shards": {},
     }

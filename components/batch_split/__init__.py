@@ -1,0 +1,3 @@
+from components.batch_split.component import build
+
+__all__ = ["build"]
