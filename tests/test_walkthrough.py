@@ -98,7 +98,14 @@ PLACEHOLDERS: list[tuple[str, str]] = [
     ("MODEL_DIR", "runs/model"),
     ("s3://models/listing-category/1796000000", "runs/model"),  # production: the same model
     ("runs/eval-a runs/eval-b", "runs/eval runs/local-eval"),
-    ("--current live.yaml", "--current live.yaml"),  # written by the walk: the deployed object
+    ("gs://bucket/listings/", "data/sample/"),  # the catalogue: the sample
+    ("--input data/listings ", "--input data/sample "),
+    ("--input listings.csv", "--input data/sample/manifest.csv"),
+    (
+        "reviewed-relabel.csv",
+        "runs/audit/label_issues.csv",
+    ),  # reviewed: taken as the audit wrote it
+    ("reviewed.csv", "runs/audit/label_issues.csv"),
 ]
 
 
@@ -209,6 +216,9 @@ def _prepare_folder(folder: Path) -> None:
     shutil.copy(photos[0], folder / "photo1.jpg")
     Image.open(photos[-1]).convert("RGB").save(folder / "photo2.heic", format="HEIF")
     shutil.copy(REPO / "snapcat/data/kserve/inferenceservice.yaml", folder / "live.yaml")
+    (folder / "reviewed-exclude.csv").write_text(
+        f"path\n{photos[1].relative_to(REPO / 'data/sample')}\n"
+    )
 
 
 def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 240) -> None:
@@ -279,7 +289,8 @@ class Walk:
 @pytest.mark.timeout(3600)  # two trainings on two cores: ~6 minutes alone, more beside other work
 def test_walkthrough_runs_as_written(tmp_path):
     """Prepare, train, evaluate, compare, the pipeline on kfp.local, the request file and curl,
-    the local server, classify, the dry runs, the Python client: each exits 0 and says what the
+    batch prediction and the label audit with a reviewed prepare, the local server, classify, the
+    dry runs, the Python client: each exits 0 and says what the
     docs say it says."""
     _prepare_folder(tmp_path)
     walk = Walk(tmp_path, _free_port())
@@ -304,6 +315,10 @@ def test_walkthrough_runs_as_written(tmp_path):
                 assert evaluations, "run-local left no evaluation where its summary says"
                 shutil.copytree(evaluations[0].parent, tmp_path / "runs/local-eval")
                 walk.run(compare, step.where)
+            if command.startswith("snapcat predict"):
+                assert (tmp_path / "results.jsonl").stat().st_size > 0
+            if command.startswith("snapcat audit --data"):
+                assert (tmp_path / "runs/audit/label_issues.csv").exists(), out
             if command.startswith("curl"):
                 assert '"predictions"' in out and '"prediction_id"' in out, out
             if command.startswith("snapcat classify"):
