@@ -60,6 +60,8 @@ DEFAULT_MAX_PHOTO_BYTES = 8 * 1024**3
 DEFAULT_MAX_PREDICTIONS_PER_VERSION = 2_000_000
 #: Below this much free space on the volume the store counts as full.
 DEFAULT_MIN_FREE_BYTES = 256 * 1024**2
+#: Seconds readiness fails after a photo was refused for room.
+FULL_HOLD_SECONDS = 60.0
 
 
 class StoreFull(Exception):
@@ -144,7 +146,7 @@ class FeedbackStore:
         self.per_version = dict(
             self._db.execute("SELECT model_version, COUNT(*) FROM predictions GROUP BY 1")
         )
-        self.full_reason: str | None = None  # set by the last write that hit a full volume
+        self._full: tuple[str, float] | None = None  # (why, until when): a refused photo write
 
     # ------------------------------------------------------------------ capacity
     def free_bytes(self) -> int:
@@ -157,7 +159,15 @@ class FeedbackStore:
             return f"the photo quota ({self.max_photo_bytes} bytes) is reached"
         if self.free_bytes() < self.min_free_bytes:
             return f"the volume has under {self.min_free_bytes} bytes free"
-        return self.full_reason
+        if self._full and time.monotonic() < self._full[1]:
+            return self._full[0]
+        return None
+
+    def _refuse(self, reason: str) -> StoreFull:
+        """Not ready for ``FULL_HOLD_SECONDS`` after a refused photo, then tried again (space may
+        have been freed, or the quota raised)."""
+        self._full = (reason, time.monotonic() + FULL_HOLD_SECONDS)
+        return StoreFull(reason)
 
     def close(self) -> None:
         with self._lock:
@@ -176,15 +186,16 @@ class FeedbackStore:
             return sha
         reason = self.fullness()
         if reason or self.photo_bytes + len(data) > self.max_photo_bytes:
-            raise StoreFull(reason or f"the photo quota ({self.max_photo_bytes} bytes) is reached")
+            raise self._refuse(
+                reason or f"the photo quota ({self.max_photo_bytes} bytes) is reached"
+            )
         folder = self.photos_dir / sha[:2]
         try:
             folder.mkdir(exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
         except OSError as exc:
             if _disk_full(exc):
-                self.full_reason = "the volume is full"
-                raise StoreFull(self.full_reason) from None
+                raise self._refuse("the volume is full") from None
             raise
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -195,8 +206,7 @@ class FeedbackStore:
         except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)  # no partial file is left behind
             if _disk_full(exc):
-                self.full_reason = "the volume is full"
-                raise StoreFull(self.full_reason) from None
+                raise self._refuse("the volume is full") from None
             raise
         dir_fd = os.open(folder, os.O_RDONLY)
         try:
@@ -215,8 +225,7 @@ class FeedbackStore:
                 statements(self._db)
         except sqlite3.OperationalError as exc:
             if _disk_full(exc):
-                self.full_reason = "the volume is full (database)"
-                raise StoreFull(self.full_reason) from None
+                raise self._refuse("the volume is full (database)") from None
             raise
 
     def add_request(self, event_id: str, photos: list[bytes]) -> None:
