@@ -27,6 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", required=True, help="folder per category, or a manifest; path or URI")
     p.add_argument("--manifest", help="CSV/JSONL manifest; relative paths resolve against --input")
+    p.add_argument(
+        "--allow-root",
+        dest="allow_roots",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URI",
+        help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
+        "rows elsewhere, or with other schemes, are refused: docs/data.md)",
+    )
     p.add_argument("--output", required=True, help="output folder (path or URI)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input size in px")
     p.add_argument(
@@ -78,7 +87,12 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from snapcat.commands import config_from_args
     from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
-    config = config_from_args(PrepareConfig, args, progress=not args.no_progress)
+    config = config_from_args(
+        PrepareConfig,
+        args,
+        progress=not args.no_progress,
+        allow_roots=tuple(args.allow_roots),
+    )
     stats = run_prepare(config)
     print(
         f"prepared {stats['accepted']} photos in {len(stats['classes'])} classes "
