@@ -98,5 +98,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         f"prepared {stats['accepted']} photos in {len(stats['classes'])} classes "
         f"(rejected {stats['rejected']}, duplicates {stats['duplicates']}) -> {args.output}"
     )
-    print(f"see {args.output}/summary.md and {args.output}/rejected.csv")
+    if stats.get("rejected_by_reason"):
+        reasons = sorted(stats["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+        print("rejected by reason: " + ", ".join(f"{n} {reason}" for reason, n in reasons))
+    print(f"see {args.output}/summary.md and {args.output}/rejected.csv (every row and why)")
     return 0
