@@ -136,7 +136,7 @@ class LocalStack:
         BatchingParameters.from_file(self.batching_parameters_file)
         if self.prediction_keys is None:
             parent = self.log_dir or Path(tempfile.mkdtemp(prefix="snapcat-keys-"))
-            self.prediction_keys = write_key_folder(parent / "prediction-keys")
+            self.prediction_keys = write_key_folder(parent / "signing-keys")
         KeyRing.load(self.prediction_keys)  # a broken key is refused here too
         self.predictor = spawn(
             predictor_command(
