@@ -87,12 +87,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     from snapcat.commands import config_from_args
     from snapcat.dataset.prepare import PrepareConfig, run_prepare
 
-    config = config_from_args(
-        PrepareConfig,
-        args,
-        progress=not args.no_progress,
-        allow_roots=tuple(args.allow_roots),
-    )
+    config = config_from_args(PrepareConfig, args, progress=not args.no_progress)
     stats = run_prepare(config)
     print(
         f"prepared {stats['accepted']} photos in {len(stats['classes'])} classes "

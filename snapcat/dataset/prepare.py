@@ -65,6 +65,10 @@ class PrepareConfig:
     #: Folders / bucket prefixes a manifest may name besides its own (issue 25).
     allow_roots: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A list from argparse's append action or a caller: one value, one form (and hashable).
+        object.__setattr__(self, "allow_roots", tuple(self.allow_roots))
+
     @property
     def spec(self) -> ImageSpec:
         return ImageSpec(

@@ -213,7 +213,16 @@ class FeedbackStore:
             os.fsync(dir_fd)  # the rename itself survives a crash
         finally:
             os.close(dir_fd)
-        self.photo_bytes += len(data)
+        size = len(data)
+
+        def count(db):
+            # Counted at once (not with the event's rows): a photo kept before a later one of the
+            # same event was refused still counts against the quota after a restart. Under the
+            # store's lock: concurrent events add up exactly.
+            if db.execute("INSERT OR IGNORE INTO photo_files VALUES (?, ?)", (sha, size)).rowcount:
+                self.photo_bytes += size
+
+        self._write(count)
         return sha
 
     # ------------------------------------------------------------------ writes
@@ -237,11 +246,9 @@ class FeedbackStore:
             except NotAnImage as exc:
                 raise NotAnImage(f"photo {i}: {exc}") from None
         shas = [self._write_photo(p) for p in photos]
-        sizes = [(sha, len(p)) for sha, p in zip(shas, photos, strict=True)]
         now = time.time()
 
         def write(db):
-            db.executemany("INSERT OR IGNORE INTO photo_files VALUES (?, ?)", sizes)
             db.executemany(
                 "INSERT OR IGNORE INTO photos VALUES (?, ?, ?, ?)",
                 [(event_id, i, sha, now) for i, sha in enumerate(shas)],
