@@ -69,3 +69,28 @@ def test_the_transformer_signs_with_the_mounted_key(tmp_path, monkeypatch):
     assert builder.signer.current.kid == "prod"
     monkeypatch.delenv("SNAPCAT_PREDICTION_KEYS")
     assert ResponseBuilder(top_k=2).signer.current.kid == "ephemeral"  # verifies nowhere
+
+
+def test_what_the_transformer_answers_verifies_as_the_sink_reads_it(tmp_path):
+    """Both wire forms, built by ResponseBuilder and read back by the sink's event parser: every
+    id verifies with the answer's version, slugs and confident flag (a V2 answer whose ids did
+    not would be refused, 403, for all its traffic)."""
+    from snapcat.feedback.events import response_confident, response_predictions
+    from snapcat.serve.transformer_core import PredictorAnswer
+
+    ring = KeyRing.load(write_key_folder(tmp_path / "keys"))
+    classes = ("beauty", "digital-devices", "plants", "pets")
+    answer = PredictorAnswer(
+        probabilities=[[0.9, 0.05, 0.03, 0.02], [0.3, 0.3, 0.2, 0.2]],
+        classes=[classes, classes],
+        version="1795757521",
+        labels=[classes, classes],
+        thresholds=[0.9, 0.9],
+    )
+    builder = ResponseBuilder(top_k=3, signer=ring)
+    v2 = {"model_version": answer.version, "outputs": builder.v2_outputs(answer)}
+    for body in (builder.v1_response(answer), v2):
+        confident = response_confident(body)
+        rows = response_predictions(body)
+        assert len(rows) == 2 and len(confident) == 1
+        assert all(ring.verify(pid, version, top, pid in confident) for pid, version, top in rows)
