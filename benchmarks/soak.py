@@ -607,11 +607,17 @@ def sink_attack() -> bool:
                       "source": "soak", "datacontenttype": "application/json"}  # fmt: skip
         return dict(to_binary(CloudEvent(attributes, b"{}"))[0])
 
-    port = free_port()
-    url = f"http://{HOST}:{port}"
+    from snapcat.contract.prediction_signing import write_key_folder
+    from snapcat.feedback.access import write_token_file
+
+    port, logger_port = free_port(), free_port()
+    url = f"http://{HOST}:{logger_port}"  # the attack comes in where KServe's logger posts
     limit = sink_manifest_memory()
     with tempfile.TemporaryDirectory() as tmp:
         import subprocess
+
+        keys = write_key_folder(f"{tmp}/keys")
+        token = write_token_file(f"{tmp}/token")
 
         process = subprocess.Popen(
             [
@@ -626,12 +632,18 @@ def sink_attack() -> bool:
                 HOST,
                 "--port",
                 str(port),
+                "--logger-port",
+                str(logger_port),
+                "--keys",
+                str(keys),
+                "--token-file",
+                str(token),
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_http_ok(f"{url}/healthz", 60, [process])
+            wait_http_ok(f"http://{HOST}:{port}/healthz", 60, [process])
             statuses: dict[str, list[int]] = {}
 
             def post(kind: str, content, timeout: float = 120) -> None:

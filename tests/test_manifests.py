@@ -469,12 +469,63 @@ def test_feedback_sink_manifests_validate_and_match_the_logger(kubectl, built):
     (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert container["image"] == transformer_container(isvc_of(built, "base"))["image"]
     assert container["command"][:3] == ["snapcat", "feedback", "serve"]
+    service = one(docs, "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
     for target in TARGETS:
         logger = isvc_of(built, target)["spec"]["transformer"]["logger"]
         assert logger == {
             "mode": "all",
-            "url": f"http://{one(docs, 'Service')['metadata']['name']}/",
+            "url": f"http://{service['metadata']['name']}:{ports['logger']}/",
         }
+
+
+def _flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def _secret_mounts(pod_spec: dict, container: dict) -> dict[str, str]:
+    """mount path -> Secret name of a container."""
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod_spec.get("volumes", [])
+               if "secret" in v}  # fmt: skip
+    return {m["mountPath"]: secrets[m["name"]] for m in container.get("volumeMounts", [])
+            if m["name"] in secrets}  # fmt: skip
+
+
+def test_feedback_loop_secrets_and_ports(kubectl, built):
+    """Issue 25: the transformer signs prediction ids with the key Secret the sink verifies them
+    with; the sink binds 0.0.0.0 explicitly (its default is 127.0.0.1), reads its bearer token
+    from a Secret, takes the logger's events on a port only the transformer reaches, and is
+    ready only while its store has room (/readyz)."""
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(MANIFESTS / "feedback")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (sink,) = pod["containers"]
+    command = sink["command"]
+    assert _flag(command, "--host") == "0.0.0.0"
+    mounts = _secret_mounts(pod, sink)
+    assert mounts[_flag(command, "--keys")] == "snapcat-prediction-keys"
+    token_dir, _ = _flag(command, "--token-file").rsplit("/", 1)
+    assert mounts[token_dir] == "snapcat-feedback-token"
+    assert sink["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert sink["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    logger_port = int(_flag(command, "--logger-port"))
+    rules = one(docs, "NetworkPolicy")["spec"]["ingress"]
+    (logger_rule,) = [r for r in rules if {"protocol": "TCP", "port": logger_port} in r["ports"]]
+    assert all("namespaceSelector" not in f or f["namespaceSelector"]["matchLabels"] ==
+               {"kubernetes.io/metadata.name": "knative-eventing"}
+               for f in logger_rule["from"])  # fmt: skip
+    for target in TARGETS:
+        isvc = isvc_of(built, target)
+        container = transformer_container(isvc)
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        keys = env["SNAPCAT_PREDICTION_KEYS"]
+        assert _secret_mounts(isvc["spec"]["transformer"], container)[keys] == (
+            "snapcat-prediction-keys"
+        )
 
 
 # ------------------------------------------------------------------------------ platform review

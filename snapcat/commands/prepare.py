@@ -27,6 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", required=True, help="folder per category, or a manifest; path or URI")
     p.add_argument("--manifest", help="CSV/JSONL manifest; relative paths resolve against --input")
+    p.add_argument(
+        "--allow-root",
+        dest="allow_roots",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URI",
+        help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
+        "rows elsewhere, or with other schemes, are refused: docs/data.md)",
+    )
     p.add_argument("--output", required=True, help="output folder (path or URI)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input size in px")
     p.add_argument(
@@ -92,5 +101,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         f"prepared {stats['accepted']} photos in {len(stats['classes'])} classes "
         f"(rejected {stats['rejected']}, duplicates {stats['duplicates']}) -> {args.output}"
     )
-    print(f"see {args.output}/summary.md and {args.output}/rejected.csv")
+    if stats.get("rejected_by_reason"):
+        reasons = sorted(stats["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+        print("rejected by reason: " + ", ".join(f"{n} {reason}" for reason, n in reasons))
+    print(f"see {args.output}/summary.md and {args.output}/rejected.csv (every row and why)")
     return 0

@@ -169,6 +169,8 @@ def run_local(args: argparse.Namespace) -> int:
             f"serving {args.model_name} at {stack.url} (predictor {stack.predictor_url})\n"
             f"  snapcat classify PHOTO... --url {stack.url} --model-name {args.model_name}\n"
             f"  logs: {log_dir} (warnings and errors shown here; snapcat -v: every line)\n"
+            f"  answer ids signed with the key in {stack.prediction_keys} (a local "
+            "`snapcat feedback serve --keys`)\n"
             "Ctrl-C stops both servers.",
             flush=True,
         )

@@ -30,6 +30,7 @@ from snapcat.contract.image_spec import ImageSpec
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset import shards
 from snapcat.dataset.corrections import apply_corrections
+from snapcat.dataset.manifest_policy import NotRegularFile, read_local_regular
 from snapcat.dataset.sources import Discovery, SourceItem, discover
 from snapcat.dataset.splits import SPLITS, assign_splits, balanced_class_weights
 from snapcat.errors import SnapcatError
@@ -65,6 +66,12 @@ class PrepareConfig:
     relabel: str | None = None
     exclude: str | None = None
     progress: bool = True
+    #: Folders / bucket prefixes a manifest may name besides its own (issue 25).
+    allow_roots: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A list from argparse's append action or a caller: one value, one form (and hashable).
+        object.__setattr__(self, "allow_roots", tuple(self.allow_roots))
 
     @property
     def spec(self) -> ImageSpec:
@@ -89,7 +96,12 @@ def _process(task: tuple[SourceItem, ImageSpec]) -> Processed:
     """Runs in a worker process: read, hash, normalize one file."""
     item, spec = task
     try:
-        data = storage.read_bytes(item.uri, limit=spec.max_bytes)
+        if "://" in item.uri:
+            data = storage.read_bytes(item.uri, limit=spec.max_bytes)
+        else:  # no FIFO, device or folder: it may have changed since the manifest was checked
+            data = read_local_regular(item.uri, spec.max_bytes)
+    except NotRegularFile as exc:
+        return Processed(item, None, None, "not-a-regular-file", str(exc))
     except FileNotFoundError:
         return Processed(item, None, None, "missing-file", "the file does not exist")
     except OSError as exc:
@@ -176,7 +188,9 @@ def run_prepare(config: PrepareConfig) -> dict:
     """Prepares the dataset and returns its stats (also written to ``stats.json``)."""
     taxonomy = Taxonomy.load(config.taxonomy)
     storage.ensure_can_publish(config.output, config.overwrite)  # before hours of decoding
-    found: Discovery = discover(config.input, taxonomy, config.manifest, config.ignore_unknown)
+    found: Discovery = discover(
+        config.input, taxonomy, config.manifest, config.ignore_unknown, config.allow_roots
+    )
     corrected = apply_corrections(found.items, taxonomy, config.relabel, config.exclude)
     found.items, found.rejected = corrected.items, found.rejected + corrected.rejected
     trainable_named = {s for s in found.category_dirs if taxonomy[s].trainable}

@@ -8,16 +8,17 @@ category, or a rejection with a reason. Category names are resolved through the 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import posixpath
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import fsspec
 
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.dataset.manifest_policy import ManifestPolicy, Refused
 from snapcat.dataset.splits import parse_split
 from snapcat.errors import SnapcatError
 
@@ -53,13 +54,18 @@ def _protocol_root(uri: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
 
 
 def discover(
-    input_uri: str, taxonomy: Taxonomy, manifest: str | None = None, ignore_unknown: bool = False
+    input_uri: str,
+    taxonomy: Taxonomy,
+    manifest: str | None = None,
+    ignore_unknown: bool = False,
+    allow_roots: tuple[str, ...] | list[str] = (),
 ) -> Discovery:
-    """Lists the input. ``input_uri`` may itself be a manifest file."""
+    """Lists the input. ``input_uri`` may itself be a manifest file. ``allow_roots``: folders or
+    bucket prefixes a manifest may name besides its own folder (``--allow-root``)."""
     if manifest is None and input_uri.lower().endswith(MANIFEST_SUFFIXES):
         manifest, input_uri = input_uri, posixpath.dirname(input_uri) or "."
     found = (
-        _from_manifest(manifest, input_uri, taxonomy)
+        _from_manifest(manifest, input_uri, taxonomy, tuple(allow_roots))
         if manifest
         else _from_folders(input_uri, taxonomy)
     )
@@ -118,38 +124,45 @@ def _from_folders(input_uri: str, taxonomy: Taxonomy) -> Discovery:
     return found
 
 
-def _read_manifest_rows(manifest: str) -> list[dict[str, str]]:
-    with fsspec.open(manifest, "rb") as handle:
-        text = handle.read().decode("utf-8-sig")
-    if manifest.lower().endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not {"path", "category"} <= set(reader.fieldnames):
-            raise SourceError(f"manifest {manifest} needs a header with 'path' and 'category'")
-        return list(reader)
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{manifest} line {number} is not JSON: {exc}") from exc
-        if not isinstance(row, dict) or "path" not in row or "category" not in row:
-            raise SourceError(f"{manifest} line {number} needs 'path' and 'category'")
-        rows.append(row)
-    return rows
+def _read_manifest_rows(manifest: str, found: Discovery) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of each manifest row, streamed: a million-row manifest is never held
+    whole (was: the text, then a list of every row). An unreadable JSONL line is a refused row."""
+    with fsspec.open(manifest, "rt", encoding="utf-8-sig", newline="") as handle:
+        if manifest.lower().endswith(".csv"):
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"path", "category"} <= set(reader.fieldnames):
+                raise SourceError(f"manifest {manifest} needs a header with 'path' and 'category'")
+            for number, row in enumerate(reader, 2):
+                yield number, row
+            return
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                found.rejected.append((f"(line {number})", "bad-manifest-row"))
+                continue
+            if not isinstance(row, dict) or "path" not in row or "category" not in row:
+                found.rejected.append((f"(line {number})", "bad-manifest-row"))
+                continue
+            yield number, row
 
 
-def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discovery:
-    """Relative paths resolve against ``base_uri`` (the manifest's folder unless --input says)."""
+def _from_manifest(
+    manifest: str, base_uri: str, taxonomy: Taxonomy, allow_roots: tuple[str, ...] = ()
+) -> Discovery:
+    """Relative paths resolve against ``base_uri`` (the manifest's folder unless --input says);
+    every row must name a file inside it or an ``allow_roots`` entry
+    (:mod:`snapcat.dataset.manifest_policy`), or it is refused with its reason."""
     found = Discovery()
-    _fs, base, prefix = _protocol_root(base_uri)
+    policy = ManifestPolicy(base_uri, allow_roots)
     bad_splits: Counter = Counter()
-    for row in _read_manifest_rows(manifest):
+    for _number, row in _read_manifest_rows(manifest, found):
         try:
             split = parse_split(row.get("split"))
         except ValueError:
-            bad_splits[str(row.get("split"))] += 1
+            bad_splits[str(row.get("split"))[:100]] += 1
             continue
         # The file is opened by exactly the name written (file names are bytes: an NFD name on
         # disk must stay NFD); reports show it NFC like folder inputs do.
@@ -158,12 +171,12 @@ def _from_manifest(manifest: str, base_uri: str, taxonomy: Taxonomy) -> Discover
         if not path:
             found.rejected.append(("(empty path)", "missing-path"))
             continue
-        display = unicodedata.normalize("NFC", path)
-        if "://" in path:
-            uri = path
-        else:
-            full = path if posixpath.isabs(path) else posixpath.join(base, path)
-            uri = prefix + posixpath.normpath(full)
+        display = unicodedata.normalize("NFC", path.replace("\x00", "\\0"))[:500]
+        try:
+            uri = policy.resolve(path)
+        except Refused as refused:
+            found.rejected.append((display, refused.reason))
+            continue
         # A missing file is found (and rejected as such) by the worker that reads it, so a
         # million-row manifest over a bucket costs no extra listing round-trips here.
         slug = taxonomy.resolve(name)
@@ -196,8 +209,11 @@ def fingerprint(input_uri: str, manifest: str | None = None) -> str:
         manifest, input_uri = input_uri, posixpath.dirname(input_uri) or "."
     digest = hashlib.sha256()
     if manifest:
+        content = hashlib.sha256()
         with fsspec.open(manifest, "rb") as handle:
-            digest.update(b"manifest\0" + hashlib.sha256(handle.read()).digest())
+            while chunk := handle.read(1 << 20):
+                content.update(chunk)
+        digest.update(b"manifest\0" + content.digest())
     fs, root = fsspec.core.url_to_fs(input_uri)
     if not fs.isdir(root):
         raise SourceError(f"input {input_uri} is not a folder or a manifest file")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,14 @@ import orjson
 from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
+from snapcat.contract.prediction_signing import SIGNED_ID
+
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 INPUT_NAME = "image_bytes"
-#: What the transformer puts in ``prediction_id``: 32 lowercase hex digits (a UUID4's hex).
-PREDICTION_ID = re.compile(r"^[0-9a-f]{32}$")
+#: What the transformer puts in ``prediction_id``: a signed id (``<key id>.<32 hex>.<32 hex>``,
+#: :mod:`snapcat.contract.prediction_signing`); its signature is checked by the sink.
+PREDICTION_ID = SIGNED_ID
 
 
 class EventError(ValueError):

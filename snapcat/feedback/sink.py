@@ -10,8 +10,16 @@ transformer's hot path stays free of storage writes.
 - ``POST /``: CloudEvents from KServe's logger (``spec.transformer.logger.url``): request events
   store the photos, response events the suggestions and their ``prediction_id``.
 - ``PUT /v1/feedback/{prediction_id}`` ``{"category": "<slug or name>"}``: the seller's final
-  category, from the app backend (:meth:`snapcat.serve.client.SnapcatClient.report_category`). Repeating
-  it is harmless; a different category later replaces the earlier one.
+  category, from the app backend (:meth:`snapcat.serve.client.SnapcatClient.report_category`), with
+  the bearer token. Repeating it is harmless; a different category later is recorded as a
+  correction and the first one kept.
+- ``GET /healthz`` (liveness) and ``GET /readyz`` (503 while the store is full).
+
+Issue 25, only the product writes: writes need the bearer token, except KServe's logger events on
+the logger port (:mod:`snapcat.feedback.access`); a response is stored only when each
+``prediction_id`` is signed by the transformer for exactly that answer, and only stored
+predictions take a category, so model-version labels come from real answers only. Not an image:
+400; past a quota or on a full volume: 507 and readiness fails, with nothing stored lost.
 - ``GET /metrics``: sellers' answers and top-1/top-3 agreements per model version
   (:mod:`snapcat.contract.metric_names`), read by ``snapcat rollout analyze``; the same for answers
   flagged ``confident``, and a 0/1 gauge per version that is 1 when those break their top-3
@@ -32,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -49,7 +59,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from snapcat.contract import metric_names as m
+from snapcat.contract.prediction_signing import KeyRing
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.feedback.access import BURST, RATE, BearerAuth, RateLimiter
 from snapcat.feedback.events import (
     PREDICTION_ID,
     REQUEST_TYPE,
@@ -60,7 +72,7 @@ from snapcat.feedback.events import (
     response_predictions,
 )
 from snapcat.feedback.promise import check_promise
-from snapcat.feedback.store import FeedbackStore, UnknownPrediction
+from snapcat.feedback.store import FeedbackStore, NotAnImage, StoreFull, UnknownPrediction
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +190,28 @@ class BodyReader:
             self.in_flight -= sum(len(c) for c in chunks)
 
 
+@dataclass
+class SinkAccess:
+    """Who may write (see :mod:`snapcat.feedback.access`): the bearer token, the port KServe's
+    logger posts to without one (None: every write needs the token), the transformer's keys and
+    the per-caller rate limit."""
+
+    keys: KeyRing
+    auth: BearerAuth
+    logger_port: int | None = None
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(RATE, BURST))
+
+
+def _local_port(request: Request) -> int | None:
+    server = request.scope.get("server")
+    return server[1] if server else None
+
+
 def create_app(
-    store: FeedbackStore, taxonomy: Taxonomy | None = None, reader: BodyReader | None = None
+    store: FeedbackStore,
+    access: SinkAccess,
+    taxonomy: Taxonomy | None = None,
+    reader: BodyReader | None = None,
 ) -> Starlette:
     taxonomy = taxonomy or Taxonomy.load()
     registry = CollectorRegistry()
@@ -187,7 +219,29 @@ def create_app(
     reader = reader or BodyReader()
     promise = ConfidentPromiseMetrics(registry)
 
+    def refused_caller(request: Request, *, logger_allowed: bool) -> Response | None:
+        """401 / 403 / 429 for a caller that may not write now; None when it may."""
+        on_logger_port = (
+            access.logger_port is not None and _local_port(request) == access.logger_port
+        )
+        if on_logger_port and not logger_allowed:
+            return _error(403, "the logger port takes KServe's logger events only")
+        if not on_logger_port and not access.auth.allows(request.headers.get("authorization")):
+            return _error(
+                401,
+                "authentication required: send 'Authorization: Bearer <token>' (the sink's "
+                "feedback token)",
+                {"www-authenticate": 'Bearer realm="snapcat-feedback"'},
+            )
+        caller = request.client.host if request.client else "unknown"
+        if not access.limiter.allow(caller):
+            return _error(429, "too many requests from this caller; retry shortly",
+                          {"retry-after": "1"})  # fmt: skip
+        return None
+
     async def receive_event(request: Request) -> Response:
+        if (refused := refused_caller(request, logger_allowed=True)) is not None:
+            return refused
         try:
             body = await reader.read(request, MAX_EVENT_BYTES)
         except BodyRefused as refused:
@@ -201,11 +255,29 @@ def create_app(
                 await run_in_threadpool(store.add_request, event_id, photos)
             else:
                 rows = response_predictions(event.body)
+                confident = response_confident(event.body)
+                forged = [
+                    pid for pid, version, top in rows
+                    if not access.keys.verify(pid, version, top, pid in confident)
+                ]  # fmt: skip
+                if forged:
+                    log.warning("refused a response with %d unsigned prediction ids", len(forged))
+                    return _error(
+                        403,
+                        f"{len(forged)} of {len(rows)} prediction_ids are not signed by the "
+                        f"transformer for this answer (first: {_quote(forged[0])})",
+                    )
                 await run_in_threadpool(store.add_response, event_id, rows)
-                await run_in_threadpool(store.add_confident, response_confident(event.body))
+                await run_in_threadpool(store.add_confident, confident)
         except EventError as exc:
             log.warning("refused event: %s", str(exc)[:200])
             return _error(400, str(exc)[:300])
+        except NotAnImage as exc:
+            log.warning("refused a request event: %s", str(exc)[:200])
+            return _error(400, f"not a photo: {str(exc)[:200]}")
+        except StoreFull as exc:
+            log.error("feedback store full: %s", exc)
+            return _error(507, f"the feedback store is full: {exc}", {"retry-after": "60"})
         except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
             # A shape events.py does not check for yet: still the client's mistake, not ours.
             log.warning("refused malformed event (%s)", type(exc).__name__)
@@ -213,9 +285,14 @@ def create_app(
         return JSONResponse({"stored": event_id})
 
     async def report(request: Request) -> Response:
+        if (refused := refused_caller(request, logger_allowed=False)) is not None:
+            return refused
         prediction_id = request.path_params["prediction_id"]
         if not PREDICTION_ID.match(prediction_id):
-            return _error(400, f"{_quote(prediction_id)} is not a prediction_id (32 hex digits)")
+            return _error(400, f"{_quote(prediction_id)} is not a prediction_id (a signed id "
+                          "as the transformer answers it)")  # fmt: skip
+        if access.keys.key_for(prediction_id.split(".", 1)[0]) is None:
+            return _error(403, "the prediction_id is not signed with a key the sink accepts")
         try:
             payload: Any = orjson.loads(await reader.read(request, MAX_REPORT_BYTES))
         except BodyRefused as refused:
@@ -230,27 +307,51 @@ def create_app(
             return _error(
                 422, f"unknown category {_quote(name)}: use one of {', '.join(taxonomy.slugs)}"
             )
-        try:
-            verdict = await run_in_threadpool(store.report, prediction_id, slug)
-        except UnknownPrediction:
+        stored = await run_in_threadpool(store.prediction, prediction_id)
+        if stored is None:
             return _error(
                 404,
                 f"no prediction {prediction_id}: it was never made, or its response was not "
                 "logged (is the InferenceService's logger pointing at this sink?)",
             )
+        if not access.keys.verify(prediction_id, *stored):
+            return _error(403, "the prediction_id's signature does not verify (forged, or its key "
+                          "is past its grace period)")  # fmt: skip
+        try:
+            verdict = await run_in_threadpool(store.report, prediction_id, slug)
+        except UnknownPrediction:
+            return _error(404, f"no prediction {prediction_id}")
+        except StoreFull as exc:
+            return _error(507, f"the feedback store is full: {exc}", {"retry-after": "60"})
         if verdict.new:
             metrics.observe(verdict.model_version, verdict.top1, verdict.top3)
             if verdict.confident and verdict.model_version in metrics.versions:
                 promise.observe(verdict.model_version, verdict.top3)
-        return JSONResponse({"prediction_id": prediction_id, "category": slug,
-                             "model_version": verdict.model_version, "top1": verdict.top1,
-                             "top3": verdict.top3})  # fmt: skip
+        answer = {"prediction_id": prediction_id, "category": verdict.category,
+                  "model_version": verdict.model_version, "top1": verdict.top1,
+                  "top3": verdict.top3}  # fmt: skip
+        if verdict.correction:
+            answer["correction"] = verdict.correction
+            answer["note"] = "a category was already given: it is kept, this one is recorded"
+        return JSONResponse(answer)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        """Ready while the store takes photos: a full store is taken out of the Service (the
+        logger and the backend retry elsewhere or later) instead of failing every write."""
+        reason = await run_in_threadpool(store.fullness)
+        if reason:
+            return _error(503, f"not ready: {reason}")
+        return JSONResponse({"status": "ready"})
+
     async def prometheus_metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal error in the feedback sink (logged)")
 
     return Starlette(
         routes=[
@@ -258,17 +359,46 @@ def create_app(
             Route("/events", receive_event, methods=["POST"]),
             Route("/v1/feedback/{prediction_id}", report, methods=["PUT"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),
-        ]
+        ],
+        exception_handlers={Exception: server_error},
     )
 
 
-def serve(store_dir: str, host: str, port: int, taxonomy_path: str | None = None) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    store_dir: str,
+    host: str,
+    port: int,
+    taxonomy_path: str | None = None,
+    *,
+    keys: KeyRing,
+    token: str,
+    logger_port: int | None = None,
+    store_options: dict | None = None,
+    rate: float = RATE,
+    burst: float = BURST,
+) -> None:
+    """Serves the API port and, when given, the logger port from one process and one store."""
     import uvicorn
 
-    store = FeedbackStore(store_dir)
+    store = FeedbackStore(store_dir, **(store_options or {}))
     try:
-        app = create_app(store, Taxonomy.load(taxonomy_path))
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        access = SinkAccess(keys, BearerAuth(token), logger_port, RateLimiter(rate, burst))
+        app = create_app(store, access, Taxonomy.load(taxonomy_path))
+        sockets = [_listen(host, port)]
+        if logger_port is not None:
+            sockets.append(_listen(host, logger_port))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+        server.run(sockets=sockets)
     finally:
         store.close()

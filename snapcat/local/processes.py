@@ -45,12 +45,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def spawn(command: list[str], log: Path | None = None) -> subprocess.Popen:
+def spawn(
+    command: list[str], log: Path | None = None, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen:
     output = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(
             command,
-            env=child_env(),
+            env={**child_env(), **(extra_env or {})},
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,

@@ -4,8 +4,10 @@ end-to-end tests and the benchmarks run production's transformer against the loc
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
@@ -74,6 +76,10 @@ class LocalStack:
     ``log_dir`` sends each server's output to ``predictor.log`` / ``transformer.log`` there
     (default: this process's terminal). ``batching_parameters_file``: TF Serving's batching
     parameters for the predictor (default: the base manifests' CPU sizing).
+
+    ``prediction_keys``: the key folder the transformer signs prediction ids with (what a local
+    ``snapcat feedback serve --keys`` verifies them with); default ``$SNAPCAT_PREDICTION_KEYS``,
+    else a fresh key is generated (in ``log_dir``, or a temporary folder) as a Secret would hold.
     """
 
     def __init__(
@@ -88,9 +94,12 @@ class LocalStack:
         log_dir: str | Path | None = None,
         transformer_args: tuple[str, ...] = (),
         batching_parameters_file: str | None = None,
+        prediction_keys: str | Path | None = None,
     ):
+        from snapcat.contract.prediction_signing import KEYS_ENV
         from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 
+        self.prediction_keys = prediction_keys or os.environ.get(KEYS_ENV) or None
         self.model_dir = str(model_dir)
         self.host = host
         self.port = port or free_port(host)
@@ -119,11 +128,16 @@ class LocalStack:
 
     def start(self, timeout: float = 300.0) -> LocalStack:
         from snapcat.contract.model_info import latest_version_dir
+        from snapcat.contract.prediction_signing import KEYS_ENV, KeyRing, write_key_folder
         from snapcat.contract.tf_serving_config import BatchingParameters
 
         # Fail now, not in a child, on a wrong folder or a bad batching file.
         latest_version_dir(self.model_dir)
         BatchingParameters.from_file(self.batching_parameters_file)
+        if self.prediction_keys is None:
+            parent = self.log_dir or Path(tempfile.mkdtemp(prefix="snapcat-keys-"))
+            self.prediction_keys = write_key_folder(parent / "signing-keys")
+        KeyRing.load(self.prediction_keys)  # a broken key is refused here too
         self.predictor = spawn(
             predictor_command(
                 model_dir=self.model_dir,
@@ -144,6 +158,7 @@ class LocalStack:
                 extra=self.transformer_args,
             ),
             self._log("transformer"),
+            {KEYS_ENV: str(self.prediction_keys)},
         )
         try:
             # The transformer's model readiness includes the predictor's.

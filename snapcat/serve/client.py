@@ -106,6 +106,8 @@ class SnapcatClient:
     headers: dict[str, str] = field(default_factory=dict)
     transport: httpx.BaseTransport | None = None
     feedback_url: str | None = None
+    #: The sink's bearer token (the app backend's Secret); sent only to ``feedback_url``.
+    feedback_token: str | None = None
 
     def __post_init__(self) -> None:
         self.url = _base_url(self.url)
@@ -166,7 +168,10 @@ class SnapcatClient:
         path = f"/v1/feedback/{prediction_id}"
         for attempt in range(1, max(attempts, 1) + 1):
             try:
-                return self._request("PUT", path, {"category": category}, base=self.feedback_url)
+                return self._request(
+                    "PUT", path, {"category": category}, base=self.feedback_url,
+                    headers=self._feedback_headers(),
+                )  # fmt: skip
             except (SnapcatConnectionError, SnapcatServerError) as exc:
                 retryable = not isinstance(exc, SnapcatServerError) or exc.status_code in RETRY
                 if not retryable or attempt >= attempts:
@@ -192,12 +197,20 @@ class SnapcatClient:
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _feedback_headers(self) -> dict[str, str] | None:
+        return {"authorization": f"Bearer {self.feedback_token}"} if self.feedback_token else None
+
     def _request(
-        self, method: str, path: str, body: dict | None = None, base: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        base: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         base = base or self.url
         try:
-            response = self._http.request(method, base + path, json=body)
+            response = self._http.request(method, base + path, json=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise SnapcatConnectionError(
                 f"{base} did not answer within {self.timeout:g} s"

@@ -5,7 +5,9 @@ answers carried labels: :func:`snapcat.serve.transformer_core.packaged_labels`),
 ``slug`` / ``label`` / ``score``, each ``[N, k]``), each photo with ``confident``
 (:mod:`snapcat.train.calibration_fit`) and a ``prediction_id`` (V1: a field of each prediction;
 V2: a ``prediction_id`` BYTES output of shape [N]): the id the app backend reports the seller's
-final category with, and the feedback sink joins on (docs/deploy.md, feedback loop).
+final category with, and the feedback sink joins on (docs/deploy.md, feedback loop). Each id is
+signed (:mod:`snapcat.contract.prediction_signing`, key from ``SNAPCAT_PREDICTION_KEYS``) over the
+answer's version, slugs and ``confident`` flag, so the sink takes labels only for real answers.
 
 A new response field belongs here: the answer is built once, and nothing downstream (the live
 metrics middleware, serving/version_metrics.py) parses or rewrites it.
@@ -13,17 +15,30 @@ metrics middleware, serving/version_metrics.py) parses or rewrites it.
 
 from __future__ import annotations
 
-import uuid
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from snapcat.contract.confidence import is_confident
+from snapcat.contract.prediction_signing import KEYS_ENV, KeyRing
 from snapcat.serve.transformer_core import PredictorAnswer
 
+log = logging.getLogger(__name__)
 
-def prediction_ids(count: int) -> list[str]:
-    """One new id per answered photo (32 hex digits: :data:`snapcat.feedback.events.PREDICTION_ID`)."""
-    return [uuid.uuid4().hex for _ in range(count)]
+
+def default_signer() -> KeyRing:
+    """The key ring named by ``SNAPCAT_PREDICTION_KEYS`` (the mounted Secret). Without one the
+    answers still carry ids, signed with a random key: the feedback sink refuses them (loudly, in
+    this log) rather than anyone being able to forge them."""
+    ring = KeyRing.from_env()
+    if ring is None:
+        log.warning(
+            "%s is not set: prediction ids are signed with a random key, and the feedback sink "
+            "will refuse labels for them (docs/deploy.md, feedback loop)",
+            KEYS_ENV,
+        )
+        ring = KeyRing.ephemeral()
+    return ring
 
 
 class ResponseBuilder:
@@ -32,8 +47,16 @@ class ResponseBuilder:
     #: The V2 outputs holding the top-k of each photo, and their datatypes.
     _RANKED = (("slug", "BYTES"), ("label", "BYTES"), ("score", "FP64"))
 
-    def __init__(self, top_k: int):
+    def __init__(self, top_k: int, signer: KeyRing | None = None):
         self.top_k = top_k
+        self.signer = signer or default_signer()
+
+    def prediction_ids(self, version: str, rows: list) -> list[str]:
+        """One signed id per answered photo (:data:`snapcat.feedback.events.PREDICTION_ID`)."""
+        return [
+            self.signer.sign(str(version), [c["slug"] for c in top], confident)
+            for top, confident in rows
+        ]
 
     @staticmethod
     def confident(probabilities: Sequence[float], threshold: float | None) -> bool:
@@ -77,7 +100,9 @@ class ResponseBuilder:
         return {
             "predictions": [
                 {"categories": top, "confident": confident, "prediction_id": pid}
-                for (top, confident), pid in zip(rows, prediction_ids(len(rows)), strict=True)
+                for (top, confident), pid in zip(
+                    rows, self.prediction_ids(answer.version, rows), strict=True
+                )
             ],
             "model_version": answer.version,
         }
@@ -109,7 +134,7 @@ class ResponseBuilder:
             "name": "prediction_id",
             "datatype": "BYTES",
             "shape": [len(rows)],
-            "data": prediction_ids(len(rows)),
+            "data": self.prediction_ids(answer.version, rows),
         }
         return [
             {

@@ -338,7 +338,12 @@ def test_manifest_input_relative_absolute_and_missing(tmp_path, kind):
             ),
             "utf-8",
         )
-    stats = run_prepare(config(manifest, tmp_path / "out"))
+    # Issue 25: a photo outside the manifest's folder is read only when a root allows it.
+    refused = run_prepare(config(manifest, tmp_path / "refused"))
+    assert refused["accepted"] == 12 and refused["rejected_by_reason"]["outside-input"] == 1
+    stats = run_prepare(
+        config(manifest, tmp_path / "out", allow_roots=(str(tmp_path / "elsewhere"),))
+    )
     assert stats["input_files"] == len(rows)
     assert stats["accepted"] == 13
     assert stats["rejected_by_reason"] == {"missing-file": 1, "non-trainable-category": 1}

@@ -4,6 +4,7 @@ NFD), manifests (CSV, JSONL), unknown and non-trainable categories; every file a
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from pathlib import Path
 
@@ -171,7 +172,10 @@ def test_csv_manifest_relative_and_absolute_paths(tmp_path, taxonomy):
         ",plants,\n",
         "utf-8",
     )
+    # Issue 25: a path outside the manifest's folder is refused unless a root allows it.
     found = discover(str(manifest), taxonomy)  # --input may be the manifest itself
+    assert (str(elsewhere), "outside-input") in found.rejected
+    found = discover(str(manifest), taxonomy, allow_roots=[str(tmp_path / "elsewhere")])
     assert by_display(found) == {
         "a.jpg": "digital-devices",
         "b.jpg": "furniture-interior",
@@ -238,9 +242,6 @@ def test_manifest_unknown_categories(tmp_path, taxonomy):
     [
         ("m.csv", "file,label\na.jpg,plants\n", "header"),
         ("m.csv", "", "header"),
-        ("m.jsonl", '{"path": "a.jpg", "category": "plants"}\nnot json\n', "line 2"),
-        ("m.jsonl", '{"path": "a.jpg"}\n', "line 1"),
-        ("m.jsonl", '["a.jpg", "plants"]\n', "line 1"),
     ],
 )
 def test_malformed_manifest_is_an_error(tmp_path, taxonomy, name, text, match):
@@ -248,6 +249,94 @@ def test_malformed_manifest_is_an_error(tmp_path, taxonomy, name, text, match):
     manifest.write_text(text, "utf-8")
     with pytest.raises(SourceError, match=match):
         discover(str(manifest), taxonomy)
+
+
+def test_malformed_jsonl_rows_are_refused_and_the_rest_go_on(tmp_path, taxonomy):
+    """Issue 25: one bad row used to abort the whole run."""
+    touch(tmp_path, "a.jpg")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"path": "a.jpg", "category": "plants"}\nnot json\n{"path": "b.jpg"}\n["x", "y"]\n',
+        "utf-8",
+    )
+    found = discover(str(manifest), taxonomy)
+    assert [i.display for i in found.items] == ["a.jpg"]
+    assert found.rejected == [(f"(line {n})", "bad-manifest-row") for n in (2, 3, 4)]
+
+
+def test_manifest_rows_stay_inside_the_allowed_roots(tmp_path, taxonomy):
+    """Issue 25: ``../``, absolute paths, ``file://``, ``zip://``, ``http://``, NUL bytes,
+    symlinks out and FIFOs were all opened (or aborted/hung the run). Now each is a refused row
+    with its reason, and the good rows go on."""
+    touch(tmp_path, "in/a.jpg", "in/sub/b.jpg", "secret/s.jpg", "extra/e.jpg")
+    (tmp_path / "in" / "link.jpg").symlink_to(tmp_path / "secret" / "s.jpg")
+    (tmp_path / "in" / "inner-link.jpg").symlink_to(tmp_path / "in" / "a.jpg")
+    os.mkfifo(tmp_path / "in" / "fifo.jpg")
+    (tmp_path / "in" / "folder.jpg").mkdir()
+    rows = {
+        "a.jpg": None,
+        "sub/../sub/b.jpg": None,  # '..' that stays inside
+        "inner-link.jpg": None,  # a symlink inside the input
+        "../secret/s.jpg": "outside-input",
+        str(tmp_path / "secret" / "s.jpg"): "outside-input",
+        f"file://{tmp_path}/secret/s.jpg": "outside-input",
+        "link.jpg": "outside-input",  # a symlink out
+        "zip://s.jpg::file:///tmp/x.zip": "scheme-not-allowed",
+        "http://127.0.0.1:9/x.jpg": "scheme-not-allowed",
+        "gs://bucket/x.jpg": "scheme-not-allowed",
+        "a\x00.jpg": "nul-byte",
+        "fifo.jpg": "not-a-regular-file",
+        "folder.jpg": "not-a-regular-file",
+        str(tmp_path / "extra" / "e.jpg"): None,  # allowed by --allow-root
+    }
+    manifest = tmp_path / "in" / "m.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"path": p, "category": "plants"}) + "\n" for p in rows), "utf-8"
+    )
+    found = discover(str(manifest), taxonomy, allow_roots=[str(tmp_path / "extra")])
+    refused = dict(found.rejected)
+    for path, reason in rows.items():
+        shown = unicodedata.normalize("NFC", path.replace("\x00", "\\0"))
+        assert refused.get(shown) == reason, (path, refused.get(shown))
+    assert len(found.items) == 4
+    assert all(str(tmp_path / "secret") not in i.uri for i in found.items)
+
+
+def test_the_worker_refuses_a_file_turned_into_a_fifo(tmp_path):
+    """Checked when the manifest is read, and again when the worker opens the file: a FIFO
+    hung the run."""
+    from snapcat.dataset.manifest_policy import NotRegularFile, read_local_regular
+
+    os.mkfifo(tmp_path / "f.jpg")
+    with pytest.raises(NotRegularFile):
+        read_local_regular(str(tmp_path / "f.jpg"), 100)
+    (tmp_path / "ok.jpg").write_bytes(b"x" * 10)
+    assert read_local_regular(str(tmp_path / "ok.jpg"), 4) == b"x" * 5
+
+
+def test_a_manifest_is_streamed_in_bounded_memory(tmp_path, taxonomy):
+    """Issue 25: 1,000,000 rows took 1.79 GB: the whole text, then a list of every row, were
+    held. Rows are now streamed: reading 4x the rows does not grow the reader's peak memory
+    (every row here is refused, so nothing is kept per row but its rejection)."""
+    import tracemalloc
+
+    from snapcat.dataset.sources import Discovery, _read_manifest_rows
+
+    def peak(rows: int) -> int:
+        manifest = tmp_path / f"m{rows}.csv"
+        with open(manifest, "w", encoding="utf-8") as handle:
+            handle.write("path,category\n")
+            for i in range(rows):
+                handle.write(f"photos/{i:07d}-{'x' * 60}.jpg,plants\n")
+        tracemalloc.start()
+        count = sum(1 for _ in _read_manifest_rows(str(manifest), Discovery()))
+        _, high = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert count == rows
+        return high
+
+    small, large = peak(25_000), peak(100_000)
+    assert large < small * 1.5 + 256 * 1024, (small, large)  # was: about 4x
 
 
 def test_sample_manifest_agrees_with_its_folders(sample_dir, taxonomy):

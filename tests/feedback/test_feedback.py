@@ -49,10 +49,10 @@ def shared_sink(tmp_path_factory):
     s.kill()
 
 
-def logged_call(url: str, photos: list[bytes], version: str, tops: list[list[str]]) -> list[str]:
-    """One classified call as the logger reports it; returns the prediction ids."""
+def logged_call(s: Sink, photos: list[bytes], version: str, tops: list[list[str]]) -> list[str]:
+    """One classified call as the logger reports it; returns the (signed) prediction ids."""
     call_id = str(uuid.uuid4())
-    ids = [uuid.uuid4().hex for _ in photos]
+    ids = [s.sign(version, top) for top in tops]
     request = {
         "instances": [{"image_bytes": {"b64": base64.b64encode(p).decode()}} for p in photos]
     }
@@ -67,8 +67,8 @@ def logged_call(url: str, photos: list[bytes], version: str, tops: list[list[str
         "model_version": version,
     }
     # The logger's workers send both events concurrently: the response may arrive first.
-    assert logger_event(url, RESPONSE_TYPE, call_id, response).status_code == 200
-    assert logger_event(url, REQUEST_TYPE, call_id, request).status_code == 200
+    assert logger_event(s.logger_url, RESPONSE_TYPE, call_id, response).status_code == 200
+    assert logger_event(s.logger_url, REQUEST_TYPE, call_id, request).status_code == 200
     return ids
 
 
@@ -85,8 +85,8 @@ TOP = ["digital-devices", "home-appliances", "furniture-interior"]
 def test_sink_stores_joins_and_counts_agreement(shared_sink):
     s = shared_sink
     photos = [make_image_bytes(seed=i) for i in range(3)]
-    ids = logged_call(s.url, photos, "71", [TOP, TOP, TOP])
-    client = SnapcatClient("http://unused", feedback_url=s.url)
+    ids = logged_call(s, photos, "71", [TOP, TOP, TOP])
+    client = SnapcatClient("http://unused", feedback_url=s.url, feedback_token=s.token)
     assert client.report_category(ids[0], "digital-devices")["top1"] is True
     verdict = client.report_category(ids[1], "furniture-interior")
     assert (verdict["top1"], verdict["top3"], verdict["model_version"]) == (False, True, "71")
@@ -101,25 +101,27 @@ def test_sink_stores_joins_and_counts_agreement(shared_sink):
 
 def test_sink_refuses_bad_input_with_clear_4xx(shared_sink):
     s = shared_sink
-    (pid,) = logged_call(s.url, [make_image_bytes(seed=9)], "72", [TOP])
-    client = SnapcatClient("http://unused", feedback_url=s.url)
+    (pid,) = logged_call(s, [make_image_bytes(seed=9)], "72", [TOP])
+    client = SnapcatClient("http://unused", feedback_url=s.url, feedback_token=s.token)
     cases = [
         ("not-an-id", "digital-devices", 400, "is not a prediction_id"),
-        (uuid.uuid4().hex, "digital-devices", 404, "no prediction"),
+        (uuid.uuid4().hex, "digital-devices", 400, "is not a prediction_id"),  # unsigned
+        (s.sign("72", TOP), "digital-devices", 404, "no prediction"),  # signed, never logged
         (pid, "spaceships", 422, "unknown category 'spaceships'"),
     ]
     for prediction_id, category, status, message in cases:
         with pytest.raises(SnapcatServerError) as caught:
             client.report_category(prediction_id, category, attempts=3, backoff=0.01)
         assert caught.value.status_code == status and message in caught.value.message
-    assert httpx.put(f"{s.url}/v1/feedback/{pid}", content=b"{").status_code == 400
-    assert httpx.put(f"{s.url}/v1/feedback/{pid}", json={"cat": 1}).status_code == 400
-    assert httpx.post(s.url, json={"not": "a cloudevent"}).status_code == 400
-    wrong_type = logger_event(s.url, "com.example.other", "x", {})
+    put = f"{s.url}/v1/feedback/{pid}"
+    assert httpx.put(put, content=b"{", headers=s.auth).status_code == 400
+    assert httpx.put(put, json={"cat": 1}, headers=s.auth).status_code == 400
+    assert httpx.post(s.logger_url, json={"not": "a cloudevent"}).status_code == 400
+    wrong_type = logger_event(s.logger_url, "com.example.other", "x", {})
     assert wrong_type.status_code == 400 and "unsupported event type" in wrong_type.text
-    bad_b64 = logger_event(s.url, REQUEST_TYPE, "y", {"instances": [{"b64": "***"}]})
+    bad_b64 = logger_event(s.logger_url, REQUEST_TYPE, "y", {"instances": [{"b64": "***"}]})
     assert bad_b64.status_code == 400 and "bad base64" in bad_b64.text
-    bad_id = logger_event(s.url, RESPONSE_TYPE, "z", {"predictions": [
+    bad_id = logger_event(s.logger_url, RESPONSE_TYPE, "z", {"predictions": [
         {"prediction_id": "../etc", "categories": []}]})  # fmt: skip
     assert bad_id.status_code == 400
     # Names resolve to slugs; the server is still healthy after all that.
@@ -128,9 +130,9 @@ def test_sink_refuses_bad_input_with_clear_4xx(shared_sink):
 
 def test_nothing_lost_when_the_sink_is_briefly_down(sink, tmp_path):
     s = sink()
-    (pid,) = logged_call(s.url, [make_image_bytes(seed=4)], "7", [TOP])
+    (pid,) = logged_call(s, [make_image_bytes(seed=4)], "7", [TOP])
     s.kill()  # acknowledged writes survive a hard kill
-    client = SnapcatClient("http://unused", feedback_url=s.url, timeout=5)
+    client = SnapcatClient("http://unused", feedback_url=s.url, feedback_token=s.token, timeout=5)
     with pytest.raises(SnapcatConnectionError):
         client.report_category(pid, "digital-devices", attempts=1)
     restarted = threading.Timer(1.0, lambda: sink(port=s.port))
@@ -143,16 +145,16 @@ def test_nothing_lost_when_the_sink_is_briefly_down(sink, tmp_path):
 
 def test_collect_writes_a_manifest_prepare_ingests(sink, tmp_path, capsys):
     s = sink()
-    client = SnapcatClient("http://unused", feedback_url=s.url)
+    client = SnapcatClient("http://unused", feedback_url=s.url, feedback_token=s.token)
     categories = ["digital-devices", "furniture-interior"]
     for i in range(8):
         photo = make_image_bytes(seed=100 + i)
-        (pid,) = logged_call(s.url, [photo], "7" if i % 2 else "8", [TOP])
+        (pid,) = logged_call(s, [photo], "7" if i % 2 else "8", [TOP])
         client.report_category(pid, categories[i % 2])
     # The same photo suggested again and labelled again: one row, latest category.
-    (again,) = logged_call(s.url, [make_image_bytes(seed=100)], "8", [TOP])
+    (again,) = logged_call(s, [make_image_bytes(seed=100)], "8", [TOP])
     client.report_category(again, "digital-devices")
-    (lost,) = logged_call(s.url, [make_image_bytes(seed=300)], "8", [TOP])
+    (lost,) = logged_call(s, [make_image_bytes(seed=300)], "8", [TOP])
     client.report_category(lost, "other")  # not trainable: counted, not written
 
     out = tmp_path / "collected"
@@ -192,7 +194,7 @@ def test_sink_flags_confident_answers_that_break_their_promise(shared_sink):
     sink counts them per version and raises a 0/1 gauge once sellers disagree more than chance
     allows: here 17 of 25 confident answers kept (upper bound ~83 % < 95 %)."""
     s = shared_sink
-    ids = [uuid.uuid4().hex for _ in range(30)]
+    ids = [s.sign("73", TOP, confident=i < 25) for i in range(30)]
     response = {
         "predictions": [
             {
@@ -204,8 +206,8 @@ def test_sink_flags_confident_answers_that_break_their_promise(shared_sink):
         ],
         "model_version": "73",
     }
-    assert logger_event(s.url, RESPONSE_TYPE, str(uuid.uuid4()), response).status_code == 200
-    client = SnapcatClient("http://unused", feedback_url=s.url)
+    assert logger_event(s.logger_url, RESPONSE_TYPE, str(uuid.uuid4()), response).status_code == 200
+    client = SnapcatClient("http://unused", feedback_url=s.url, feedback_token=s.token)
     for i, pid in enumerate(ids):
         client.report_category(pid, "digital-devices" if i < 17 or i >= 25 else "beauty")
         if i == 18:  # 19 confident answers: too few to tell yet

@@ -73,7 +73,7 @@ def test_a_chunked_event_over_the_cap_is_413_while_it_streams(sink):
         yield b"]}"
 
     with PeakRss(sink.process.pid) as rss:
-        response = httpx.post(sink.url, content=body(), headers=_headers(), timeout=60)
+        response = httpx.post(sink.logger_url, content=body(), headers=_headers(), timeout=60)
     assert response.status_code == 413, response.text[:300]
     # was: accepted and stored whole (82 -> 1,206 MiB for 300 MiB)
     assert rss.peak - rss.start < MAX_EVENT_BYTES + 32 * MB, (rss.peak - rss.start) / MB
@@ -86,7 +86,7 @@ def test_concurrent_big_events_share_a_cap_on_body_bytes(sink):
     body = b'{"instances": [' + b" " * (50 * MB) + b"]}"
 
     def one(_):
-        return httpx.post(sink.url, content=body, headers=_headers(), timeout=120)
+        return httpx.post(sink.logger_url, content=body, headers=_headers(), timeout=120)
 
     with PeakRss(sink.process.pid) as rss, concurrent.futures.ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(one, range(6)))
@@ -136,7 +136,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("kind,body", MALFORMED, ids=range(len(MALFORMED)))
 def test_every_malformed_event_is_a_short_400(sink, kind, body):
-    response = httpx.post(sink.url, content=body, headers=_headers(kind), timeout=30)
+    response = httpx.post(sink.logger_url, content=body, headers=_headers(kind), timeout=30)
     assert response.status_code == 400, response.text[:300]
     assert len(response.content) < 400, response.text[:400]
 
@@ -145,7 +145,7 @@ def test_structured_events_with_odd_ids_are_400(sink):
     for event in ({"specversion": "1.0", "id": 7, "type": REQUEST_TYPE, "source": "x"},
                   {"specversion": "1.0", "id": ["a"], "type": REQUEST_TYPE, "source": "x"}):  # fmt: skip
         response = httpx.post(
-            sink.url,
+            sink.logger_url,
             content=json.dumps(event).encode(),
             headers={"content-type": "application/cloudevents+json"},
             timeout=30,
@@ -154,18 +154,18 @@ def test_structured_events_with_odd_ids_are_400(sink):
 
 
 def test_a_long_category_is_not_echoed(sink):
-    pid = uuid.uuid4().hex
-    logger_event(
-        sink.url,
+    pid = sink.sign("", ["beauty"])
+    logged = logger_event(
+        sink.logger_url,
         RESPONSE_TYPE,
         str(uuid.uuid4()),
         {"predictions": [{"prediction_id": pid, "categories": [{"slug": "beauty"}]}]},
     )
-    response = httpx.put(
-        f"{sink.url}/v1/feedback/{pid}", json={"category": "q" * 10_000}, timeout=30
-    )
+    assert logged.status_code == 200, logged.text
+    url = f"{sink.url}/v1/feedback/{pid}"
+    response = httpx.put(url, json={"category": "q" * 10_000}, headers=sink.auth, timeout=30)
     assert response.status_code == 422
     assert len(response.content) < 2000
-    big = httpx.put(f"{sink.url}/v1/feedback/{pid}", json={"category": "q" * MB}, timeout=30)
+    big = httpx.put(url, json={"category": "q" * MB}, headers=sink.auth, timeout=30)
     assert big.status_code == 413
     assert len(big.content) < 400

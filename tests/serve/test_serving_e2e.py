@@ -40,6 +40,7 @@ from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 from snapcat.cli import main
 from snapcat.contract.confidence import is_confident
 from snapcat.contract.model_info import load_model_info
+from snapcat.contract.prediction_signing import write_key_folder
 from snapcat.contract.signature import DESCRIPTION_OUTPUTS, OUTPUT_NAME
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.dataset.prepare import PrepareConfig, run_prepare
@@ -157,6 +158,8 @@ class Stack:
         self.predictor_url = f"http://127.0.0.1:{self.predictor_port}"
         self.predict_url = f"{self.url}/v1/models/{MODEL_NAME}:predict"
         self.ready_url = f"{self.url}/v1/models/{MODEL_NAME}"
+        # The Secret the transformer signs prediction ids with (the feedback sink verifies them).
+        self.prediction_keys = write_key_folder(logs / "prediction-keys")
 
     def start_predictor(self) -> None:
         self.predictor = spawn(
@@ -184,7 +187,11 @@ class Stack:
             ],
         )
         command[1:1] = ["-X", "importtime"]  # every module the process imports, in its log
-        self.transformer = spawn(command, self.logs / "transformer.log")
+        self.transformer = spawn(
+            command,
+            self.logs / "transformer.log",
+            {"SNAPCAT_PREDICTION_KEYS": str(self.prediction_keys)},
+        )
 
     def wait_ready(self, timeout: float = 420) -> None:
         try:
@@ -1036,9 +1043,11 @@ def metric_lines(url: str, name: str) -> dict[str, float]:
 def test_predict_report_collect_prepare(stack, model_dir, tmp_path):
     version = str(load_model_info(str(model_dir)).version)
     classes = load_model_info(str(model_dir)).classes
-    sink = Sink(tmp_path / "store", tmp_path / "sink.log").start()
+    sink = Sink(tmp_path / "store", tmp_path / "sink.log", keys=stack.prediction_keys).start()
     try:
-        client = SnapcatClient(stack.url, MODEL_NAME, feedback_url=sink.url)
+        client = SnapcatClient(
+            stack.url, MODEL_NAME, feedback_url=sink.url, feedback_token=sink.token
+        )
         # The client sees one id per photo.
         first = client.classify([make_image_bytes(seed=1), make_image_bytes(seed=2)])
         assert all(PREDICTION_ID.match(p.prediction_id) for p in first)
@@ -1054,8 +1063,11 @@ def test_predict_report_collect_prepare(stack, model_dir, tmp_path):
             assert response.status_code == 200, response.text
             answer = response.json()
             call_id = str(uuid.uuid4())
-            assert logger_event(sink.url, REQUEST_TYPE, call_id, request).status_code == 200
-            assert logger_event(sink.url, RESPONSE_TYPE, call_id, answer).status_code == 200
+            assert logger_event(sink.logger_url, REQUEST_TYPE, call_id, request).status_code == 200
+            assert logger_event(sink.logger_url, RESPONSE_TYPE, call_id, answer).status_code == 200
+            # Issue 25: the same answer under another version is not the transformer's.
+            forged = {**answer, "model_version": "999"}
+            assert logger_event(sink.logger_url, RESPONSE_TYPE, "f", forged).status_code == 403
             prediction = answer["predictions"][0]
             suggested = [c["slug"] for c in prediction["categories"]]
             final = classes[i % 2]  # four photos each of two categories
