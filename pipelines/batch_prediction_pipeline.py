@@ -89,6 +89,7 @@ def build_pipeline(settings: BatchSettings | None = None):
         ) as shard:
             predicted = predict_op(
                 model_uri=model_uri,
+                input_uri=input_uri,
                 shards=split.outputs["shards"],
                 shard=shard,
                 batch_size=batch_size,

@@ -9,7 +9,10 @@ Three inputs, as ``snapcat prepare`` takes them:
   ``living-food/123.jpg``) carries that category;
 - a **manifest** (``.csv``): a ``path`` column (relative to the manifest's folder, absolute, or a
   URI), optional ``id`` (default: the path) and optional ``category`` (a slug, or the seller's
-  category for the catalogue audit).
+  category for the catalogue audit). A manifest is data another system wrote, so its rows are
+  held to ``prepare``'s allow-list (:mod:`snapcat.dataset.manifest_policy`: the manifest's own
+  folder or bucket prefix and each ``allow_roots`` entry; no other schemes, no ``..`` out, no
+  symlinks out, regular files only). A refused row is a result line with the reason, not a read.
 
 Nothing here decodes a photo: the predict loop reads the bytes batch by batch.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 import fsspec
 
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.dataset.manifest_policy import ManifestPolicy, Refused
 from snapcat.errors import UserError
 
 #: File endings batch prediction picks up in a folder (what the serving normalization decodes).
@@ -38,6 +42,7 @@ class PhotoRef:
     id: str
     uri: str
     category: str | None = None
+    refused: Refused | None = None  # the allow-list refused the row: never read
 
 
 def is_manifest(uri: str) -> bool:
@@ -68,9 +73,14 @@ def iter_folder(uri: str, taxonomy: Taxonomy | None = None) -> Iterator[PhotoRef
             yield PhotoRef(rel, prefix + path, category)
 
 
-def iter_manifest(uri: str) -> Iterator[PhotoRef]:
-    """The rows of a manifest CSV, streamed."""
-    base = posixpath.dirname(uri)
+def input_root(uri: str) -> str:
+    """The folder or prefix an input may read below: a manifest's own folder, or the folder."""
+    return posixpath.dirname(uri) if is_manifest(uri) else uri.rstrip("/")
+
+
+def iter_manifest(uri: str, allow_roots: tuple[str, ...] = ()) -> Iterator[PhotoRef]:
+    """The rows of a manifest CSV, streamed, each resolved by the allow-list."""
+    policy = ManifestPolicy(input_root(uri), allow_roots)
     with fsspec.open(uri, "r", encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "path" not in reader.fieldnames:
@@ -79,17 +89,25 @@ def iter_manifest(uri: str) -> Iterator[PhotoRef]:
             path = (row.get("path") or "").strip()
             if not path:
                 continue
-            absolute = "://" in path or path.startswith("/")
-            ref = path if absolute else posixpath.join(base, path)
             category = (row.get("category") or "").strip() or None
-            yield PhotoRef((row.get("id") or "").strip() or path, ref, category)
+            photo_id = (row.get("id") or "").strip() or path
+            try:
+                yield PhotoRef(photo_id, policy.resolve(path), category)
+            except Refused as refused:
+                yield PhotoRef(photo_id, path, category, refused)
 
 
-def iter_photos(uri: str, taxonomy: Taxonomy | None = None) -> Iterator[PhotoRef]:
+def iter_photos(
+    uri: str, taxonomy: Taxonomy | None = None, allow_roots: tuple[str, ...] = ()
+) -> Iterator[PhotoRef]:
     """The photos of a folder, bucket prefix or manifest, as :class:`PhotoRef` s."""
-    return iter_manifest(uri) if is_manifest(uri) else iter_folder(uri, taxonomy)
+    if is_manifest(uri):
+        return iter_manifest(uri, allow_roots)
+    return iter_folder(uri, taxonomy)
 
 
-def count_photos(uri: str, taxonomy: Taxonomy | None = None) -> int:
+def count_photos(
+    uri: str, taxonomy: Taxonomy | None = None, allow_roots: tuple[str, ...] = ()
+) -> int:
     """How many photos ``uri`` holds (one streaming pass): the progress bar's total."""
-    return sum(1 for _ in iter_photos(uri, taxonomy))
+    return sum(1 for _ in iter_photos(uri, taxonomy, allow_roots))

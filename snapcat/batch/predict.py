@@ -56,6 +56,8 @@ class PredictConfig:
     top_k: int = DEFAULT_TOP_K
     workers: int = 4  # threads reading and normalizing a batch's photos
     progress: bool = True
+    #: folders or bucket prefixes a manifest may name besides its own (as prepare's --allow-root)
+    allow_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.top_k < 1 or self.workers < 1:
@@ -74,6 +76,8 @@ class Outcome:
 
 def load_photo(ref: PhotoRef, spec: ImageSpec) -> Outcome:
     """Reads and normalizes one photo as the transformer does; never raises."""
+    if ref.refused is not None:
+        return Outcome(ref, error=ref.refused.reason, detail=str(ref.refused))
     try:
         data = storage.read_bytes(ref.uri, limit=spec.max_bytes)
     except (OSError, ValueError) as exc:
@@ -174,8 +178,14 @@ def run_predict(config: PredictConfig) -> dict[str, Any]:
     taxonomy = Taxonomy.load()
     done = resume(config.output)
     model = ServingModel(config.model)
-    total = count_photos(config.input, taxonomy) if config.progress else None
-    todo = (r for r in iter_photos(config.input, taxonomy) if r.id not in done)
+    total = (
+        count_photos(config.input, taxonomy, tuple(config.allow_roots)) if config.progress else None
+    )
+    todo = (
+        r
+        for r in iter_photos(config.input, taxonomy, tuple(config.allow_roots))
+        if r.id not in done
+    )
     bar = tqdm(
         total=None if total is None else max(0, total - len(done)),
         desc="predicting",

@@ -96,9 +96,10 @@ def test_manifest_input_with_ids_and_categories(model_dir, photos, tmp_path):
         for i, path in enumerate(paths):
             writer.writerow([f"listing-{i}", str(path), "living-food" if i % 2 else ""])
     out = tmp_path / "results.jsonl"
-    assert predict(model_dir, manifest, out) == 0
+    assert predict(model_dir, manifest, out, "--allow-root", str(photos)) == 0
     lines = list(read_lines(out))
     assert [line["id"] for line in lines] == [f"listing-{i}" for i in range(4)]
+    assert not any("error" in line for line in lines)
     assert ["category" in line for line in lines] == [False, True, False, True]
     assert all("disagrees" in line for line in lines if "category" in line)
 
@@ -137,3 +138,63 @@ def test_answers_equal_the_online_endpoints(model_dir, photos, tmp_path):
     assert {line["confident"] for line in batch.values()} == {True, False}, (
         "the fixture's threshold should leave some photos confident and some not"
     )
+
+
+def test_a_manifest_reads_only_inside_its_roots(model_dir, photos, tmp_path):
+    """A manifest is data another system wrote: rows outside its folder (``..``, absolute, a
+    symlink out), other schemes (``http://`` to a listener here: never contacted, ``file://``,
+    ``zip://``), a FIFO and a NUL byte each get an error line with the reason; the good row is
+    predicted. Without --allow-root the photos folder itself is outside."""
+    import os
+    import socket
+
+    listing = tmp_path / "listing"
+    listing.mkdir()
+    good = sorted(photos.rglob("*.jpg"))[0]
+    (listing / "good.jpg").write_bytes(good.read_bytes())
+    (listing / "out.jpg").symlink_to(good)
+    os.mkfifo(listing / "pipe.jpg")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    rows = {
+        "good": "good.jpg",
+        "dotdot": f"../{tmp_path.name}/../{good.parent.name}/{good.name}",
+        "absolute": str(good),
+        "symlink": "out.jpg",
+        "http": f"http://127.0.0.1:{listener.getsockname()[1]}/x.jpg",
+        "file": f"file://{good}",
+        "zip": f"zip://x.jpg::{good}",
+        "fifo": "pipe.jpg",
+        "nul": "a\x00b.jpg",
+    }
+    manifest = listing / "listings.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "path"])
+        writer.writerows(rows.items())
+    out = tmp_path / "results.jsonl"
+    assert predict(model_dir, manifest, out) == 0
+    lines = {line["id"]: line for line in read_lines(out)}
+    assert sorted(lines) == sorted(rows)
+    assert "error" not in lines.pop("good")
+    for photo_id, line in lines.items():
+        assert line["error"] in {
+            "outside-input",
+            "scheme-not-allowed",
+            "not-a-regular-file",
+            "nul-byte",
+        }, (
+            photo_id,
+            line,
+        )
+    assert lines["http"]["error"] == "scheme-not-allowed"
+    assert lines["fifo"]["error"] == "not-a-regular-file"
+    try:
+        listener.accept()
+        raise AssertionError("predict connected to the manifest's http:// row")
+    except BlockingIOError:
+        pass
+    finally:
+        listener.close()
