@@ -4,6 +4,7 @@ the committed spec up to date, and a real run through kfp.local whose merged out
 
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,11 @@ def test_local_run_equals_snapcat_predict(tmp_path):
     model = export_tiny_model(tmp_path / "model" / "listing-category")
     photos = tmp_path / "photos"
     photo_folder(photos, per_category=2)
+    print_before = builtins.print
     found = batch.run_local(
         tmp_path / "run", model_uri=str(model), input_uri=str(photos), shard_count=2, batch_size=2
     )
+    assert builtins.print is print_before  # kfp.local's threads leave no indenting print behind
     merged = {line["id"]: line for line in read_lines(Path(found["merged"], "results.jsonl"))}
     assert main(
         ["predict", "--model", str(model), "--input", str(photos), "--output",
