@@ -214,8 +214,10 @@ def quiet_request_logs(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     for name in PER_REQUEST_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    if verbose:
-        logging.getLogger("snapcat.serving.requests").setLevel(logging.DEBUG)
+    # serving.http_layer's line per successful request, at DEBUG
+    logging.getLogger("snapcat.serving.requests").setLevel(
+        logging.DEBUG if verbose else logging.INFO
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,10 +221,15 @@ class ListingCategoryTransformer(Model):
                 return item
             return await loop.run_in_executor(self.executor, self._normalize, index, item, deadline)
 
-        work = asyncio.gather(*(normalize(i, item) for i, item in enumerate(items)))
         try:
             # The deadline is checked before each decode; this bounds the whole batch as well.
-            results = await asyncio.wait_for(work, self.config.photo_deadline * 2)
+            async with asyncio.timeout(self.config.photo_deadline * 2):
+                if len(items) == 1:  # the usual request: no task for gather to wrap it in
+                    results = [await normalize(0, items[0])]
+                else:
+                    results = await asyncio.gather(
+                        *(normalize(i, item) for i, item in enumerate(items))
+                    )
         except TimeoutError:
             raise OverloadedError(
                 f"normalizing the photos took over {self.config.photo_deadline * 2:g} s; "

@@ -124,7 +124,7 @@ def test_serve_refuses_a_bad_file_before_loading(tmp_path, server):
 
 @pytest.mark.parametrize(
     ("cpus", "intra", "inter", "rest"),
-    [(0.5, 1, 1, 4), (1, 1, 1, 4), (1.5, 1, 1, 4), (2, 2, 1, 8), (4, 4, 2, 16), (64, 64, 32, 256)],
+    [(0.5, 1, 1, 4), (1, 1, 1, 4), (1.5, 1, 1, 4), (2, 2, 2, 8), (4, 4, 4, 16), (64, 64, 64, 256)],
 )
 def test_tf_serving_threads_follow_the_cpu_limit(cpus, intra, inter, rest):
     from snapcat.contract.tf_serving_config import tf_serving_threads
