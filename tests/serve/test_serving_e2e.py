@@ -548,6 +548,18 @@ def test_metrics_per_stage_and_bytes_sent_to_the_predictor(stack, http):
         "snapcat_predictor_images_total"
     )
     assert per_image < 10_000  # canonical 71 px JPEGs as b64, not JSON floats
+    # The transformer's CPU by stage (benchmarks/serving_bench.py splits it per photo): every
+    # stage counted, each a positive CPU time, none more than the process has used.
+    from serving.metrics import STAGES
+
+    cpu = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^snapcat_transformer_stage_cpu_seconds_sum\{stage="(\w+)"\} (\S+)$', text, re.M
+        )
+    }
+    assert set(cpu) == set(STAGES), cpu
+    assert all(0 < seconds < 600 for seconds in cpu.values()), cpu
 
 
 def test_concurrent_clients(stack, info, reference, saved_labels):
