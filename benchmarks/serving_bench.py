@@ -3,12 +3,27 @@
 Prints, in one run on this machine:
 
 - raw in-process throughput of the exported signature (``ServingModel.predict`` on canonical
-  bytes, batch 1 / 8 / 32): the limit, since every image must go through the model;
+  bytes, batch 1 / 8 / 32): the limit, since every image must go through the model; and the
+  p50 latency of one batch-1 forward pass;
 - end-to-end throughput and p50/p95 latency through the KServe transformer and the local
   predictor (two processes, loopback HTTP, one photo per request) at concurrency 1 and 8;
-- the ratio end-to-end / raw (target at concurrency 8: >= 0.9);
+- the ratio end-to-end / raw by throughput and by CPU time per photo, at concurrency 1 (against
+  raw batch 1) and 8 (against the best raw batch size); target >= 0.9 for both;
+- the transformer's CPU per photo split by stage (read body, decode JSON/base64, normalize, call
+  predictor, shape response, log), from its ``snapcat_transformer_stage_cpu_seconds`` histogram
+  (thread CPU clocks) read before and after each measurement, and the rest of its process CPU
+  (HTTP server, KServe's routing, middleware) as "other": target <= 3 CPU-ms per photo
+  excluding normalization;
 - bytes per image sent to the predictor, from the transformer's own counters
   (target at 299 px: <= 40 KB).
+
+The local predictor sizes TensorFlow's thread pools from its CPU limit as production's TF Serving
+does (:func:`snapcat.contract.tf_serving_config.tf_serving_threads`); this process's raw runs
+apply the same sizing, so both sides run the same TensorFlow configuration.
+
+``--baseline-src DIR`` also runs the transformer of another source tree (e.g. ``git archive``
+of an earlier commit, unpacked) against the same predictor, in the same rounds: a change's effect
+measured on the same machine at the same time.
 
 The predictor batches by TF Serving's batching parameters file, as production does:
 ``--batching-parameters-file`` (default: ``manifests/base/tfserving/batching_parameters.txt``, the
@@ -20,11 +35,12 @@ the CPU time per image is measured too (of this process for the raw runs; of the
 transformer processes for the end-to-end runs, the client excluded): its ratio is what the stack
 costs over the bare model, whatever else runs.
 
-    .venv/bin/python benchmarks/serving_bench.py                  # untrained Xception at 299 px
+    .venv/bin/python benchmarks/serving_bench.py            # untrained EfficientNet-Lite0, 224 px
+    .venv/bin/python benchmarks/serving_bench.py --backbone xception          # 299 px
     .venv/bin/python benchmarks/serving_bench.py --model-dir MODEL_DIR --photos data/sample
 
-Throughput does not depend on the weights, so without ``--model-dir`` an untrained model is
-exported to a temporary folder (no download needed).
+Cost does not depend on the weights, so without ``--model-dir`` an untrained model
+(``weights="none"``) of ``--backbone`` is exported to a temporary folder (no download needed).
 """
 
 from __future__ import annotations
@@ -83,16 +99,41 @@ def process_cpu(pid: int) -> float:
 def raw_run(model, canonical: list[bytes], batch: int, seconds: float) -> dict:
     model.predict(canonical[:batch])  # warm-up at this batch size
     done, i = 0, 0
+    calls: list[float] = []
     start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds or done < 2 * batch:
+        t0 = time.perf_counter()
         model.predict([canonical[(i + j) % len(canonical)] for j in range(batch)])
+        calls.append(time.perf_counter() - t0)
         done += batch
         i += batch
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"throughput": done / wall, "cpu_ms": cpu / done * 1000}
+    return {
+        "throughput": done / wall,
+        "cpu_ms": cpu / done * 1000,
+        "p50": statistics.median(calls) * 1000,
+    }
+
+
+def stage_sums(url: str) -> dict[str, float]:
+    """The transformer's ``snapcat_transformer_stage_cpu_seconds_sum`` per stage, and its
+    ``snapcat_predictor_images_total`` (as ``"photos"``)."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    sums = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^snapcat_transformer_stage_cpu_seconds_sum\{stage="(\w+)"\} (\S+)$', text, re.M
+        )
+    }
+    sums["photos"] = metric(text, "snapcat_predictor_images_total")
+    return sums
 
 
 def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pids) -> dict:
+    """One measurement through the transformer at ``url``; ``pids``: the server processes whose
+    CPU is counted (the predictor's, then the transformer's)."""
     import httpx
 
     bodies = [
@@ -152,15 +193,77 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
     }
 
 
+def e2e_with_stages(url, photos, concurrency, seconds, pids) -> dict:
+    """:func:`e2e_run` plus the transformer's CPU per photo by stage over the same window (the
+    warm-up requests included: a few out of hundreds)."""
+    before = stage_sums(url)
+    result = e2e_run(url, photos, concurrency, seconds, pids)
+    after = stage_sums(url)
+    photos_done = after.pop("photos") - before.pop("photos")
+    result["stages_ms"] = {
+        stage: (after.get(stage, 0.0) - before.get(stage, 0.0)) / photos_done * 1000
+        for stage in STAGES
+    }
+    return result
+
+
+#: The transformer's stages (serving.metrics.STAGES; not imported: it pulls in KServe).
+STAGES = ("read_body", "decode", "normalize", "predictor_call", "response", "log")
+
+
 def metric(text: str, name: str) -> float:
     match = re.search(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M)
     return float(match.group(1)) if match else float("nan")
 
 
+_FROM_SOURCE_TREE = (
+    "import runpy, sys; "
+    "sys.meta_path[:] = [f for f in sys.meta_path "
+    "if '__editable__' not in getattr(f, '__module__', '')]; "
+    "runpy.run_module('serving', run_name='__main__', alter_sys=True)"
+)
+
+
+def start_baseline(src: str, stack, log_dir: str):
+    """The transformer of source tree ``src`` against ``stack``'s predictor; (process, url)."""
+    import subprocess
+
+    from snapcat.local.processes import free_port, wait_http_ok
+    from snapcat.local.stack import transformer_command
+
+    port = free_port(stack.host)
+    command = transformer_command(
+        predictor_host=f"{stack.host}:{stack.predictor_port}",
+        port=port,
+        model_name=MODEL_NAME,
+        host=stack.host,
+        extra=("--enable_latency_logging=false",),
+    )
+    # ``python -m serving`` from ``src``: an editable install's import hook sits before
+    # PYTHONPATH on sys.meta_path and would import this tree's serving/ and snapcat/ instead.
+    assert command[1:3] == ["-m", "serving"], command
+    command[1:3] = ["-c", _FROM_SOURCE_TREE]
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = open(Path(log_dir, "baseline-transformer.log"), "ab")  # noqa: SIM115
+    process = subprocess.Popen(  # in ``src``: ``-c`` puts the working folder first on sys.path
+        command, env=env, cwd=src, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://{stack.host}:{port}"
+    wait_http_ok(f"{url}/v1/models/{MODEL_NAME}", 300, [process])
+    return process, url
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model-dir", help="an exported model (default: untrained Xception)")
-    parser.add_argument("--image-size", type=int, default=299, help="for the untrained model")
+    parser.add_argument("--model-dir", help="an exported model (default: an untrained one)")
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="of the untrained model (default: the CPU tier's EfficientNet-Lite0)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="of the untrained model (default: the backbone's)"
+    )
     parser.add_argument("--photos", default=str(REPO_ROOT / "data" / "sample"))
     parser.add_argument("--num-photos", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
@@ -170,16 +273,23 @@ def main() -> int:
         default=str(REPO_ROOT / "manifests" / "base" / "tfserving" / "batching_parameters.txt"),
         help="TF Serving's batching parameters for the predictor (default: the base CPU sizing)",
     )
+    parser.add_argument(
+        "--baseline-src",
+        help="a source tree whose transformer is measured too, against the same predictor",
+    )
     args = parser.parse_args()
 
     import httpx
 
     from snapcat.contract.tf_serving_config import BatchingParameters
     from snapcat.imaging.normalize import normalize_image
+    from snapcat.local.predictor import apply_tf_serving_threads
     from snapcat.local.stack import LocalStack
     from snapcat.serve.transformer_core import TransformerCore
     from snapcat.train.export import ServingModel
+    from snapcat.train.modeling import get_backbone
 
+    threads = apply_tf_serving_threads()  # as the predictor does: same TF sizing for raw runs
     batching = BatchingParameters.from_file(args.batching_parameters_file)
     print(
         f"batching: {os.path.relpath(batching.source, REPO_ROOT)}: max_batch_size "
@@ -187,10 +297,15 @@ def main() -> int:
         f"num_batch_threads {batching.num_batch_threads}, max_enqueued_batches "
         f"{batching.max_enqueued_batches}, allowed_batch_sizes {list(batching.allowed_batch_sizes)}"
     )
+    print(f"TensorFlow threads (predictor and raw runs): {threads}")
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
+    kinds = ("new", "base") if args.baseline_src else ("new",)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
-        model_dir = args.model_dir or export_untrained(args.image_size, f"{tmp}/{MODEL_NAME}")
+        image_size = args.image_size or get_backbone(args.backbone).default_size
+        model_dir = args.model_dir or export_untrained(
+            image_size, f"{tmp}/{MODEL_NAME}", args.backbone
+        )
         model = ServingModel(model_dir)
         info = model.info
         photos = load_photos(Path(args.photos), args.num_photos)
@@ -203,8 +318,10 @@ def main() -> int:
             f"canonical JPEG mean {statistics.mean(map(len, canonical)) / 1024:.1f} KB, "
             f"{len(body) / len(canonical) / 1024:.1f} KB per image in the predictor request"
         )
-        runs: dict[str, list[dict]] = {k: [] for k in ("raw1", "raw8", "raw32", "e2e1", "e2e8")}
-        ratios: list[float] = []
+        runs: dict[str, list[dict]] = {f"raw{b}": [] for b in (1, 8, 32)}
+        for kind in kinds:
+            runs.update({f"{kind}{c}": [] for c in (1, 8)})
+        baseline = None
         with LocalStack(
             model_dir,
             model_name=MODEL_NAME,
@@ -212,24 +329,33 @@ def main() -> int:
             transformer_args=("--enable_latency_logging=false",),
             batching_parameters_file=args.batching_parameters_file,
         ) as stack:
-            servers = [stack.predictor.pid, stack.transformer.pid]
-            for round_ in range(1, args.rounds + 1):
-                raw = {b: raw_run(model, canonical, b, args.seconds) for b in (1, 8, 32)}
-                e2e = {c: e2e_run(stack.url, photos, c, args.seconds, servers) for c in (1, 8)}
-                for b, r in raw.items():
-                    runs[f"raw{b}"].append(r)
-                for c, r in e2e.items():
-                    runs[f"e2e{c}"].append(r)
-                ratios.append(e2e[8]["throughput"] / max(r["throughput"] for r in raw.values()))
-                print(
-                    f"round {round_}: raw b1/b8/b32 "
-                    + "/".join(f"{raw[b]['throughput']:.1f}" for b in (1, 8, 32))
-                    + " img/s, e2e c1/c8 "
-                    + "/".join(f"{e2e[c]['throughput']:.1f}" for c in (1, 8))
-                    + f" img/s, ratio c8 {ratios[-1]:.2f}",
-                    flush=True,
-                )
-            metrics = httpx.get(f"{stack.url}/metrics").text
+            urls = {"new": stack.url}
+            pids = {"new": [stack.predictor.pid, stack.transformer.pid]}
+            if args.baseline_src:
+                baseline, urls["base"] = start_baseline(args.baseline_src, stack, f"{tmp}/logs")
+                pids["base"] = [stack.predictor.pid, baseline.pid]
+            try:
+                for round_ in range(1, args.rounds + 1):
+                    raw = {b: raw_run(model, canonical, b, args.seconds) for b in (1, 8, 32)}
+                    for b, r in raw.items():
+                        runs[f"raw{b}"].append(r)
+                    line = "raw b1/b8/b32 " + "/".join(
+                        f"{raw[b]['throughput']:.1f}" for b in (1, 8, 32)
+                    )
+                    # alternate which transformer goes first
+                    for kind in kinds if round_ % 2 else kinds[::-1]:
+                        for c in (1, 8):
+                            r = e2e_with_stages(urls[kind], photos, c, args.seconds, pids[kind])
+                            runs[f"{kind}{c}"].append(r)
+                        line += f", {kind} c1/c8 " + "/".join(
+                            f"{runs[f'{kind}{c}'][-1]['throughput']:.1f}" for c in (1, 8)
+                        )
+                    print(f"round {round_}: {line} img/s", flush=True)
+                metrics = httpx.get(f"{stack.url}/metrics").text
+            finally:
+                if baseline is not None:
+                    baseline.terminate()
+                    baseline.wait(30)
         # the predictor logs its batch statistics when it stops
         batch_log = [
             line
@@ -240,36 +366,71 @@ def main() -> int:
             metrics, "snapcat_predictor_images_total"
         )
 
-    def med(key: str, field: str) -> float:
-        return statistics.median(r[field] for r in runs[key])
+    def values(key: str, field: str) -> list[float]:
+        return [r[field] for r in runs[key]]
 
-    best_raw_cpu = min(med(f"raw{b}", "cpu_ms") for b in (1, 8, 32))
-    print(f"--- medians of {args.rounds} interleaved rounds, {args.seconds:g} s per measurement")
+    def med(key: str, field: str) -> float:
+        return statistics.median(values(key, field))
+
+    def spread(xs: list[float], digits: int = 2) -> str:
+        return f"{statistics.median(xs):.{digits}f} ({min(xs):.{digits}f}-{max(xs):.{digits}f})"
+
+    print(
+        f"--- medians (min-max) of {args.rounds} interleaved rounds, {args.seconds:g} s per "
+        "measurement"
+    )
     for b in (1, 8, 32):
         print(
             f"raw SavedModel in-process, batch {b:>2}:  {med(f'raw{b}', 'throughput'):6.2f} img/s"
-            f"   {med(f'raw{b}', 'cpu_ms'):6.1f} CPU-ms/img"
+            f"   {med(f'raw{b}', 'cpu_ms'):6.1f} CPU-ms/img   p50 {med(f'raw{b}', 'p50'):6.1f} ms"
+            " per call"
         )
-    for c in (1, 8):
-        predictor_ms, transformer_ms = (
-            statistics.median(r["cpu_ms_by_process"][i] for r in runs[f"e2e{c}"]) for i in (0, 1)
-        )
+    best_raw = [min(r[f"raw{b}"]["cpu_ms"] for b in (1, 8, 32)) for r in _by_round(runs)]
+    best_raw_tp = [max(r[f"raw{b}"]["throughput"] for b in (1, 8, 32)) for r in _by_round(runs)]
+    for kind in kinds:
+        name = {"new": "this tree", "base": f"baseline {args.baseline_src}"}[kind]
+        print(f"--- end to end, transformer of {name}")
+        for c in (1, 8):
+            key = f"{kind}{c}"
+            predictor_ms, transformer_ms = (
+                statistics.median(r["cpu_ms_by_process"][i] for r in runs[key]) for i in (0, 1)
+            )
+            print(
+                f"concurrency {c}: {med(key, 'throughput'):6.2f} img/s   "
+                f"{med(key, 'cpu_ms'):6.1f} CPU-ms/img (predictor {predictor_ms:.1f} + "
+                f"transformer {transformer_ms:.1f})   p50 {med(key, 'p50'):5.1f} ms   "
+                f"p95 {med(key, 'p95'):5.1f} ms"
+            )
+            # With one request in flight every stage's clock is its own; with more, a stage that
+            # awaits (the predictor call) also counts other requests' work: merged with "other".
+            shown = STAGES if c == 1 else tuple(s for s in STAGES if s != "predictor_call")
+            stages = {s: statistics.median(r["stages_ms"][s] for r in runs[key]) for s in shown}
+            other = [
+                r["cpu_ms_by_process"][1] - sum(r["stages_ms"][s] for s in shown) for r in runs[key]
+            ]
+            excl = [r["cpu_ms_by_process"][1] - r["stages_ms"]["normalize"] for r in runs[key]]
+            print(
+                "  transformer CPU-ms/photo by stage: "
+                + ", ".join(f"{s} {v:.2f}" for s, v in stages.items())
+                + (", other " if c == 1 else ", predictor_call + other ")
+                + f"{statistics.median(other):.2f}; excluding normalization "
+                + spread(excl)
+                + " (target <= 3)"
+            )
+            raw_cpu = values("raw1", "cpu_ms") if c == 1 else best_raw
+            raw_tp = values("raw1", "throughput") if c == 1 else best_raw_tp
+            against = "raw batch 1" if c == 1 else "the best raw batch size"
+            by_cpu = [r / e for r, e in zip(raw_cpu, values(key, "cpu_ms"), strict=True)]
+            by_tp = [e / r for r, e in zip(raw_tp, values(key, "throughput"), strict=True)]
+            print(
+                f"  ratio e2e/raw vs {against}: by CPU time per photo {spread(by_cpu)}, by "
+                f"throughput {spread(by_tp)} (target >= 0.9)"
+            )
+        gap = [e - r for r, e in zip(values("raw1", "p50"), values(f"{kind}1", "p50"), strict=True)]
         print(
-            f"end-to-end, concurrency {c}:           {med(f'e2e{c}', 'throughput'):6.2f} img/s"
-            f"   {med(f'e2e{c}', 'cpu_ms'):6.1f} CPU-ms/img (servers: predictor "
-            f"{predictor_ms:.1f} + transformer {transformer_ms:.1f})"
-            f"   p50 {med(f'e2e{c}', 'p50'):5.0f} ms   p95 {med(f'e2e{c}', 'p95'):5.0f} ms"
+            f"  p50 at concurrency 1 minus raw batch-1 forward p50: {spread(gap, 1)} ms "
+            "(target <= 5)"
         )
-    print(
-        f"ratio e2e/raw, concurrency 8: {statistics.median(ratios):.2f} by throughput (vs the best "
-        f"raw batch size of the same round), {best_raw_cpu / med('e2e8', 'cpu_ms'):.2f} by CPU "
-        "time per image; target >= 0.9"
-    )
-    print(
-        f"ratio e2e/raw, concurrency 1: "
-        f"{med('e2e1', 'throughput') / med('raw1', 'throughput'):.2f} by throughput (vs raw "
-        f"batch 1), {med('raw1', 'cpu_ms') / med('e2e1', 'cpu_ms'):.2f} by CPU time per image"
-    )
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(*batch_log[-1:], sep="\n")
     print(
@@ -283,6 +444,12 @@ def main() -> int:
     )
     print(f"normalization in the transformer: {normalize_ms:.1f} ms per image (its own histogram)")
     return 0
+
+
+def _by_round(runs: dict[str, list[dict]]) -> list[dict[str, dict]]:
+    """``runs`` regrouped per round: [{key: that round's result}]."""
+    count = len(next(iter(runs.values())))
+    return [{key: results[i] for key, results in runs.items()} for i in range(count)]
 
 
 if __name__ == "__main__":

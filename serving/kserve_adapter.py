@@ -27,9 +27,12 @@ from kserve.constants import constants as kserve_constants
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve.model import InferenceVerb, append_forwardable_headers
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.rest import server as kserve_rest_server
 from kserve.protocol.rest.server import RESTServer
 
 KSERVE_VERSION = importlib.metadata.version("kserve")
+#: The middleware KServe's ``RESTServer._add_middlewares`` adds to log each request's timings.
+TimingMiddleware = kserve_rest_server.TimingMiddleware
 
 __all__ = [
     "HOOKS",
@@ -38,6 +41,7 @@ __all__ = [
     "DataPlane",
     "HookedRESTServer",
     "InferenceVerb",
+    "TimingMiddleware",
     "append_forwardable_headers",
     "kserve_flag_actions",
     "register_models",
@@ -103,11 +107,14 @@ HOOKS: tuple[Hook, ...] = (
         ),
     ),
     Hook(RESTServer, "_add_middlewares", ("self", "app")),
+    # The per-request timing-log middleware KServe's _add_middlewares adds (removed without -v).
+    Hook(kserve_rest_server, "TimingMiddleware"),
     Hook(RESTServer, "_add_exception_handlers", ("self", "app")),
     Hook(RESTServer, "start", ("self",)),
     # DataPlane methods serving.server.PredictorAwareDataPlane overrides.
     Hook(DataPlane, "decode", ("self", "body", "headers", "protocol_version", "model_name")),
     Hook(DataPlane, "live", ()),
+    Hook(DataPlane, "get_model", ("self", "name")),
     Hook(DataPlane, "ready", ("self",)),
     Hook(DataPlane, "model_ready", ("self", "model_name", "disable_predictor_health_check")),
     Hook(DataPlane, "model_registry"),
@@ -172,7 +179,23 @@ def serve(server: ModelServer, rest_server: RESTServer) -> None:
     server.servers.append(rest_server.start())
     server.setup_event_loop()
     server.register_signal_handler()
-    asyncio.run(server._serve())
+    run_event_loop(server._serve(), server.event_loop)
+
+
+def run_event_loop(main, event_loop: str = "auto"):
+    """Runs ``main`` on the loop ``--event_loop`` names, as uvicorn reads the flag: ``auto`` is
+    uvloop when installed (the serving lock has it), else asyncio. KServe's own ``start`` runs
+    ``asyncio.run`` whatever the flag says; uvloop's C event loop and transports take a
+    measurable share off the transformer's CPU per photo (docs/serving.md, "Benchmark")."""
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def kserve_flag_actions(keep: Callable[[argparse.Action], bool]) -> argparse.ArgumentParser:

@@ -35,7 +35,12 @@ from kserve.predictor_config import PredictorConfig
 from serving import version_metrics
 from serving.capacity import Capacity
 from serving.kserve_adapter import InferenceVerb
-from serving.metrics import DECODE_BYTES_RESERVED, NORMALIZE_SECONDS, PHOTOS_IN_FLIGHT
+from serving.metrics import (
+    DECODE_BYTES_RESERVED,
+    NORMALIZE_SECONDS,
+    PHOTOS_IN_FLIGHT,
+    stage_cpu,
+)
 from serving.predictor_client import PredictorClient
 from snapcat.contract.signature import INPUT_NAME
 from snapcat.imaging.decode_budget import DecodeBudget
@@ -190,18 +195,19 @@ class ListingCategoryTransformer(Model):
         core = self.core
         if not core.spec_learned:  # a request before the first readiness check
             await self.learn_model()
-        if isinstance(payload, InferRequest):
-            items = core.parse_v2(payload.inputs)
-            protocol, request_id = "v2", payload.id
-        else:
-            items = core.parse_v1(payload)
-            protocol, request_id = "v1", (headers or {}).get("x-request-id")
+        with stage_cpu("decode"):
+            if isinstance(payload, InferRequest):
+                items = core.parse_v2(payload.inputs)
+                protocol, request_id = "v2", payload.id
+            else:
+                items = core.parse_v1(payload)
+                protocol, request_id = "v1", (headers or {}).get("x-request-id")
         count = self.admission.admit(len(items))
         try:
             canonical = await self._normalize_all(items)
-            return PredictorCall(
-                protocol, len(canonical), core.predictor_body(canonical), request_id, count
-            )
+            with stage_cpu("predictor_call"):
+                body = core.predictor_body(canonical)
+            return PredictorCall(protocol, len(canonical), body, request_id, count)
         except BaseException:
             self.admission.release(count)
             raise
@@ -215,10 +221,15 @@ class ListingCategoryTransformer(Model):
                 return item
             return await loop.run_in_executor(self.executor, self._normalize, index, item, deadline)
 
-        work = asyncio.gather(*(normalize(i, item) for i, item in enumerate(items)))
         try:
             # The deadline is checked before each decode; this bounds the whole batch as well.
-            results = await asyncio.wait_for(work, self.config.photo_deadline * 2)
+            async with asyncio.timeout(self.config.photo_deadline * 2):
+                if len(items) == 1:  # the usual request: no task for gather to wrap it in
+                    results = [await normalize(0, items[0])]
+                else:
+                    results = await asyncio.gather(
+                        *(normalize(i, item) for i, item in enumerate(items))
+                    )
         except TimeoutError:
             raise OverloadedError(
                 f"normalizing the photos took over {self.config.photo_deadline * 2:g} s; "
@@ -230,7 +241,8 @@ class ListingCategoryTransformer(Model):
     def _normalize(self, index: int, photo: bytes, deadline: float):
         start = time.perf_counter()
         try:
-            return self.core.normalize(index, photo, deadline)
+            with stage_cpu("normalize"):  # this worker thread's CPU
+                return self.core.normalize(index, photo, deadline)
         finally:
             NORMALIZE_SECONDS.labels(self.name).observe(time.perf_counter() - start)
 
@@ -247,8 +259,9 @@ class ListingCategoryTransformer(Model):
             self.admission.release(call.admitted)
 
     async def _call_predictor(self, call: PredictorCall, headers) -> PredictorResult:
-        body = await self.predictor.predict(call.body, call.count, headers)
-        return PredictorResult(call, self.core.read_predictions(body, call.count))
+        with stage_cpu("predictor_call"):
+            body = await self.predictor.predict(call.body, call.count, headers)
+            return PredictorResult(call, self.core.read_predictions(body, call.count))
 
     async def postprocess(
         self,
@@ -256,20 +269,23 @@ class ListingCategoryTransformer(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
-        # For the live metrics (serving/version_metrics.py), which never read the body.
-        version_metrics.note_answer(result.answer.version, self.responses.tops(result.answer))
-        if result.call.protocol == "v1":
-            return self.responses.v1_response(result.answer)
-        outputs = [
-            InferOutput(name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"])
-            for o in self.responses.v2_outputs(result.answer)
-        ]
-        return InferResponse(
-            response_id=result.call.request_id or "",
-            model_name=self.name,
-            model_version=result.answer.version,
-            infer_outputs=outputs,
-        )
+        with stage_cpu("response"):
+            # For the live metrics (serving/version_metrics.py), which never read the body.
+            version_metrics.note_answer(result.answer.version, self.responses.tops(result.answer))
+            if result.call.protocol == "v1":
+                return self.responses.v1_response(result.answer)
+            outputs = [
+                InferOutput(
+                    name=o["name"], shape=o["shape"], datatype=o["datatype"], data=o["data"]
+                )
+                for o in self.responses.v2_outputs(result.answer)
+            ]
+            return InferResponse(
+                response_id=result.call.request_id or "",
+                model_name=self.name,
+                model_version=result.answer.version,
+                infer_outputs=outputs,
+            )
 
     async def healthy(self) -> bool:
         """Ready when this model is loaded and the predictor has a version of it AVAILABLE."""

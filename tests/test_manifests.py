@@ -575,6 +575,23 @@ def test_tf_serving_runs_with_batching_and_monitoring_config(built, target):
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_tf_serving_threads_are_sized_to_the_predictor_cpu_limit(built, target):
+    """TF Serving sizes its thread pools from the node's cores unless told: every target's
+    predictor passes the intra-op, inter-op and REST thread counts that
+    ``tf_serving_threads`` derives from that target's own CPU limit (an overlay that changes the
+    limit and keeps the base's flags fails here), and never ``tensorflow_session_parallelism``
+    (TF Serving refuses to start with it and the per-pool flags both set)."""
+    from snapcat.contract.tf_serving_config import tf_serving_threads
+
+    model = isvc_of(built, target)["spec"]["predictor"]["model"]
+    expected = tf_serving_threads(_cpus(model["resources"]["limits"]["cpu"]))
+    args = model["args"]
+    assert [a for a in args if "parallelism" in a or "num_threads" in a] == expected.flags
+    assert len(set(_tfserving_flags(isvc_of(built, target)))) == len(args)  # no flag twice
+    assert not any(a.startswith("--tensorflow_session_parallelism") for a in args)
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_components_are_cluster_local_and_scraped(built, target):
     """Neither the predictor (and its canary tag URLs) nor the transformer's own URL has an
     external route; the InferenceService's URL is the one door. KServe annotates the pods for

@@ -146,6 +146,8 @@ def run_local(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batching_parameters_file=args.batching_parameters_file,
         log_dir=log_dir,
+        # snapcat -v: the transformer logs a line per request too (python -m serving --verbose)
+        transformer_args=("--verbose",) if getattr(args, "verbose", False) else (),
     )
     _batching(args)  # a bad file is refused here, not in the child
     echo = None

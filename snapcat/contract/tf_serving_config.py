@@ -15,6 +15,7 @@ as protobuf descriptors, and protobuf's own ``text_format`` parses them.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -191,3 +192,59 @@ class BatchingParameters:
 def read_monitoring_config(path: str | os.PathLike):
     """The ``MonitoringConfig`` message of a ``--monitoring_config_file``."""
     return _parse(Path(path).read_text("utf-8"), MonitoringConfigProto, str(path))
+
+
+# ---------------------------------------------------------------------------- thread pools
+#: TF Serving's REST threads per CPU: its own default is 4 x the CPUs it sees
+#: (``tensorflow_serving/model_servers/main.cc``), which in a pod are the node's, not the limit's.
+REST_API_THREADS_PER_CPU = 4
+
+
+@dataclass(frozen=True)
+class TfServingThreads:
+    """TF Serving's thread pools for a container of ``cpus`` CPUs (:func:`tf_serving_threads`)."""
+
+    cpus: float
+    intra_op: int
+    inter_op: int
+    rest_api: int
+
+    @property
+    def flags(self) -> list[str]:
+        """The ``tensorflow_model_server`` flags (names from TF Serving's ``main.cc``)."""
+        return [
+            f"--tensorflow_intra_op_parallelism={self.intra_op}",
+            f"--tensorflow_inter_op_parallelism={self.inter_op}",
+            f"--rest_api_num_threads={self.rest_api}",
+        ]
+
+
+def tf_serving_threads(cpus: float) -> TfServingThreads:
+    """TF Serving's thread pools sized to a container's CPU limit, the one rule production's
+    manifests (every overlay's predictor args; ``tests/test_manifests.py`` checks them) and the
+    local predictor (:func:`snapcat.local.predictor.apply_tf_serving_threads`) follow.
+
+    Unset, TF Serving sizes its pools from the CPUs it can schedule on, which in a pod are the
+    node's cores (CFS quotas do not shrink the affinity mask): a 2-CPU predictor on a 64-core node
+    runs 64 intra-op threads against a 2-CPU quota, and each CFS period ends with the quota spent
+    and every thread throttled, the tail-latency trap. Sized here (docs/serving.md, "TF Serving's
+    threads", has the measurement):
+
+    - intra-op (the threads one op's kernels run on, e.g. a convolution): one per whole CPU of
+      the limit, at least 1 (a fractional CPU is not a thread's worth of work);
+    - inter-op (the threads that dispatch and run ops, side by side where the graph allows; each
+      batch thread's ``Session::Run`` uses them): as many, TensorFlow's own default ratio. One
+      inter-op thread on 2 CPUs was slower, not leaner: measured on EfficientNet-Lite0 at batch 1,
+      21-22 CPU-ms and 22 ms p50 per photo with 2 against 26 CPU-ms and 36-40 ms with 1;
+    - REST threads: TF Serving's own 4 per CPU, of the limit. They mostly wait on the batching
+      queue; they parse JSON and base64 requests between waits.
+    """
+    if not cpus > 0:
+        raise ValueError(f"a CPU limit must be positive, got {cpus}")
+    whole = max(1, math.floor(cpus))
+    return TfServingThreads(
+        cpus=cpus,
+        intra_op=whole,
+        inter_op=whole,
+        rest_api=REST_API_THREADS_PER_CPU * whole,
+    )

@@ -15,8 +15,10 @@ uses of TF Serving's REST API (``tensorflow_serving/g3doc/api_rest.md``):
 Errors are ``{"error": "<message>"}`` with TF Serving's status for the case: 400 for a bad request
 or input, 404 for an unknown model or version, 503 when the batching queue is full. It loads the
 highest integer version folder (TF Serving's ``latest: 1`` policy), replays the version's warm-up
-records before it opens its port (:mod:`snapcat.train.warmup`), and batches requests by the same
-``BatchingParameters`` file as production (:mod:`snapcat.local.batching`).
+records before it opens its port (:mod:`snapcat.train.warmup`), batches requests by the same
+``BatchingParameters`` file as production (:mod:`snapcat.local.batching`), and sizes TensorFlow's
+intra-op and inter-op thread pools from its CPU limit by the rule production's TF Serving flags
+follow (:func:`apply_tf_serving_threads`), so local benchmarks measure what production runs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ from typing import Any
 import numpy as np
 
 from snapcat.contract.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
-from snapcat.contract.tf_serving_config import BatchingParameters
+from snapcat.contract.tf_serving_config import (
+    BatchingParameters,
+    TfServingThreads,
+    tf_serving_threads,
+)
 from snapcat.local.batching import MicroBatcher, QueueFullError, TaskTooLargeError, pad
 
 logger = logging.getLogger(__name__)
@@ -267,6 +273,22 @@ def create_app(servable: Servable, batcher: MicroBatcher):
     )
 
 
+def apply_tf_serving_threads(cpus: float | None = None) -> TfServingThreads:
+    """Sizes this process's TensorFlow thread pools as production's TF Serving flags are sized
+    (:func:`snapcat.contract.tf_serving_config.tf_serving_threads`), from ``cpus`` or this
+    process's CPU limit (cgroup quota and affinity: :mod:`snapcat.serve.container_limits`).
+    Must run before TensorFlow starts its runtime (before a model is loaded). The REST thread
+    count has no counterpart here: this server is one asyncio loop plus the batch threads."""
+    import tensorflow as tf
+
+    from snapcat.serve.container_limits import read_container_limits
+
+    threads = tf_serving_threads(cpus or read_container_limits().cpus)
+    tf.config.threading.set_intra_op_parallelism_threads(threads.intra_op)
+    tf.config.threading.set_inter_op_parallelism_threads(threads.inter_op)
+    return threads
+
+
 def serve(
     model_dir: str,
     *,
@@ -281,6 +303,14 @@ def serve(
     import uvicorn
 
     batching = batching or BatchingParameters.from_file()
+    threads = apply_tf_serving_threads()
+    logger.info(
+        "TensorFlow threads for %g CPUs: %d intra-op, %d inter-op (as TF Serving's %s)",
+        threads.cpus,
+        threads.intra_op,
+        threads.inter_op,
+        " ".join(threads.flags[:2]),
+    )
     servable = Servable(model_dir, model_name)
     batcher = MicroBatcher(servable.run, batching)
     servable.warm_up(batching)

@@ -120,3 +120,26 @@ def test_serve_refuses_a_bad_file_before_loading(tmp_path, server):
     assert result.returncode != 0
     assert str(bad) in result.stderr and "max_batch_timeout" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cpus", "intra", "inter", "rest"),
+    [(0.5, 1, 1, 4), (1, 1, 1, 4), (1.5, 1, 1, 4), (2, 2, 2, 8), (4, 4, 4, 16), (64, 64, 64, 256)],
+)
+def test_tf_serving_threads_follow_the_cpu_limit(cpus, intra, inter, rest):
+    from snapcat.contract.tf_serving_config import tf_serving_threads
+
+    threads = tf_serving_threads(cpus)
+    assert (threads.intra_op, threads.inter_op, threads.rest_api) == (intra, inter, rest)
+    assert threads.flags == [
+        f"--tensorflow_intra_op_parallelism={intra}",
+        f"--tensorflow_inter_op_parallelism={inter}",
+        f"--rest_api_num_threads={rest}",
+    ]
+
+
+def test_tf_serving_threads_refuse_a_non_positive_limit():
+    from snapcat.contract.tf_serving_config import tf_serving_threads
+
+    with pytest.raises(ValueError, match="positive"):
+        tf_serving_threads(0)

@@ -555,6 +555,18 @@ def test_metrics_per_stage_and_bytes_sent_to_the_predictor(stack, http):
         "snapcat_predictor_images_total"
     )
     assert per_image < 10_000  # canonical 71 px JPEGs as b64, not JSON floats
+    # The transformer's CPU by stage (benchmarks/serving_bench.py splits it per photo): every
+    # stage counted, each a positive CPU time, none more than the process has used.
+    from serving.metrics import STAGES
+
+    cpu = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(
+            r'^snapcat_transformer_stage_cpu_seconds_sum\{stage="(\w+)"\} (\S+)$', text, re.M
+        )
+    }
+    assert set(cpu) == set(STAGES), cpu
+    assert all(0 < seconds < 600 for seconds in cpu.values()), cpu
 
 
 def test_concurrent_clients(stack, info, reference, saved_labels):
@@ -804,7 +816,11 @@ def test_serve_local_starts_both_and_stops_cleanly(model_dir, tmp_path):
         terminal = process.stdout.read() + (tmp_path / "local.log").read_text(errors="replace")
         assert "predict" not in terminal and "kserve.trace" not in terminal, terminal[-2000:]
         assert len(terminal.splitlines()) < 15, terminal[-2000:]
-        assert ":predict" in (tmp_path / "logs" / "transformer.log").read_text(errors="replace")
+        # The log file has the transformer's start-up, and no line per successful request
+        # unless asked (snapcat -v passes --verbose: uvicorn's access log, kserve.trace).
+        transformer_log = (tmp_path / "logs" / "transformer.log").read_text(errors="replace")
+        assert "serves model version" in transformer_log
+        assert ":predict" not in transformer_log and "kserve.trace" not in transformer_log
         for p in (port, predictor_port):
             with pytest.raises(OSError), socket.create_connection(("127.0.0.1", p), timeout=2):
                 pass

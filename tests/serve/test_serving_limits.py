@@ -236,6 +236,59 @@ def test_liveness_fails_when_no_model_is_loaded():
         asyncio.run(plane.live())
 
 
+def test_an_inference_request_does_not_ask_the_predictor_for_its_status():
+    """KServe's DataPlane.get_model awaits the model's healthy() on every request, which here is
+    an HTTP status call to the predictor: ours only checks that the model is loaded."""
+    from kserve.errors import ModelNotFound, ModelNotReady
+    from kserve.model_repository import ModelRepository
+
+    from serving.server import PredictorAwareDataPlane
+
+    class Stub:
+        name = "m"
+        ready = True
+        probes = 0
+
+        async def healthy(self):
+            Stub.probes += 1
+            return True
+
+    registry = ModelRepository()
+    registry.update(Stub(), "m")
+    plane = PredictorAwareDataPlane(model_registry=registry)
+    assert isinstance(asyncio.run(plane.get_model("m")), Stub)
+    assert Stub.probes == 0
+    with pytest.raises(ModelNotFound):
+        asyncio.run(plane.get_model("other"))
+    Stub.ready = False
+    with pytest.raises(ModelNotReady):
+        asyncio.run(plane.get_model("m"))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_per_request_log_lines_only_when_verbose(verbose):
+    """By default no line per successful request (uvicorn's access log, KServe's kserve.trace
+    timings, snapcat's success line); --verbose turns all three on. Refusals log either way."""
+    import logging
+
+    from serving.__main__ import build_parser, quiet_request_logs
+    from serving.http_layer import request_logger
+
+    names = ("uvicorn.access", "kserve.trace", "snapcat.serving.requests")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        args = build_parser().parse_args(["--verbose"] if verbose else [])
+        assert args.verbose is verbose
+        quiet_request_logs(args.verbose)
+        for name in ("uvicorn.access", "kserve.trace"):
+            assert logging.getLogger(name).isEnabledFor(logging.INFO) is verbose
+        assert request_logger.isEnabledFor(logging.DEBUG) is verbose
+        assert logging.getLogger("snapcat.serving").isEnabledFor(logging.WARNING)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
 def test_flags_that_did_nothing_are_gone():
     from serving.__main__ import build_parser
 
