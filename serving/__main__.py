@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ours.setLevel(logging.INFO)
         ours.propagate = False
     quiet_request_logs(args.verbose)
+    kserve_adapter.silence_kserve_deprecations()
     if unknown:
         logger.warning("ignoring unknown or unsupported arguments: %s", " ".join(unknown))
     if args.model_dir is not None:

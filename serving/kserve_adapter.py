@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -147,6 +148,18 @@ class HookedRESTServer(RESTServer):
 
     def add_exception_handlers(self, app: FastAPI) -> None:
         """Exception handlers that replace KServe's."""
+
+
+def silence_kserve_deprecations() -> None:
+    """KServe's V1 routes answer with FastAPI's ``ORJSONResponse``, which FastAPI now deprecates
+    with a warning at start-up and on requests: KServe's code, nothing an operator can act on,
+    and it buried the transformer's own lines. Only that warning is ignored (checked by
+    tests/serve/test_kserve_adapter.py: when a KServe upgrade stops using it, drop this)."""
+    from fastapi.exceptions import FastAPIDeprecationWarning
+
+    warnings.filterwarnings(
+        "ignore", message="ORJSONResponse is deprecated", category=FastAPIDeprecationWarning
+    )
 
 
 def rest_server_arguments(server: ModelServer) -> dict:
