@@ -23,6 +23,7 @@ from kfp import dsl, kubernetes
 
 from components import batch_merge, batch_predict, batch_split
 from components.images import default_light_image, default_train_image
+from pipelines.local_run_guard import kfp_local_leaves_no_trace
 from snapcat.batch.predict import DEFAULT_BATCH_SIZE
 
 PIPELINE_NAME = "snapcat-batch-prediction"
@@ -129,7 +130,6 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
     """Runs the pipeline through ``kfp.local`` (every step a subprocess of this Python
     environment); returns the merge step's outputs (``merged``, ``summary``) and the run folder.
     kfp 2.17's local orchestrator runs ``dsl.ParallelFor`` and ``dsl.Collected``."""
-    import builtins
     import os
     import warnings
 
@@ -145,16 +145,9 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
     before = set(root.iterdir())
-    # kfp.local indents its steps' output by swapping builtins.print in a context manager; the
-    # ParallelFor's steps run in threads whose swaps interleave, and the last restore can put an
-    # indenting print back for good (every later print in this process indented: kfp 2.17).
-    print_before = builtins.print
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
-            build_pipeline()(**arguments)
-    finally:
-        builtins.print = print_before
+    with kfp_local_leaves_no_trace(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+        build_pipeline()(**arguments)
     runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not runs:
         raise RuntimeError(f"kfp.local produced no run folder under {root}")
