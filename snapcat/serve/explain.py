@@ -10,7 +10,7 @@ TF Serving runs it through its REST predict verb with ``"signature_name": "expla
 - reads the heat maps back (:func:`read_explanations`), and
 - answers predict's V1 response (same top-k, ``confident``, ``prediction_id``) with, per photo,
   an ``explanation``: the explained class, the heat map as numbers and a PNG overlay, the heat
-  map blended on the canonical photo the model saw (:func:`overlay_png`, Pillow only).
+  map blended on the canonical photo the model saw (:mod:`snapcat.imaging.heat_overlay`).
 
 Cost: an explained photo costs the predictor a forward and a backward pass (about twice predict)
 and the transformer a PNG encode, so admission counts each explained photo as
@@ -22,7 +22,6 @@ per-request caps (photos, bytes, decode budget) apply before anything is decoded
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -38,14 +37,13 @@ from snapcat.contract.signature import (
     INPUT_NAME,
     TOP_CLASS,
 )
+from snapcat.imaging.heat_overlay import overlay_png
 from snapcat.serve.errors import BadRequestError, PredictorResponseError
 from snapcat.serve.responses import ResponseBuilder
 from snapcat.serve.transformer_core import PredictorAnswer
 
 #: Photo slots one explained photo takes of the admission allowance (see the module docstring).
 EXPLAIN_SLOTS = 2
-#: How much of the photo the hottest region covers in the overlay (the rest shows through).
-OVERLAY_OPACITY = 0.6
 METHOD = "grad-cam"
 
 
@@ -129,24 +127,6 @@ def _is_heat_map(heat: Any) -> bool:
             for line in heat
         )
     )
-
-
-def overlay_png(photo: bytes, heat_map: Sequence[Sequence[float]]) -> bytes:
-    """The heat map, upsampled (bicubic) and coloured blue -> yellow -> red, blended on ``photo``
-    (the canonical JPEG the model saw: the same square the map covers), as PNG. Where the map is
-    0 the photo shows unchanged; at its peak the colour covers :data:`OVERLAY_OPACITY` of it."""
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(photo)) as opened:
-        base = opened.convert("RGB")
-    side = len(heat_map)
-    levels = bytes(round(255 * v) for line in heat_map for v in line)
-    heat = Image.frombytes("L", (side, side), levels).resize(base.size, Image.Resampling.BICUBIC)
-    colour = ImageOps.colorize(heat, black="#2040ff", mid="#ffe000", white="#ff2000")
-    mask = heat.point(lambda v: round(v * OVERLAY_OPACITY))
-    buffer = io.BytesIO()
-    Image.composite(colour, base, mask).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def v1_response(

@@ -1,14 +1,11 @@
 """The transformer's explain shaping (no servers, no TensorFlow): class indices from the request,
-the predictor's heat maps checked, and overlays coloured where the heat map is hot."""
+the predictor's request and its heat maps checked."""
 
 from __future__ import annotations
 
-import io
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from snapcat.serve import explain
 from snapcat.serve.errors import BadRequestError, PredictorResponseError
@@ -38,16 +35,3 @@ def test_malformed_heat_maps_are_the_predictors_fault():
             explain.read_explanations({"predictions": [row]}, 1)
     with pytest.raises(PredictorResponseError):
         explain.read_explanations({"predictions": [good]}, 2)
-
-
-def test_the_overlay_colours_the_hot_region_and_leaves_the_cold_one():
-    buffer = io.BytesIO()
-    Image.new("RGB", (140, 140), (128, 128, 128)).save(buffer, format="JPEG", quality=95)
-    heat = np.zeros((14, 14))
-    heat[:5, :5] = 1.0  # hot top-left corner
-    png = explain.overlay_png(buffer.getvalue(), heat.tolist())
-    with Image.open(io.BytesIO(png)) as overlay:
-        pixels = np.asarray(overlay.convert("RGB"), dtype=float)
-    assert pixels.shape == (140, 140, 3)
-    assert np.abs(pixels[10, 10] - 128).max() > 60  # coloured
-    assert np.abs(pixels[120, 120] - 128).max() < 4  # the photo as it was
