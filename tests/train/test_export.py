@@ -222,6 +222,22 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
             "image_size",
             "jpeg_quality",
         ],
+        "explain": {
+            "name": "explain",
+            "inputs": ["image_bytes", "class_index"],
+            "outputs": [
+                "probabilities",
+                "classes",
+                "model_version",
+                "labels",
+                "confidence_threshold",
+                "image_size",
+                "jpeg_quality",
+                "heat_map",
+                "explained_class",
+            ],
+            "method": "Grad-CAM on the backbone's last feature map",
+        },
     }
     assert card["warmup"] == {
         "file": "assets.extra/tf_serving_warmup_requests",
