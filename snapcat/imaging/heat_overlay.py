@@ -25,5 +25,7 @@ def overlay_png(photo: bytes, heat_map: Sequence[Sequence[float]]) -> bytes:
     colour = ImageOps.colorize(heat, black="#2040ff", mid="#ffe000", white="#ff2000")
     mask = heat.point(lambda v: round(v * OVERLAY_OPACITY))
     buffer = io.BytesIO()
-    Image.composite(colour, base, mask).save(buffer, format="PNG")
+    # zlib level 3, not Pillow's 6: about a third of the encode time for ~12 % more bytes
+    # (a 299 px photo: ~21 ms and 100 KB against ~58 ms and 89 KB on the dev machine)
+    Image.composite(colour, base, mask).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

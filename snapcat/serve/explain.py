@@ -12,11 +12,14 @@ TF Serving runs it through its REST predict verb with ``"signature_name": "expla
   an ``explanation``: the explained class, the heat map as numbers and a PNG overlay, the heat
   map blended on the canonical photo the model saw (:mod:`snapcat.imaging.heat_overlay`).
 
-Cost: an explained photo costs the predictor a forward and a backward pass (about twice predict)
-and the transformer a PNG encode, so admission counts each explained photo as
+Cost (``benchmarks/explain_cost_bench.py``): the predictor's share is about one prediction
+(Grad-CAM's gradient runs only from the class logit back through the head to the last feature
+map, never through the backbone), but the transformer encodes a PNG overlay per photo (~10-20 ms
+at 224-299 px on the dev machine: several times the ~8-10 CPU-ms it spends on a
+predicted photo) and answers ~5x the bytes. So admission counts each explained photo as
 :data:`EXPLAIN_SLOTS` photo slots of the in-flight allowance (:mod:`snapcat.serve.admission`):
-explain traffic saturates a replica at half the photos predict traffic does, and the same
-per-request caps (photos, bytes, decode budget) apply before anything is decoded.
+explain traffic fills a replica at half the photos predict traffic does, and the same per-request
+caps (photos, bytes, decode budget) apply before anything is decoded.
 """
 
 from __future__ import annotations

@@ -327,8 +327,8 @@ def test_a_flood_of_big_uploads_is_shed_with_answers_not_resets(predictor, serve
 
 
 def test_an_explained_photo_takes_two_photo_slots(predictor, server):
-    """:explain costs the predictor about two predictions per photo (forward and backward pass)
-    and the transformer an overlay encode, so admission counts each explained photo twice: two
+    """:explain costs the transformer a PNG overlay encode per photo (several times its work on a
+    predicted photo) and ~5x the answer bytes, so admission counts each explained photo twice: two
     held one-photo explains fill a 4-slot transformer (a third request is shed with 503), and
     every slot comes back when they end."""
     predictor.release.clear()
