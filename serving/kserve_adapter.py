@@ -123,9 +123,11 @@ HOOKS: tuple[Hook, ...] = (
     Hook(model_server, "parser"),
     # The headers KServe forwards to the predictor (tracing, request id).
     Hook(kserve_model, "append_forwardable_headers", ("headers", "base")),
-    # The verb Model.__call__ is called with (the transformer serves only PREDICT).
+    # The verb Model.__call__ is called with (the transformer serves PREDICT and EXPLAIN), and
+    # the explain handler it calls for EXPLAIN (the transformer overrides it).
     Hook(kserve_model, "InferenceVerb"),
     Hook(Model, "__call__", ("self", "body", "headers", "verb")),
+    Hook(Model, "explain", ("self", "payload", "headers")),
     Hook(kserve_constants, "INFERENCE_CONTENT_LENGTH_HEADER"),
 )
 

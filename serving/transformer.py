@@ -9,6 +9,10 @@ health, each a few lines around :class:`snapcat.serve.transformer_core.Transform
   decode budget and the per-photo deadline, and returns a :class:`PredictorCall` holding TF
   Serving's REST predict body.
 - ``predict`` posts that body to TF Serving (:mod:`serving.predictor_client`).
+- ``explain`` (``POST /v1/models/<name>:explain``) posts the same photos to the SavedModel's
+  ``explain`` signature; ``postprocess`` answers predict's response plus a heat map and PNG
+  overlay per photo (:mod:`snapcat.serve.explain`; each explained photo takes
+  ``EXPLAIN_SLOTS`` photo slots).
 - ``postprocess`` shapes the top-k answer with the labels, threshold and version the
   predictor's answer carries (:meth:`snapcat.serve.transformer_core.TransformerCore.read_predictions`):
   the transformer has no model files of its own, so during a canary, when it calls two model
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -44,6 +49,7 @@ from serving.metrics import (
 from serving.predictor_client import PredictorClient
 from snapcat.contract.signature import INPUT_NAME
 from snapcat.imaging.decode_budget import DecodeBudget
+from snapcat.serve import explain
 from snapcat.serve.admission import Admission
 from snapcat.serve.errors import (
     InstanceError,
@@ -72,12 +78,20 @@ class PredictorCall:
     body: bytes
     request_id: str | None = None
     admitted: int = 0  # photos this request holds of the in-flight allowance
+    photos: list[bytes] | None = None  # :explain: the canonical photos, for the overlays
 
 
 @dataclass
 class PredictorResult:
     call: PredictorCall
     answer: PredictorAnswer
+    explanations: list[explain.Explanation] | None = None  # :explain's heat maps
+
+
+#: The verb of the request being handled (KServe's preprocess is not told it).
+_VERB: contextvars.ContextVar[InferenceVerb] = contextvars.ContextVar(
+    "snapcat_verb", default=InferenceVerb.PREDICT
+)
 
 
 class ListingCategoryTransformer(Model):
@@ -185,11 +199,15 @@ class ListingCategoryTransformer(Model):
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         """KServe's preprocess -> predict/explain -> postprocess, with the photo slots the request
         took released on every exit (:meth:`snapcat.serve.admission.Admission.holding`)."""
-        if verb != InferenceVerb.PREDICT:
-            # Refused before its photos are decoded. (Grad-CAM explanations are a later route.)
+        if verb not in (InferenceVerb.PREDICT, InferenceVerb.EXPLAIN):
+            # Refused before its photos are decoded.
             raise NotServedError(f"{verb.value} is not served by this model; use :predict")
-        with self.admission.holding():
-            return await super().__call__(body, headers, verb)
+        token = _VERB.set(verb)
+        try:
+            with self.admission.holding():
+                return await super().__call__(body, headers, verb)
+        finally:
+            _VERB.reset(token)
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         core = self.core
@@ -202,10 +220,18 @@ class ListingCategoryTransformer(Model):
             else:
                 items = core.parse_v1(payload)
                 protocol, request_id = "v1", (headers or {}).get("x-request-id")
-        count = self.admission.admit(len(items))
+        explaining = _VERB.get() == InferenceVerb.EXPLAIN
+        if explaining:  # heavier per photo: snapcat.serve.explain.EXPLAIN_SLOTS
+            indices = explain.class_indices(payload, len(items), len(core.classes) or None)
+        count = self.admission.admit(len(items) * (explain.EXPLAIN_SLOTS if explaining else 1))
         try:
             canonical = await self._normalize_all(items)
             with stage_cpu("predictor_call"):
+                if explaining:
+                    body = explain.predictor_body(canonical, indices)
+                    return PredictorCall(
+                        protocol, len(canonical), body, request_id, count, canonical
+                    )
                 body = core.predictor_body(canonical)
             return PredictorCall(protocol, len(canonical), body, request_id, count)
         except BaseException:
@@ -258,6 +284,16 @@ class ListingCategoryTransformer(Model):
         finally:
             self.admission.release(call.admitted)
 
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> PredictorResult:
+        """The ``explain`` signature's answer: predict's scores plus the heat maps."""
+        call: PredictorCall = payload
+        try:
+            body = await self.predictor.predict(call.body, call.count, headers)
+            answer = self.core.read_predictions(body, call.count)
+            return PredictorResult(call, answer, explain.read_explanations(body, call.count))
+        finally:
+            self.admission.release(call.admitted)
+
     async def _call_predictor(self, call: PredictorCall, headers) -> PredictorResult:
         with stage_cpu("predictor_call"):
             body = await self.predictor.predict(call.body, call.count, headers)
@@ -269,6 +305,15 @@ class ListingCategoryTransformer(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> Any:
+        if result.explanations is not None:  # :explain (V1 only); overlays encoded off the loop
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                explain.v1_response,
+                self.responses,
+                result.answer,
+                result.explanations,
+                result.call.photos,
+            )
         with stage_cpu("response"):
             # For the live metrics (serving/version_metrics.py), which never read the body.
             version_metrics.note_answer(result.answer.version, self.responses.tops(result.answer))

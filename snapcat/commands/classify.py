@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import unicodedata
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Sends each photo to the transformer's KServe V1 predict endpoint and prints its "
             "top categories with Korean labels and scores, and whether the answer is confident "
             "(no: show the full category picker). Photos go as they are (JPEG, PNG, "
-            "WebP, HEIC, ...); the server normalizes them."
+            "WebP, HEIC, ...); the server normalizes them. With --explain it also writes where "
+            "in each photo the model looked (a Grad-CAM overlay PNG)."
         ),
     )
     p.add_argument("photos", nargs="+", metavar="PHOTO", help="photo files")
@@ -43,6 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="photos per request with --json (the server takes at most --max_batch, 32 by default)",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help=(
+            "ask :explain instead of :predict (the same top categories) and write each photo's "
+            "Grad-CAM overlay (where in the photo the top-1 category's evidence lies) as "
+            "<photo name>.explain.png into --overlay-dir"
+        ),
+    )
+    p.add_argument(
+        "--overlay-dir",
+        default=".",
+        metavar="DIR",
+        help="where --explain writes the overlays (default: the current directory)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -85,6 +102,29 @@ def joined_answer(responses) -> dict:
     }
 
 
+def overlay_paths(photos: list[str], directory: str) -> list[Path]:
+    """``<photo name>.explain.png`` in ``directory`` per photo; photos of the same name (from
+    different folders) get their position in front, so none overwrites another."""
+    names = [Path(p).name for p in photos]
+    return [
+        Path(directory, f"{i + 1}-{name}" if names.count(name) > 1 else name).with_suffix(
+            Path(name).suffix + ".explain.png"
+        )
+        for i, name in enumerate(names)
+    ]
+
+
+def write_overlays(responses: list[dict], paths: list[Path]) -> list[Path]:
+    """Writes each explained prediction's PNG overlay to its path; returns the paths written."""
+    import base64
+
+    predictions = [p for r in responses for p in r["predictions"]]
+    for prediction, path in zip(predictions, paths, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(prediction["explanation"]["overlay_png"]))
+    return paths
+
+
 def run(args: argparse.Namespace) -> int:
     from snapcat.errors import UserError
     from snapcat.serve.client import SnapcatClient, SnapcatConnectionError, SnapcatServerError
@@ -96,7 +136,14 @@ def run(args: argparse.Namespace) -> int:
     ) as client:
         if args.json:
             try:
-                response = joined_answer(client.predict_raw_batches(args.photos))
+                answers = list(
+                    client.explain_raw_batches(args.photos)
+                    if args.explain
+                    else client.predict_raw_batches(args.photos)
+                )
+                if args.explain:
+                    write_overlays(answers, overlay_paths(args.photos, args.overlay_dir))
+                response = joined_answer(answers)
             except SnapcatServerError as exc:
                 print(
                     json.dumps(
@@ -111,10 +158,18 @@ def run(args: argparse.Namespace) -> int:
             return 0
 
         rows: list[tuple[str, ...]] = []
+        written: list[Path] = []
         failed = 0
-        for photo in args.photos:
+        paths = overlay_paths(args.photos, args.overlay_dir)
+        for photo, overlay in zip(args.photos, paths, strict=True):
             try:
-                prediction = client.classify_one(photo)
+                if args.explain:
+                    prediction = client.explain([photo])[0]
+                    overlay.parent.mkdir(parents=True, exist_ok=True)
+                    overlay.write_bytes(prediction.explanation.overlay_png)
+                    written.append(overlay)
+                else:
+                    prediction = client.classify_one(photo)
             except SnapcatConnectionError as exc:
                 raise UserError(str(exc)) from exc
             except (SnapcatServerError, OSError) as exc:
@@ -134,4 +189,6 @@ def run(args: argparse.Namespace) -> int:
                 )
         if rows:
             print(format_table(rows))
+        for overlay in written:
+            print(f"overlay: {overlay}")
     return 1 if failed else 0

@@ -35,3 +35,21 @@ DESCRIPTION_OUTPUTS = (
     IMAGE_SIZE_OUTPUT,
     JPEG_QUALITY_OUTPUT,
 )
+
+#: The ``explain`` signature (:mod:`snapcat.train.gradcam`): the same ``image_bytes`` plus one
+#: ``class_index`` per photo (``int32 [N]``; :data:`TOP_CLASS` or any index outside the model's
+#: classes explains the top-1 class). It answers every output of :data:`SIGNATURE_NAME`, computed
+#: by the same forward pass (so its top-3 are predict's), plus a Grad-CAM heat map per photo
+#: (``float32 [N, HEAT_MAP_SIZE, HEAT_MAP_SIZE]``, in [0, 1], its peak 1 unless nothing in the photo
+#: raised the class score: then all 0) over the canonical square the model saw, and the class it
+#: explains (``int64 [N]``, a column of ``probabilities``). TF Serving computes it: clients call it
+#: through the REST predict verb with ``"signature_name": "explain"``.
+EXPLAIN_SIGNATURE_NAME = "explain"
+CLASS_INDEX_INPUT = "class_index"
+TOP_CLASS = -1
+HEAT_MAP_OUTPUT = "heat_map"
+EXPLAINED_CLASS_OUTPUT = "explained_class"
+#: The heat map's side: the backbones' last feature maps are 7x7 to 10x10 at their usual input
+#: sizes, resampled (bilinear) to one size so every model answers the same shape.
+HEAT_MAP_SIZE = 14
+EXPLAIN_OUTPUTS = (HEAT_MAP_OUTPUT, EXPLAINED_CLASS_OUTPUT)

@@ -256,6 +256,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     gallery = misclassified_gallery(
         records, probabilities, list(info.classes), config.gallery_per_class
     )
+    explain_gallery(served, gallery, list(info.classes))
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, ensure_ascii=False, indent=2), "utf-8")
@@ -316,6 +317,24 @@ def _predict_all(
     served.predict([r["image"] for r in batches[0]])
     seconds += time.perf_counter() - started
     return np.concatenate(outputs), seconds
+
+
+def explain_gallery(served, gallery: dict[str, list[dict]], classes: list[str]) -> None:
+    """Adds to each gallery photo the Grad-CAM overlay of its (wrong) top-1 category, computed
+    by the version's own ``explain`` signature, the one TF Serving answers ``:explain`` with
+    (:mod:`snapcat.train.gradcam`): the reader sees whether the object or the background made
+    the model say it. A model exported before the signature gets no overlays."""
+    from snapcat.imaging.heat_overlay import overlay_png
+
+    items = [item for per_class in gallery.values() for item in per_class]
+    if not items or not served.explains:
+        return
+    asked = [classes.index(item["top3"][0][0]) for item in items]
+    for start in range(0, len(items), 16):
+        batch = items[start : start + 16]
+        answer = served.explain([item["image"] for item in batch], asked[start : start + 16])
+        for item, heat in zip(batch, answer["heat_map"], strict=True):
+            item["overlay"] = overlay_png(item["image"], heat.tolist())
 
 
 def misclassified_gallery(

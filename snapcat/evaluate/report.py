@@ -178,7 +178,16 @@ def write_report(
         if curves
         else None,
         gallery={
-            slug: [{**item, "src": _data_uri(item["image"], "image/jpeg")} for item in items]
+            slug: [
+                {
+                    **item,
+                    "src": _data_uri(item["image"], "image/jpeg"),
+                    "overlay_src": _data_uri(item["overlay"], "image/png")
+                    if item.get("overlay")
+                    else None,
+                }
+                for item in items
+            ]
             for slug, items in gallery.items()
         },
         disagreements={

@@ -10,7 +10,9 @@ uses of TF Serving's REST API (``tensorflow_serving/g3doc/api_rest.md``):
   {"signature_def": ...}}}``, the SignatureDefs read from ``saved_model.pb``;
 - ``POST /v1/models/<name>[/versions/<v>]:predict`` with ``instances`` in the row format (objects
   keyed by ``image_bytes``, or bare values), binary strings as ``{"b64": ...}``; answers
-  ``{"predictions": ...}``, one object per row since the signature has several outputs.
+  ``{"predictions": ...}``, one object per row since the signature has several outputs. With
+  ``"signature_name": "explain"`` each instance carries ``image_bytes`` and ``class_index`` and
+  the answer adds each row's Grad-CAM ``heat_map`` (:mod:`snapcat.train.gradcam`).
 
 Errors are ``{"error": "<message>"}`` with TF Serving's status for the case: 400 for a bad request
 or input, 404 for an unknown model or version, 503 when the batching queue is full. It loads the
@@ -34,7 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from snapcat.contract.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+from snapcat.contract.signature import (
+    CLASS_INDEX_INPUT,
+    EXPLAIN_SIGNATURE_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SIGNATURE_NAME,
+)
 from snapcat.contract.tf_serving_config import (
     BatchingParameters,
     TfServingThreads,
@@ -78,8 +86,18 @@ def _image(value: Any, index: int) -> bytes:
 
 
 def parse_predict_request(body: bytes) -> list[bytes]:
-    """The images of a row-format predict request for snapcat's signature (one ``DT_STRING``
-    input, ``image_bytes``)."""
+    """The images of a row-format predict request for snapcat's ``serving_default`` signature
+    (one ``DT_STRING`` input, ``image_bytes``)."""
+    signature, rows = parse_request(body)
+    if signature != SIGNATURE_NAME:
+        raise _invalid(f"expected signature {SIGNATURE_NAME!r}, got {signature!r}")
+    return rows
+
+
+def parse_request(body: bytes) -> tuple[str, list]:
+    """A row-format predict request: (signature name, rows). ``serving_default`` rows are image
+    bytes; ``explain`` rows are (image bytes, class index), each instance an object with both
+    inputs, as TF Serving takes a multi-input signature's rows."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -87,11 +105,16 @@ def parse_predict_request(body: bytes) -> list[bytes]:
     if not isinstance(doc, dict):
         raise _invalid("the body must be a JSON object")
     signature = doc.get("signature_name") or SIGNATURE_NAME
-    if signature != SIGNATURE_NAME:
-        raise _invalid(f"no signature {signature!r}; the model serves {SIGNATURE_NAME!r}")
+    if signature not in (SIGNATURE_NAME, EXPLAIN_SIGNATURE_NAME):
+        raise _invalid(
+            f"no signature {signature!r}; the model serves {SIGNATURE_NAME!r} and "
+            f"{EXPLAIN_SIGNATURE_NAME!r}"
+        )
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
         raise _invalid("'instances' must be a non-empty list (the row format)")
+    if signature == EXPLAIN_SIGNATURE_NAME:
+        return signature, [_explain_row(index, row) for index, row in enumerate(instances)]
     images = []
     for index, instance in enumerate(instances):
         if isinstance(instance, dict) and list(instance) != ["b64"]:
@@ -101,7 +124,20 @@ def parse_predict_request(body: bytes) -> list[bytes]:
                 )
             instance = instance[INPUT_NAME]
         images.append(_image(instance, index))
-    return images
+    return signature, images
+
+
+def _explain_row(index: int, instance: Any) -> tuple[bytes, int]:
+    expected = sorted([INPUT_NAME, CLASS_INDEX_INPUT])
+    if not isinstance(instance, dict) or sorted(instance) != expected:
+        got = sorted(instance) if isinstance(instance, dict) else type(instance).__name__
+        raise _invalid(f"instance {index}: expected the inputs {expected}, got {got}")
+    class_index = instance[CLASS_INDEX_INPUT]
+    if not isinstance(class_index, int) or isinstance(class_index, bool):
+        raise _invalid(f"instance {index}: {CLASS_INDEX_INPUT} must be an integer")
+    if not -(2**31) <= class_index < 2**31:
+        raise _invalid(f"instance {index}: {CLASS_INDEX_INPUT} is out of int32 range")
+    return _image(instance[INPUT_NAME], index), class_index
 
 
 # ------------------------------------------------------------------------------ the servable
@@ -141,6 +177,10 @@ class Servable:
 
     def run(self, images: list[bytes]) -> dict[str, np.ndarray]:
         return self.model.run(images)
+
+    def explain(self, rows: list[tuple[bytes, int]]) -> dict[str, np.ndarray]:
+        """The ``explain`` signature over (image bytes, class index) rows."""
+        return self.model.explain([image for image, _ in rows], [index for _, index in rows])
 
     def warm_up(self, parameters: BatchingParameters) -> int:
         """Replays the version's warm-up records as TF Serving does at load (each once, padded
@@ -218,8 +258,11 @@ def _model_error(exc: Exception) -> RestError:
     return RestError(500, f"prediction failed: {type(exc).__name__}: {exc}")
 
 
-def create_app(servable: Servable, batcher: MicroBatcher):
-    """The Starlette app: TF Serving's model status, metadata and predict routes."""
+def create_app(servable: Servable, batcher: MicroBatcher, explainer: MicroBatcher | None = None):
+    """The Starlette app: TF Serving's model status, metadata and predict routes. ``explainer``
+    batches the ``explain`` signature's requests (TF Serving batches each signature apart); without
+    one (or for a model exported before the signature) they are refused as TF Serving refuses an
+    unknown signature."""
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
@@ -241,9 +284,14 @@ def create_app(servable: Servable, batcher: MicroBatcher):
             return servable.metadata()
         if verb is None:
             return servable.status()
-        images = parse_predict_request(await request.body())
+        signature, rows = parse_request(await request.body())
+        queue = batcher
+        if signature == EXPLAIN_SIGNATURE_NAME:
+            if explainer is None or not servable.model.explains:
+                raise _invalid(f"model {servable.name} has no signature {signature!r}")
+            queue = explainer
         try:
-            return format_predictions(await batcher.submit(images))
+            return format_predictions(await queue.submit(rows))
         except TaskTooLargeError as exc:
             raise _invalid(str(exc)) from None
         except QueueFullError as exc:
@@ -262,11 +310,14 @@ def create_app(servable: Servable, batcher: MicroBatcher):
 
     @asynccontextmanager
     async def lifespan(app):
-        await batcher.start()
+        queues = [q for q in (batcher, explainer) if q is not None]
+        for queue in queues:
+            await queue.start()
         try:
             yield
         finally:
-            await batcher.stop()
+            for queue in queues:
+                await queue.stop()
 
     return Starlette(
         routes=[Route("/{path:path}", handle, methods=["GET", "POST"])], lifespan=lifespan
@@ -313,6 +364,7 @@ def serve(
     )
     servable = Servable(model_dir, model_name)
     batcher = MicroBatcher(servable.run, batching)
+    explainer = MicroBatcher(servable.explain, batching)
     servable.warm_up(batching)
     logger.info(
         "serving model %s version %d from %s on http://%s:%d/v1/models/%s, batching by %s",
@@ -325,7 +377,7 @@ def serve(
         batching.source,
     )
     config = uvicorn.Config(
-        create_app(servable, batcher),
+        create_app(servable, batcher, explainer),
         host=host,
         port=port,
         log_level="warning",

@@ -92,6 +92,34 @@ class Prediction:
         )
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """Why the model said a category (:mod:`snapcat.serve.explain`): the class explained, its
+    Grad-CAM heat map (rows of floats in [0, 1] over the square photo the model saw) and that map
+    blended on the photo (PNG bytes)."""
+
+    slug: str | None
+    label: str | None
+    class_index: int
+    heat_map: tuple[tuple[float, ...], ...]
+    overlay_png: bytes
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Explanation:
+        return cls(
+            slug=raw.get("slug"),
+            label=raw.get("label"),
+            class_index=int(raw["class_index"]),
+            heat_map=tuple(tuple(float(v) for v in row) for row in raw["heat_map"]),
+            overlay_png=base64.b64decode(raw["overlay_png"]),
+        )
+
+
+@dataclass(frozen=True)
+class ExplainedPrediction(Prediction):
+    explanation: Explanation | None = None
+
+
 @dataclass
 class SnapcatClient:
     """Calls ``POST {url}/v1/models/{model_name}:predict``. ``max_batch`` photos go per request
@@ -126,14 +154,44 @@ class SnapcatClient:
             predictions += [Prediction.from_dict(p, version) for p in response["predictions"]]
         return predictions
 
-    def predict_raw_batches(self, photos: Photo | Iterable[Photo]) -> Iterator[dict[str, Any]]:
+    def explain(
+        self, photos: Photo | Iterable[Photo], class_index: int | None = None
+    ) -> list[ExplainedPrediction]:
+        """Like :meth:`classify` (the same top categories) plus, per photo, an
+        :class:`Explanation` of the top-1 category, or of the model's column ``class_index``
+        (``POST .../<model>:explain``; the server computes it with the model)."""
+        predictions: list[ExplainedPrediction] = []
+        for response in self.explain_raw_batches(photos, class_index):
+            version = str(response.get("model_version", ""))
+            for raw in response["predictions"]:
+                plain = Prediction.from_dict(raw, version)
+                predictions.append(
+                    ExplainedPrediction(
+                        **{f: getattr(plain, f) for f in plain.__dataclass_fields__},
+                        explanation=Explanation.from_dict(raw["explanation"]),
+                    )
+                )
+        return predictions
+
+    def explain_raw_batches(
+        self, photos: Photo | Iterable[Photo], class_index: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The server's ``:explain`` JSON answers, one request per ``max_batch`` photos."""
+        return self.predict_raw_batches(
+            photos, lambda chunk: self.predict_raw(chunk, verb="explain", class_index=class_index)
+        )
+
+    def predict_raw_batches(
+        self, photos: Photo | Iterable[Photo], send=None
+    ) -> Iterator[dict[str, Any]]:
         """The server's JSON responses, one request per ``max_batch`` photos, in order: any number
         of photos without running into the server's per-request limit."""
         items, start = _as_list(photos), 0
+        send = send or self.predict_raw
         while start < len(items):
             chunk = items[start : start + self.max_batch]
             try:
-                response = self.predict_raw(chunk)
+                response = send(chunk)
             except SnapcatServerError as exc:  # a server configured for fewer per request
                 if exc.max_batch is None or exc.max_batch >= len(chunk):
                     raise
@@ -145,14 +203,19 @@ class SnapcatClient:
     def classify_one(self, photo: Photo) -> Prediction:
         return self.classify([photo])[0]
 
-    def predict_raw(self, photos: Photo | Iterable[Photo]) -> dict[str, Any]:
-        """One request for all ``photos``; the server's JSON response as it is."""
+    def predict_raw(
+        self, photos: Photo | Iterable[Photo], verb: str = "predict", class_index: int | None = None
+    ) -> dict[str, Any]:
+        """One request for all ``photos``; the server's JSON response as it is. ``verb``:
+        ``predict`` or ``explain`` (then ``class_index``, if given, goes with every photo)."""
         instances = [
             {"image_bytes": {"b64": base64.b64encode(_read(p)).decode("ascii")}}
             for p in _as_list(photos)
         ]
+        if class_index is not None:
+            instances = [{**instance, "class_index": class_index} for instance in instances]
         return self._request(
-            "POST", f"/v1/models/{self.model_name}:predict", {"instances": instances}
+            "POST", f"/v1/models/{self.model_name}:{verb}", {"instances": instances}
         )
 
     def report_category(

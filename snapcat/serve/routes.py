@@ -3,7 +3,7 @@
 The HTTP guard admits a body only on :data:`BODY_PATH` (any other path is 404 before its body is
 read), the per-version metrics count :data:`INFERENCE_PATH`, and the ``model_name`` label of
 every metric comes from :data:`MODEL_IN_PATH`. V1 protocol: ``POST /v1/models/<name>:predict``
-(and ``:explain``, which the transformer answers 501 after the same admission); V2 (open
+(and ``:explain``, Grad-CAM heat maps under the same admission: :mod:`snapcat.serve.explain`); V2 (open
 inference) protocol: ``POST /v2/models/<name>[/versions/<v>]/infer``.
 """
 

@@ -42,8 +42,13 @@ from snapcat.contract.model_info import (
 )
 from snapcat.contract.service_name import DEFAULT_MODEL_NAME
 from snapcat.contract.signature import (
+    CLASS_INDEX_INPUT,
     CLASSES_OUTPUT,
     DESCRIPTION_OUTPUTS,
+    EXPLAIN_OUTPUTS,
+    EXPLAIN_SIGNATURE_NAME,
+    EXPLAINED_CLASS_OUTPUT,
+    HEAT_MAP_OUTPUT,
     IMAGE_SIZE_OUTPUT,
     INPUT_NAME,
     JPEG_QUALITY_OUTPUT,
@@ -52,10 +57,12 @@ from snapcat.contract.signature import (
     OUTPUT_NAME,
     SIGNATURE_NAME,
     THRESHOLD_OUTPUT,
+    TOP_CLASS,
     VERSION_OUTPUT,
 )
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.train.calibration_fit import Calibration
+from snapcat.train.gradcam import GradCam
 from snapcat.train.warmup import WARMUP_BATCH_SIZES, WARMUP_FILE, write_warmup_requests
 
 _PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "pillow-heif", "snapcat")
@@ -129,17 +136,17 @@ def export_model(
         JPEG_QUALITY_OUTPUT: (jpeg_quality, tf.int64),
     }
 
-    def serve(image_bytes):
-        pixels = tf.map_fn(
+    def decode(image_bytes):
+        return tf.map_fn(
             lambda b: decode_canonical(b, image_size),
             image_bytes,
             fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
         )
-        probabilities = tf.cast(model(pixels, training=False), tf.float32)
+
+    def answer(probabilities, rows):
         if temperature != 1.0:  # softmax(logits / T), log p standing in for the logits
             logits = tf.math.log(tf.maximum(probabilities, 1e-12))
             probabilities = tf.nn.softmax(logits / temperature, axis=-1)
-        rows = tf.shape(image_bytes)[0]
         outputs = {OUTPUT_NAME: probabilities}
         for name, (value, dtype) in description.items():
             constant = tf.constant(value, dtype)
@@ -147,6 +154,20 @@ def export_model(
                 outputs[name] = tf.tile(constant[tf.newaxis], [rows, 1])
             else:
                 outputs[name] = tf.fill([rows], constant)
+        return outputs
+
+    def serve(image_bytes):
+        probabilities = tf.cast(model(decode(image_bytes), training=False), tf.float32)
+        return answer(probabilities, tf.shape(image_bytes)[0])
+
+    grad_cam = GradCam(model)
+
+    def explain(image_bytes, class_index):
+        # The same forward pass gives the scores and the heat map: its top-3 are predict's.
+        probabilities, heat_map, explained = grad_cam(decode(image_bytes), class_index)
+        outputs = answer(probabilities, tf.shape(image_bytes)[0])
+        outputs[HEAT_MAP_OUTPUT] = heat_map
+        outputs[EXPLAINED_CLASS_OUTPUT] = explained
         return outputs
 
     # Not ``archive.track(model)``: tracking stores every weight a second time (under
@@ -158,6 +179,14 @@ def export_model(
         name=SIGNATURE_NAME,
         fn=serve,
         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    archive.add_endpoint(
+        name=EXPLAIN_SIGNATURE_NAME,
+        fn=explain,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=INPUT_NAME),
+            tf.TensorSpec([None], tf.int32, name=CLASS_INDEX_INPUT),
+        ],
     )
     root = Path(model_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -183,6 +212,12 @@ def export_model(
                 "name": SIGNATURE_NAME,
                 "input": INPUT_NAME,
                 "outputs": [OUTPUT_NAME, *DESCRIPTION_OUTPUTS],
+                "explain": {
+                    "name": EXPLAIN_SIGNATURE_NAME,
+                    "inputs": [INPUT_NAME, CLASS_INDEX_INPUT],
+                    "outputs": [OUTPUT_NAME, *DESCRIPTION_OUTPUTS, *EXPLAIN_OUTPUTS],
+                    "method": "Grad-CAM on the backbone's last feature map",
+                },
             },
             "warmup": {"file": str(WARMUP_FILE), "batch_sizes": list(WARMUP_BATCH_SIZES)},
             # TF Serving must be at least this TensorFlow version to load the graph (manifests
@@ -257,3 +292,27 @@ class ServingModel:
     def predict(self, images: list[bytes]):
         """Canonical image bytes in, ``float32 [N, C]`` probabilities (numpy) out."""
         return self.run(images)[OUTPUT_NAME]
+
+    @property
+    def explains(self) -> bool:
+        """Whether the version has the ``explain`` signature (exported before it: no)."""
+        return EXPLAIN_SIGNATURE_NAME in self._loaded.signatures
+
+    def explain(self, images: list[bytes], class_indices: list[int] | None = None) -> dict:
+        """The ``explain`` signature: canonical image bytes and one class per photo (default and
+        :data:`~snapcat.contract.signature.TOP_CLASS`: the top-1) in, every output (numpy) out:
+        predict's plus ``heat_map`` and ``explained_class``."""
+        import tensorflow as tf
+
+        if not self.explains:
+            raise ValueError(f"{self.version_dir} was exported without an explain signature")
+        indices = [TOP_CLASS] * len(images) if class_indices is None else list(class_indices)
+        if len(indices) != len(images):
+            raise ValueError(f"{len(images)} photos but {len(indices)} class indices")
+        result = self._loaded.signatures[EXPLAIN_SIGNATURE_NAME](
+            **{
+                INPUT_NAME: tf.constant(images, dtype=tf.string),
+                CLASS_INDEX_INPUT: tf.constant(indices, dtype=tf.int32),
+            }
+        )
+        return {name: tensor.numpy() for name, tensor in result.items()}

@@ -107,7 +107,8 @@ def test_report_html_gallery(evaluated, prepared, taxonomy):
 
     page = (evaluated.output / "report.html").read_text("utf-8")
     metrics = evaluated.metrics
-    assert page.count('src="data:image/png;base64,') == 3  # confusion, reliability, curves
+    charts = page.split("<h2>Misclassified photos</h2>", 1)[0]
+    assert charts.count('src="data:image/png;base64,') == 3  # confusion, reliability, curves
     labels, matrix = _confusion(metrics)
     wrong = {slug: int(matrix[i].sum() - matrix[i, i]) for i, slug in enumerate(labels)}
     assert sum(wrong.values()) > 0, "a 2-epoch model from scratch makes mistakes"
@@ -120,12 +121,17 @@ def test_report_html_gallery(evaluated, prepared, taxonomy):
         assert heading, section[:200]
         slug = heading.group(2)
         assert html.unescape(heading.group(1)) == taxonomy[slug].label  # the true category
-        figures = section.split("<figure>")[1:]
+        figures = re.split(r"<figure[ >]", section)[1:]
         shown[slug] = len(figures)
         for figure in figures:
             src = re.search(r'<img src="data:image/jpeg;base64,([^"]+)"', figure)
             assert src, figure[:200]
-            assert base64.b64decode(src.group(1)) in images
+            photo = base64.b64decode(src.group(1))
+            assert photo in images
+            # beside it, the Grad-CAM overlay of its wrong top-1 from the explain signature
+            overlay = re.search(r'<img class="overlay" src="data:image/png;base64,([^"]+)"', figure)
+            assert overlay, figure[:300]
+            _assert_overlay_of(base64.b64decode(overlay.group(1)), photo)
             top3 = re.findall(r"(\d)\. ([^<]+?) (\d\.\d\d)</span>", figure)
             assert [int(rank) for rank, _, _ in top3] == [1, 2, 3]
             scores = [float(score) for _, _, score in top3]
@@ -135,6 +141,21 @@ def test_report_html_gallery(evaluated, prepared, taxonomy):
             assert predicted in {taxonomy[s].label for s in labels}
     gallery_size = 8  # EvaluateConfig.gallery_per_class
     assert shown == {s: min(n, gallery_size) for s, n in wrong.items() if n}
+
+
+def _assert_overlay_of(overlay: bytes, photo: bytes) -> None:
+    """``overlay`` is a PNG of ``photo``'s size with a heat map drawn on it (how much of the photo
+    it covers depends on the model: tests/imaging/test_heat_overlay.py checks the blending)."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(overlay)) as drawn, Image.open(io.BytesIO(photo)) as original:
+        assert drawn.format == "PNG" and drawn.size == original.size
+        difference = np.abs(
+            np.asarray(drawn.convert("RGB"), float) - np.asarray(original.convert("RGB"), float)
+        )
+    assert difference.max() > 30  # coloured where the model looked
 
 
 # ------------------------------------------------------------------------------ gate via CLI
@@ -481,6 +502,20 @@ def test_report_renders_korean_charts_and_gallery_in_headless_chromium(evaluated
             ".length"
         )
         assert figures > 0, "the gallery shows no photo"
+        # every misclassified photo's Grad-CAM overlay is on screen beside it, at the photo's size
+        overlays = driver.execute_script(
+            "const o = [...document.querySelectorAll('.gallery figure img.overlay')];"
+            "return o.map(i => { i.scrollIntoView(); const r = i.getBoundingClientRect();"
+            "  const p = i.previousElementSibling.getBoundingClientRect();"
+            "  return {ok: i.complete && i.naturalWidth > 0, w: r.width, h: r.height,"
+            "          beside: Math.abs(r.top - p.top) < 2 && r.left >= p.right,"
+            "          visible: getComputedStyle(i).visibility === 'visible' &&"
+            "                   getComputedStyle(i).opacity === '1'}; })"
+        )
+        assert overlays, "the gallery shows no overlay"
+        for box in overlays:
+            assert box["ok"] and box["w"] >= 150 and box["h"] >= 150 and box["visible"], box
+            assert box["beside"], box
 
         driver.execute_script("window.scrollTo(0, 0)")
         shot = tmp_path / "report.png"

@@ -87,6 +87,8 @@ class FakePredictor:
                     "image_size": 71,
                     "jpeg_quality": 90,
                 }
+                if body.get("signature_name") == "explain":  # the explain signature's extras
+                    row = {**row, "heat_map": [[0.5] * 14] * 14, "explained_class": 0}
                 self._answer({"predictions": [row] * len(body["instances"])})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -207,6 +209,9 @@ def test_every_body_route_releases_what_it_took(server):
     with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as http:
         statuses: dict[str, set[int]] = {}
         for path in BODY_ROUTES:
+            # the previous route's abandoned requests finish first: two explained photos take
+            # all 4 slots (snapcat.serve.explain.EXPLAIN_SLOTS), so any overlap would be a 503
+            assert not any(_wait_idle(server).values())
             body = v2(PHOTO, PHOTO) if "/v2/" in path else v1(PHOTO, PHOTO)
             for _ in range(6):
                 response = http.post(f"{server.url}{path}", content=body)
@@ -217,10 +222,10 @@ def test_every_body_route_releases_what_it_took(server):
             for cut in (True, False):
                 with socket.create_connection(("127.0.0.1", server.port)) as sock:
                     sock.sendall(_head(path, len(body)) + (body[:100] if cut else body))
-        # KServe serves no model versions by path (501, as for :explain)
+        # KServe serves no model versions by path (501)
         assert statuses == {
             BODY_ROUTES[0]: {200},
-            BODY_ROUTES[1]: {501},
+            BODY_ROUTES[1]: {200},
             BODY_ROUTES[2]: {200},
             BODY_ROUTES[3]: {501},
         }, statuses
@@ -318,6 +323,37 @@ def test_a_flood_of_big_uploads_is_shed_with_answers_not_resets(predictor, serve
         for future in held:
             future.result()
         holders.shutdown()
+    assert not any(_wait_idle(server).values())
+
+
+def test_an_explained_photo_takes_two_photo_slots(predictor, server):
+    """:explain costs the transformer a PNG overlay encode per photo (several times its work on a
+    predicted photo) and ~5x the answer bytes, so admission counts each explained photo twice: two
+    held one-photo explains fill a 4-slot transformer (a third request is shed with 503), and
+    every slot comes back when they end."""
+    predictor.release.clear()
+    predictor.hold.set()
+    explain = f"{server.url}/v1/models/{MODEL}:explain"
+    holders = concurrent.futures.ThreadPoolExecutor(2)
+    try:
+        held = [
+            holders.submit(httpx.post, explain, content=v1(PHOTO), timeout=60) for _ in range(2)
+        ]
+        deadline = time.monotonic() + 20
+        while server.gauges()["snapcat_photos_in_flight"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.gauges()["snapcat_photos_in_flight"] == 4
+        shed = httpx.post(f"{server.url}{BODY_ROUTES[0]}", content=v1(PHOTO), timeout=30)
+        assert shed.status_code == 503, shed.text
+    finally:
+        predictor.release.set()
+        predictor.hold.clear()
+        answers = [future.result() for future in held]
+        holders.shutdown()
+    assert [a.status_code for a in answers] == [200, 200]
+    explanation = answers[0].json()["predictions"][0]["explanation"]
+    assert explanation["slug"] == "a" and len(explanation["heat_map"]) == 14
+    assert base64.b64decode(explanation["overlay_png"]).startswith(b"\x89PNG")
     assert not any(_wait_idle(server).values())
 
 

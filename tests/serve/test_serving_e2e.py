@@ -643,6 +643,90 @@ def test_python_client(stack, info, saved_labels):
         assert caught.value.errors[0]["instance"] == 0
 
 
+# ------------------------------------------------------------------------------------ explain
+def test_predictor_serves_the_explain_signature(stack, http, info, reference):
+    """TF Serving's REST call of a named signature: ``"signature_name": "explain"``, each row
+    naming both inputs; the answer is predict's plus a heat map and the explained class."""
+    canonical = [normalize_image(p.read_bytes(), info.spec) for p in sample_photos(3)]
+    url = f"{stack.predictor_url}/v1/models/{MODEL_NAME}:predict"
+    rows = [{"image_bytes": {"b64": b64(c)}, "class_index": i} for i, c in enumerate([*canonical])]
+    rows[0]["class_index"] = -1
+    answer = http.post(url, json={"signature_name": "explain", "instances": rows})
+    assert answer.status_code == 200, answer.text
+    found = answer.json()["predictions"]
+    expected = reference.model.predict(canonical)
+    np.testing.assert_allclose([r["probabilities"] for r in found], expected, atol=1e-4)
+    assert [r["explained_class"] for r in found] == [int(expected[0].argmax()), 1, 2]
+    heat = np.array([r["heat_map"] for r in found])
+    assert heat.shape == (3, 14, 14) and heat.min() >= 0 and heat.max() <= 1
+    wrong = {
+        "signature_name": "explain",
+        "instances": [{"image_bytes": {"b64": b64(canonical[0])}}],
+    }
+    refused = http.post(url, json=wrong)
+    assert refused.status_code == 400 and "class_index" in refused.json()["error"]
+
+
+def test_explain_route_answers_predicts_top3_with_overlays(stack, http, info, saved_labels):
+    from PIL import Image
+
+    photos = [p.read_bytes() for p in sample_photos(3)]
+    body = v1(*photos)
+    predicted = http.post(stack.predict_url, json=body).json()["predictions"]
+    explain_url = f"{stack.url}/v1/models/{MODEL_NAME}:explain"
+    body["instances"][2]["class_index"] = 4
+    answer = http.post(explain_url, json=body)
+    assert answer.status_code == 200, answer.text
+    explained = answer.json()["predictions"]
+    assert [p["categories"] for p in explained] == [p["categories"] for p in predicted]
+    for prediction in explained[:2]:  # the top-1 unless a class is asked for
+        explanation = prediction["explanation"]
+        assert explanation["slug"] == prediction["categories"][0]["slug"]
+        assert explanation["label"] == saved_labels[explanation["slug"]]
+    assert explained[2]["explanation"]["slug"] == info.classes[4]
+    for prediction in explained:
+        explanation = prediction["explanation"]
+        heat = np.array(explanation["heat_map"])
+        assert heat.shape == (14, 14) and heat.min() >= 0 and heat.max() <= 1
+        with Image.open(io.BytesIO(base64.b64decode(explanation["overlay_png"]))) as overlay:
+            assert (overlay.format, overlay.size) == ("PNG", (IMAGE_SIZE, IMAGE_SIZE))
+    bad = {"instances": [{"image_bytes": {"b64": b64(photos[0])}, "class_index": 5}]}
+    refused = http.post(explain_url, json=bad)
+    assert refused.status_code == 400 and "class_index" in refused.json()["error"]
+
+
+def test_python_client_and_classify_cli_explain(stack, tmp_path):
+    from PIL import Image
+
+    from snapcat.serve.client import SnapcatClient
+
+    photos = sample_photos(2)
+    with SnapcatClient(stack.url, MODEL_NAME) as client:
+        plain = client.classify(photos)
+        explained = client.explain(photos)
+        assert [p.categories for p in explained] == [p.categories for p in plain]
+        assert explained[0].explanation.slug == plain[0].top.slug
+        assert len(explained[0].explanation.heat_map) == 14
+        assert explained[1].explanation.overlay_png.startswith(b"\x89PNG")
+        assert client.explain(photos[:1], class_index=3)[0].explanation.class_index == 3
+    out = tmp_path / "overlays"
+    command = [sys.executable, "-m", "snapcat.cli", "classify", "--url", stack.url]
+    result = subprocess.run(
+        [*command, "--explain", "--overlay-dir", str(out), *map(str, photos)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].split()[:3] == ["PHOTO", "#", "CATEGORY"]
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == sorted(f"{p.name}.explain.png" for p in photos)
+    assert all(f"overlay: {p}" in result.stdout for p in written)
+    with Image.open(written[0]) as overlay:
+        assert overlay.format == "PNG"
+
+
 def test_transformer_never_imports_tensorflow(stack):
     log = (stack.logs / "transformer.log").read_text(errors="replace")
     modules = [

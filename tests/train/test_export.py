@@ -50,7 +50,7 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
         "probabilities",
     )
     loaded = tf.saved_model.load(str(trained.version_dir))
-    assert list(loaded.signatures) == ["serving_default"]
+    assert sorted(loaded.signatures) == ["explain", "serving_default"]
     signature = loaded.signatures["serving_default"]
     args, kwargs = signature.structured_input_signature
     assert args == ()
@@ -103,6 +103,56 @@ def test_signature_loads_with_plain_tensorflow(trained, test_records, prepared_s
     # One image alone gets the same answer as inside a batch.
     alone = signature(image_bytes=tf.constant(images[3:4]))["probabilities"].numpy()
     np.testing.assert_allclose(alone[0], probabilities[3], atol=1e-5)
+
+
+def test_explain_signature_matches_the_contract(trained, test_records, prepared_stats):
+    """The ``explain`` signature TF Serving calls (``"signature_name": "explain"``): the names,
+    dtypes and shapes :mod:`snapcat.contract.signature` promises, predict's scores for the same
+    photos, a heat map in [0, 1] and the requested (or top-1) class."""
+    import tensorflow as tf
+
+    from snapcat.contract import signature as contract
+
+    loaded = tf.saved_model.load(str(trained.version_dir))
+    explain = loaded.signatures[contract.EXPLAIN_SIGNATURE_NAME]
+    args, kwargs = explain.structured_input_signature
+    assert args == ()
+    assert sorted(kwargs) == sorted([contract.INPUT_NAME, contract.CLASS_INDEX_INPUT])
+    assert kwargs[contract.INPUT_NAME].dtype == tf.string
+    assert kwargs[contract.CLASS_INDEX_INPUT].dtype == tf.int32
+    assert kwargs[contract.CLASS_INDEX_INPUT].shape.as_list() == [None]
+    outputs = explain.structured_outputs
+    predict_outputs = loaded.signatures[contract.SIGNATURE_NAME].structured_outputs
+    assert sorted(outputs) == sorted([*predict_outputs, *contract.EXPLAIN_OUTPUTS])
+    side = contract.HEAT_MAP_SIZE
+    assert outputs[contract.HEAT_MAP_OUTPUT].dtype == tf.float32
+    assert outputs[contract.HEAT_MAP_OUTPUT].shape.as_list() == [None, side, side]
+    assert outputs[contract.EXPLAINED_CLASS_OUTPUT].dtype == tf.int64
+    for name, spec in predict_outputs.items():
+        assert (outputs[name].dtype, outputs[name].shape) == (spec.dtype, spec.shape), name
+
+    images = [r["image"] for r in test_records[:5]]
+    classes = len(prepared_stats["classes"])
+    asked = [contract.TOP_CLASS, 1, classes + 3, 0, -7]  # out of range: the top-1
+    answer = explain(image_bytes=tf.constant(images), class_index=tf.constant(asked, tf.int32))
+    predicted = loaded.signatures[contract.SIGNATURE_NAME](image_bytes=tf.constant(images))
+    scores = answer[contract.OUTPUT_NAME].numpy()
+    np.testing.assert_allclose(scores, predicted[contract.OUTPUT_NAME].numpy(), atol=1e-5)
+    top3 = np.argsort(-scores, axis=1)[:, :3]
+    assert (top3 == np.argsort(-predicted[contract.OUTPUT_NAME].numpy(), axis=1)[:, :3]).all()
+    top1 = scores.argmax(axis=1)
+    assert answer[contract.EXPLAINED_CLASS_OUTPUT].numpy().tolist() == [
+        top1[0],
+        1,
+        top1[2],
+        0,
+        top1[4],
+    ]
+    heat = answer[contract.HEAT_MAP_OUTPUT].numpy()
+    assert heat.shape == (5, side, side)
+    assert heat.min() >= 0 and heat.max() <= 1
+    for row in heat:  # the peak is 1, unless nothing raised the class score
+        assert row.max() == pytest.approx(1.0, abs=1e-5) or row.max() == 0
 
 
 def test_class_order_is_the_taxonomy_order(trained, prepared_stats, test_records, taxonomy):
@@ -172,6 +222,22 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
             "image_size",
             "jpeg_quality",
         ],
+        "explain": {
+            "name": "explain",
+            "inputs": ["image_bytes", "class_index"],
+            "outputs": [
+                "probabilities",
+                "classes",
+                "model_version",
+                "labels",
+                "confidence_threshold",
+                "image_size",
+                "jpeg_quality",
+                "heat_map",
+                "explained_class",
+            ],
+            "method": "Grad-CAM on the backbone's last feature map",
+        },
     }
     assert card["warmup"] == {
         "file": "assets.extra/tf_serving_warmup_requests",
