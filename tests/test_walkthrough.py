@@ -202,7 +202,7 @@ def _free_port() -> int:
 
 def _prepare_folder(folder: Path) -> None:
     """What a fresh clone has (the sample data, the manifests) and what the reader brings: two
-    phone photos, one of them HEIC, and the live InferenceService (``kubectl get isvc -o
+    phone photos (one of them HEIC) and a sofa, and the live InferenceService (``kubectl get isvc -o
     yaml``: here the object manifests/base deploys)."""
     from PIL import Image
     from pillow_heif import register_heif_opener
@@ -214,6 +214,7 @@ def _prepare_folder(folder: Path) -> None:
     photos = sorted((REPO / "data/sample/furniture-interior").glob("*.jp*g"))
     shutil.copy(photos[0], folder / "photo.jpg")
     shutil.copy(photos[0], folder / "photo1.jpg")
+    shutil.copy(photos[2], folder / "sofa.jpg")
     Image.open(photos[-1]).convert("RGB").save(folder / "photo2.heic", format="HEIF")
     shutil.copy(REPO / "snapcat/data/kserve/inferenceservice.yaml", folder / "live.yaml")
     (folder / "reviewed-exclude.csv").write_text(
@@ -321,10 +322,16 @@ def test_walkthrough_runs_as_written(tmp_path):
                 assert (tmp_path / "runs/audit/label_issues.csv").exists(), out
             if command.startswith("curl"):
                 assert '"predictions"' in out and '"prediction_id"' in out, out
-            if command.startswith("snapcat classify"):
-                assert (
-                    "photo1.jpg" in out and "furniture-interior" in out or '"categories"' in out
-                ), out
+            if "--explain" in command:
+                assert sorted((tmp_path / "overlays").glob("*.png")), out
+            elif command.startswith("snapcat classify"):
+                names = (
+                    ["photo1.jpg", "photo2.heic"] if "photo2.heic" in command else ["photo1.jpg"]
+                )
+                if "--json" in command:
+                    assert out.count('"categories"') == len(names), out
+                else:
+                    assert all(name in out for name in names), out
             if command.startswith("snapcat rollout promote"):
                 assert "kind: InferenceService" in out, out
         assert walk.server is not None, "the walk never started the server"
