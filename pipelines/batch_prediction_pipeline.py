@@ -24,6 +24,7 @@ from kfp import dsl, kubernetes
 from components import batch_merge, batch_predict, batch_split
 from components.images import default_light_image, default_train_image
 from pipelines.local_run_guard import kfp_local_leaves_no_trace
+from pipelines.training_pipeline import storage_credentials
 from snapcat.batch.predict import DEFAULT_BATCH_SIZE
 
 PIPELINE_NAME = "snapcat-batch-prediction"
@@ -60,13 +61,7 @@ def build_pipeline(settings: BatchSettings | None = None):
     merge_op = batch_merge.build(settings.image)
 
     def credentials(task: dsl.PipelineTask) -> None:
-        if settings.storage_secret:
-            kubernetes.use_secret_as_env(
-                task,
-                secret_name=settings.storage_secret,
-                secret_key_to_env=dict(settings.storage_secret_env),
-                optional=True,
-            )
+        storage_credentials(task, settings)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

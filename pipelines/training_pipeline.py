@@ -170,8 +170,9 @@ def _resources(task: dsl.PipelineTask, cpu: tuple[str, str], memory: tuple[str, 
     task.set_memory_request(memory[0]).set_memory_limit(memory[1])
 
 
-def _storage_credentials(task: dsl.PipelineTask, settings: ClusterSettings) -> None:
-    """Credentials come from a Kubernetes secret at run time, never from the image."""
+def storage_credentials(task: dsl.PipelineTask, settings) -> None:
+    """Credentials come from a Kubernetes secret at run time, never from the image (``settings``:
+    any pipeline's settings with ``storage_secret`` and ``storage_secret_env``)."""
     if settings.storage_secret:
         kubernetes.use_secret_as_env(
             task,
@@ -345,6 +346,6 @@ def build_pipeline(settings: ClusterSettings | None = None):
             kubernetes.set_timeout(deployed, settings.deploy_timeout)
 
         for task in (listed, prepared, trained, evaluated, selected, deployed):
-            _storage_credentials(task, settings)
+            storage_credentials(task, settings)
 
     return training_pipeline

@@ -67,3 +67,17 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         ):
             return text
         return super()._get_help_string(action)
+
+
+def add_allow_root_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allow-root``, as every command that reads a manifest takes it: the folders or bucket
+    prefixes a manifest's rows may name besides the manifest's own (docs/data.md)."""
+    parser.add_argument(
+        "--allow-root",
+        dest="allow_roots",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URI",
+        help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
+        "rows elsewhere, or with other schemes, are refused: docs/data.md)",
+    )

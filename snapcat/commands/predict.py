@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from snapcat.commands import DefaultsHelpFormatter
+from snapcat.commands import DefaultsHelpFormatter, add_allow_root_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,15 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, default=d.workers, help="threads reading and normalizing photos"
     )
-    p.add_argument(
-        "--allow-root",
-        dest="allow_roots",
-        action="append",
-        default=[],
-        metavar="PATH_OR_URI",
-        help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
-        "as prepare's: docs/data.md)",
-    )
+    add_allow_root_argument(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_run)
 

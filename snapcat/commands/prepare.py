@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from snapcat.commands import DefaultsHelpFormatter
+from snapcat.commands import DefaultsHelpFormatter, add_allow_root_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,15 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", required=True, help="folder per category, or a manifest; path or URI")
     p.add_argument("--manifest", help="CSV/JSONL manifest; relative paths resolve against --input")
-    p.add_argument(
-        "--allow-root",
-        dest="allow_roots",
-        action="append",
-        default=[],
-        metavar="PATH_OR_URI",
-        help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
-        "rows elsewhere, or with other schemes, are refused: docs/data.md)",
-    )
+    add_allow_root_argument(p)
     p.add_argument("--output", required=True, help="output folder (path or URI)")
     p.add_argument("--image-size", type=int, default=d.image_size, help="model input size in px")
     p.add_argument(
