@@ -17,7 +17,11 @@ from conftest import SAMPLE_DIR, make_image_bytes
 IMAGE_SIZE = 71
 
 
-def export_tiny_model(root: Path, classes: list[str] | None = None) -> Path:
+def export_tiny_model(
+    root: Path, classes: list[str] | None = None, confidence_threshold: float = 0.99
+) -> Path:
+    """Served scores are temperature-scaled inside the signature (T = 2): agreement checks
+    compare the servers' answers with that signature's calibrated output."""
     from snapcat.contract.taxonomy import Taxonomy
     from snapcat.train.calibration_fit import Calibration
     from snapcat.train.export import export_model
@@ -39,7 +43,9 @@ def export_tiny_model(root: Path, classes: list[str] | None = None) -> Path:
         image_size=IMAGE_SIZE,
         jpeg_quality=90,
         backbone="xception",
-        calibration=Calibration(temperature=2.0, confidence_threshold=0.99, fitted_on="fixture"),
+        calibration=Calibration(
+            temperature=2.0, confidence_threshold=confidence_threshold, fitted_on="fixture"
+        ),
     )
     return root
 

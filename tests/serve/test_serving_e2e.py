@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _batch_fixtures import IMAGE_SIZE, export_tiny_model
 from _feedback_fixtures import Sink, logger_event
-from _training_fixtures import spread_head_scores
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 
 from snapcat.cli import main
@@ -49,12 +49,10 @@ from snapcat.imaging.normalize import normalize_image
 from snapcat.local.processes import free_port, spawn, stop_process, wait_http_ok
 from snapcat.local.stack import predictor_command, transformer_command
 from snapcat.serve.client import SnapcatClient
-from snapcat.train.calibration_fit import Calibration
 
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "listing-category"
-IMAGE_SIZE = 71
 MAX_IMAGE_BYTES = 1_000_000
 MAX_REQUEST_BYTES = 3_000_000
 MAX_BATCH = 8
@@ -90,31 +88,8 @@ def sample_photos(n: int) -> list[Path]:
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from snapcat.train.export import export_model
-    from snapcat.train.modeling import ModelSpec, build_model
-
-    classes = list(Taxonomy.load().trainable_slugs[:5])
-    model, _ = build_model(
-        ModelSpec(
-            backbone="xception", num_classes=len(classes), image_size=IMAGE_SIZE, weights="none"
-        )
-    )
-    spread_head_scores(
-        model, [make_image_bytes("JPEG", (160, 120), seed=s) for s in range(8)], IMAGE_SIZE
-    )
     root = tmp_path_factory.mktemp("model") / MODEL_NAME
-    export_model(
-        model,
-        str(root),
-        classes=classes,
-        image_size=IMAGE_SIZE,
-        jpeg_quality=90,
-        backbone="xception",
-        # served scores are temperature-scaled inside the signature; every agreement check below
-        # compares the servers' answers with that signature's (calibrated) output
-        calibration=Calibration(temperature=2.0, confidence_threshold=0.9, fitted_on="fixture"),
-    )
-    return root
+    return export_tiny_model(root, confidence_threshold=0.9)
 
 
 @pytest.fixture(scope="module")
