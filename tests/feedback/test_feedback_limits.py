@@ -82,11 +82,23 @@ def test_a_chunked_event_over_the_cap_is_413_while_it_streams(sink):
 
 def test_concurrent_big_events_share_a_cap_on_body_bytes(sink):
     """Six 50 MiB events at once (each under the per-event cap): the sink holds at most its
-    in-flight cap of bodies (the others get 503 + Retry-After) instead of all six (968 MiB)."""
-    body = b'{"instances": [' + b" " * (50 * MB) + b"]}"
+    in-flight cap of bodies (the others get 503 + Retry-After) instead of all six (968 MiB).
+    "At once" is made so: the six start together and each streams its body over at least half
+    a second, so they overlap on a loaded machine too (sent whole, a fast sink could take them
+    one after another and never reach the cap)."""
+    start = threading.Barrier(6)
+    chunk = b" " * MB
+
+    def body():
+        start.wait(timeout=60)
+        yield b'{"instances": ['
+        for _ in range(50):
+            yield chunk
+            time.sleep(0.01)
+        yield b"]}"
 
     def one(_):
-        return httpx.post(sink.logger_url, content=body, headers=_headers(), timeout=120)
+        return httpx.post(sink.logger_url, content=body(), headers=_headers(), timeout=120)
 
     with PeakRss(sink.process.pid) as rss, concurrent.futures.ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(one, range(6)))
