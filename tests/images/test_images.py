@@ -31,6 +31,7 @@ from _training_fixtures import spread_head_scores
 from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 
 from components.images import default_light_image, default_train_image
+from snapcat.contract.prediction_signing import KeyRing, write_key_folder
 from snapcat.local.processes import free_port, stop_process, wait_http_ok
 from snapcat.rollout.render import serve_image, shipped_inferenceservice
 
@@ -122,17 +123,29 @@ def _bytes(quantity: str) -> int:
     return int(float(number) * units.get(unit, 1))
 
 
-def docker_run_flags(container: dict, volumes: list[dict]) -> list[str]:
-    """`docker run` flags for what the pod spec sets: environment, scratch volumes, the
-    security context, the resource limits. No model folder: the transformer has none (labels
-    come with the predictor's answers). The image's own user is kept: it must be the non-root
-    one the manifest names (checked separately)."""
+def docker_run_flags(
+    container: dict, volumes: list[dict], secrets: dict[str, Path] | None = None
+) -> list[str]:
+    """`docker run` flags for what the pod spec sets: environment, scratch volumes, Secret
+    volumes (``secrets``: a folder per secretName, mounted read-only with the volume's
+    ``defaultMode``, as kubelet projects it), the security context, the resource limits. No model
+    folder: the transformer has none (labels come with the predictor's answers). The image's own
+    user is kept: it must be the non-root one the manifest names (checked separately)."""
     flags = ["--network=host"]
     for variable in container.get("env", []):
         flags += ["-e", f"{variable['name']}={variable['value']}"]
-    scratch = {v["name"]: v["emptyDir"] for v in volumes if "emptyDir" in v}
+    by_name = {v["name"]: v for v in volumes}
     for mount in container.get("volumeMounts", []):
-        size = scratch[mount["name"]].get("sizeLimit")
+        volume = by_name[mount["name"]]
+        if "secret" in volume:
+            folder = (secrets or {})[volume["secret"]["secretName"]]
+            mode = volume["secret"].get("defaultMode", 0o644)
+            folder.chmod(0o755)
+            for file in folder.iterdir():
+                file.chmod(mode)
+            flags += ["-v", f"{folder}:{mount['mountPath']}:ro"]
+            continue
+        size = volume["emptyDir"].get("sizeLimit")
         flags += ["--tmpfs", mount["mountPath"] + (f":size={_bytes(size)}" if size else "")]
     security = container.get("securityContext", {})
     if security.get("readOnlyRootFilesystem"):
@@ -252,14 +265,14 @@ def predictor(model_dir, tmp_path_factory):
 class Container:
     """The transformer container, started as the InferenceService would start it."""
 
-    def __init__(self, image: str, predictor_host: str):
+    def __init__(self, image: str, predictor_host: str, secrets: dict[str, Path]):
         spec, volumes = transformer_spec()
         self.port = free_port()
         self.name = f"snapcat-image-test-{uuid.uuid4().hex[:8]}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = kserve_args(spec, predictor_host, self.port)
         self.ready_path = spec["readinessProbe"]["httpGet"]["path"]
-        flags = docker_run_flags(spec, volumes)
+        flags = docker_run_flags(spec, volumes, secrets)
         docker("run", "-d", "--name", self.name, *flags, image, *self.args)
 
     def running(self) -> bool:
@@ -275,8 +288,10 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def transformer(serving_image, predictor):
-    container = Container(serving_image, predictor)
+def transformer(serving_image, predictor, tmp_path_factory):
+    keys = write_key_folder(tmp_path_factory.mktemp("prediction-keys"))
+    container = Container(serving_image, predictor, {"snapcat-prediction-keys": keys})
+    container.keys = keys
     try:
         _wait_ok(container.url + container.ready_path, 120, container.logs, alive=container.running)
         yield container
@@ -343,9 +358,14 @@ def test_classifies_photos_v1(transformer, reference):
     assert body["model_version"] == str(reference.info.version)
     assert len(body["predictions"]) == len(photos)
     tops = []
+    keys = KeyRing.load(transformer.keys)  # the Secret the container mounts, as the sink reads it
     for prediction, photo in zip(body["predictions"], photos, strict=True):
         assert_agrees(prediction["categories"], reference(photo))
         tops.append(prediction["categories"][0]["slug"])
+        slugs = [c["slug"] for c in prediction["categories"]]
+        assert keys.verify(
+            prediction["prediction_id"], body["model_version"], slugs, prediction["confident"]
+        ), prediction
     assert len(set(tops)) > 1, "every photo got the same answer: the fixture model is degenerate"
 
 
