@@ -172,3 +172,19 @@ def pytest_collection_modifyitems(config, items):
     if skipped:
         config.hook.pytest_deselected(items=skipped)
         items[:] = [item for item in items if item not in skipped]
+
+
+@pytest.fixture(scope="session")
+def real_photo_set() -> Path:
+    """The real-photo check set (benchmarks/real_photos.py: 174 photographs from two pinned Debian
+    packages, cached in .cache/real-photos), built once per run; skipped only when Debian's
+    package registry cannot be reached."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import real_photos
+
+    try:
+        return real_photos.build(REPO_ROOT / ".cache" / "real-photos")
+    except RuntimeError as exc:
+        pytest.skip(f"real-photo set unavailable: {exc}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,23 +19,10 @@ from conftest import read_csv
 
 from snapcat.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import real_photos  # noqa: E402
-
 pytestmark = [pytest.mark.long, pytest.mark.timeout(1200)]
 
 PLANTED = 15
 LARGE = ("living-food", "pet-supplies", "plants")  # flips never push a small one under minimum
-
-
-@pytest.fixture(scope="module")
-def photos() -> Path:
-    try:
-        return real_photos.build(REPO / ".cache" / "real-photos")
-    except RuntimeError as exc:  # only when Debian's package registry cannot be reached
-        pytest.skip(f"real-photo set unavailable: {exc}")
 
 
 def flipped_manifest(photos: Path, out: Path) -> tuple[dict[str, str], set[str]]:
@@ -63,7 +49,8 @@ def prepare(photos, manifest, out, *extra) -> dict:
     return {row["path"]: row["category"] for row in read_csv(out / "index.csv")}
 
 
-def test_audit_ranks_planted_label_errors_first(photos, tmp_path):
+def test_audit_ranks_planted_label_errors_first(real_photo_set, tmp_path):
+    photos = real_photo_set
     truth, planted = flipped_manifest(photos, tmp_path / "noisy.csv")
     noisy = prepare(photos, tmp_path / "noisy.csv", tmp_path / "prepared")
     planted &= set(noisy)  # a planted photo prepare dropped (a duplicate) cannot be found

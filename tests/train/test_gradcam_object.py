@@ -16,30 +16,16 @@ from __future__ import annotations
 
 import io
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import real_photos  # noqa: E402
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(1200)]
 
 SIZE = 224
 BOX = SIZE // 2  # the test box: one quadrant, 7x7 of the 14x14 heat map
 CLASSES = ("games-hobbies", "living-food", "pet-supplies", "plants", "sports-leisure")
-
-
-@pytest.fixture(scope="module")
-def photos() -> Path:
-    try:
-        return real_photos.build(REPO / ".cache" / "real-photos")
-    except RuntimeError as exc:  # only when Debian's package registry cannot be reached
-        pytest.skip(f"real-photo set unavailable: {exc}")
 
 
 def _cutouts(photos: Path) -> dict[str, list]:
@@ -87,7 +73,8 @@ def _compose(cutout, background, box: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def test_heat_map_mass_falls_on_the_object(photos, tmp_path):
+def test_heat_map_mass_falls_on_the_object(real_photo_set, tmp_path):
+    photos = real_photo_set
     import keras
 
     from snapcat.contract.taxonomy import Taxonomy

@@ -10,28 +10,14 @@ photos, and the fitted temperature made test ECE worse.
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import real_photos  # noqa: E402
 
 pytestmark = [pytest.mark.long, pytest.mark.timeout(1500)]
 
 
-@pytest.fixture(scope="module")
-def photos() -> Path:
-    try:
-        return real_photos.build(REPO / ".cache" / "real-photos")
-    except RuntimeError as exc:  # only when Debian's package registry cannot be reached
-        pytest.skip(f"real-photo set unavailable: {exc}")
-
-
-def test_cli_defaults_learn_on_real_photos(photos, tmp_path):
+def test_cli_defaults_learn_on_real_photos(real_photo_set, tmp_path):
+    photos = real_photo_set
     from snapcat.dataset.prepare import PrepareConfig, run_prepare
     from snapcat.evaluate.evaluation import EvaluateConfig, evaluate
     from snapcat.train.trainer import TrainConfig, read_history, train
