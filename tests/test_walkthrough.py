@@ -15,18 +15,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from test_docs_commands import shell_blocks
 
 from snapcat.contract.taxonomy import Taxonomy
+from snapcat.local.processes import free_port, wait_http_ok
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -194,12 +192,6 @@ def _fill(line: str, port: int) -> str:
     return re.sub(r"\[([^\[\]]*)\]", r"\1", line)  # optional parts written in
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _prepare_folder(folder: Path) -> None:
     """What a fresh clone has (the sample data, the manifests) and what the reader brings: two
     phone photos (one of them HEIC) and a sofa, and the live InferenceService (``kubectl get isvc -o
@@ -220,19 +212,6 @@ def _prepare_folder(folder: Path) -> None:
     (folder / "reviewed-exclude.csv").write_text(
         f"path\n{photos[1].relative_to(REPO / 'data/sample')}\n"
     )
-
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"`snapcat serve local` exited with {server.returncode}"
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} not ready in {timeout} s")
 
 
 def _needs_server(command: str, port: int) -> bool:
@@ -275,7 +254,8 @@ class Walk:
             start_new_session=True,
         )
         self.transcript.append(f"$ {command} &")
-        _wait_ready(f"http://127.0.0.1:{self.port}/v1/models/listing-category", self.server)
+        url = f"http://127.0.0.1:{self.port}/v1/models/listing-category"
+        wait_http_ok(url, 240, [self.server], interval=1)
 
     def stop_server(self) -> None:
         if self.server is not None and self.server.poll() is None:
@@ -294,7 +274,7 @@ def test_walkthrough_runs_as_written(tmp_path):
     dry runs, the Python client: each exits 0 and says what the
     docs say it says."""
     _prepare_folder(tmp_path)
-    walk = Walk(tmp_path, _free_port())
+    walk = Walk(tmp_path, free_port())
     plan = [(step, _fill(step.line, walk.port)) for step in walk_plan()]
     serve = next(command for _, command in plan if command.startswith("snapcat serve local"))
     compare = next(command for _, command in plan if command.startswith("snapcat compare"))
