@@ -2,13 +2,16 @@
 
 Prints, in one run on this machine:
 
-- raw in-process throughput of the exported signature (``ServingModel.predict`` on canonical
-  bytes, batch 1 / 8 / 32): the limit, since every image must go through the model; and the
-  p50 latency of one batch-1 forward pass;
+- raw in-process throughput and CPU per photo of the exported signature (``ServingModel.predict``
+  on canonical bytes): one caller at batch 1, with the p50 latency of one batch-1 forward pass;
+  and as many callers as the predictor has batch threads at batch 1 / 8 / 32, the most this
+  TensorFlow configuration does on this machine (one caller leaves a core idle when the model's
+  ops run on one intra-op thread), since every image must go through the model;
 - end-to-end throughput and p50/p95 latency through the KServe transformer and the local
   predictor (two processes, loopback HTTP, one photo per request) at concurrency 1 and 8;
 - the ratio end-to-end / raw by throughput and by CPU time per photo, at concurrency 1 (against
-  raw batch 1) and 8 (against the best raw batch size); target >= 0.9 for both;
+  raw batch 1, one caller) and 8 (against the best raw batch size, parallel callers); target
+  >= 0.9 for both;
 - the transformer's CPU per photo split by stage (read body, decode JSON/base64, normalize, call
   predictor, shape response, log), from its ``snapcat_transformer_stage_cpu_seconds`` histogram
   (thread CPU clocks) read before and after each measurement, and the rest of its process CPU
@@ -17,9 +20,10 @@ Prints, in one run on this machine:
 - bytes per image sent to the predictor, from the transformer's own counters
   (target at 299 px: <= 40 KB).
 
-The local predictor sizes TensorFlow's thread pools from its CPU limit as production's TF Serving
-does (:func:`snapcat.contract.tf_serving_config.tf_serving_threads`); this process's raw runs
-apply the same sizing, so both sides run the same TensorFlow configuration.
+The local predictor sizes TensorFlow's thread pools from its CPU limit and the model's backbone as
+production's TF Serving flags are sized (:func:`snapcat.contract.tf_serving_config.
+tf_serving_threads`); this process's raw runs apply the same sizing, so both sides run the same
+TensorFlow configuration.
 
 ``--baseline-src DIR`` also runs the transformer of another source tree (e.g. ``git archive``
 of an earlier commit, unpacked) against the same predictor, in the same rounds: a change's effect
@@ -96,21 +100,36 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def raw_run(model, canonical: list[bytes], batch: int, seconds: float) -> dict:
+def raw_run(model, canonical: list[bytes], batch: int, seconds: float, callers: int = 1) -> dict:
+    """``callers`` threads calling the model in-process back to back, ``batch`` images a call:
+    with as many callers as the predictor has batch threads, the most this process's TensorFlow
+    configuration can do on this machine (one caller leaves a core idle when ops run on one
+    thread)."""
     model.predict(canonical[:batch])  # warm-up at this batch size
-    done, i = 0, 0
+    done = [0]
     calls: list[float] = []
+    lock = threading.Lock()
+
+    def call_loop(offset: int) -> None:
+        i = offset
+        while time.perf_counter() - start < seconds or done[0] < 2 * batch * callers:
+            t0 = time.perf_counter()
+            model.predict([canonical[(i + j) % len(canonical)] for j in range(batch)])
+            with lock:
+                calls.append(time.perf_counter() - t0)
+                done[0] += batch
+            i += batch * callers
+
     start, cpu = time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds or done < 2 * batch:
-        t0 = time.perf_counter()
-        model.predict([canonical[(i + j) % len(canonical)] for j in range(batch)])
-        calls.append(time.perf_counter() - t0)
-        done += batch
-        i += batch
+    threads = [threading.Thread(target=call_loop, args=(k * batch,)) for k in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {
-        "throughput": done / wall,
-        "cpu_ms": cpu / done * 1000,
+        "throughput": done[0] / wall,
+        "cpu_ms": cpu / done[0] * 1000,
         "p50": statistics.median(calls) * 1000,
     }
 
@@ -207,6 +226,9 @@ def e2e_with_stages(url, photos, concurrency, seconds, pids) -> dict:
     return result
 
 
+#: Batch sizes of the raw runs that bound concurrency 8 (the best of them is the limit).
+RAW_BATCHES = (1, 8, 32)
+
 #: The transformer's stages (serving.metrics.STAGES; not imported: it pulls in KServe).
 STAGES = ("read_body", "decode", "normalize", "predictor_call", "response", "log")
 
@@ -281,6 +303,7 @@ def main() -> int:
 
     import httpx
 
+    from snapcat.contract.model_info import load_model_info
     from snapcat.contract.tf_serving_config import BatchingParameters
     from snapcat.imaging.normalize import normalize_image
     from snapcat.local.predictor import apply_tf_serving_threads
@@ -289,7 +312,6 @@ def main() -> int:
     from snapcat.train.export import ServingModel
     from snapcat.train.modeling import get_backbone
 
-    threads = apply_tf_serving_threads()  # as the predictor does: same TF sizing for raw runs
     batching = BatchingParameters.from_file(args.batching_parameters_file)
     print(
         f"batching: {os.path.relpath(batching.source, REPO_ROOT)}: max_batch_size "
@@ -297,6 +319,9 @@ def main() -> int:
         f"num_batch_threads {batching.num_batch_threads}, max_enqueued_batches "
         f"{batching.max_enqueued_batches}, allowed_batch_sizes {list(batching.allowed_batch_sizes)}"
     )
+    backbone = load_model_info(args.model_dir).backbone if args.model_dir else args.backbone
+    # as the predictor sizes its own, before TensorFlow starts: the raw runs use the same pools
+    threads = apply_tf_serving_threads(backbone=backbone)
     print(f"TensorFlow threads (predictor and raw runs): {threads}")
     print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
@@ -318,7 +343,8 @@ def main() -> int:
             f"canonical JPEG mean {statistics.mean(map(len, canonical)) / 1024:.1f} KB, "
             f"{len(body) / len(canonical) / 1024:.1f} KB per image in the predictor request"
         )
-        runs: dict[str, list[dict]] = {f"raw{b}": [] for b in (1, 8, 32)}
+        callers = batching.num_batch_threads
+        runs: dict[str, list[dict]] = {"raw1": [], **{f"par{b}": [] for b in RAW_BATCHES}}
         for kind in kinds:
             runs.update({f"{kind}{c}": [] for c in (1, 8)})
         baseline = None
@@ -336,11 +362,13 @@ def main() -> int:
                 pids["base"] = [stack.predictor.pid, baseline.pid]
             try:
                 for round_ in range(1, args.rounds + 1):
-                    raw = {b: raw_run(model, canonical, b, args.seconds) for b in (1, 8, 32)}
-                    for b, r in raw.items():
-                        runs[f"raw{b}"].append(r)
-                    line = "raw b1/b8/b32 " + "/".join(
-                        f"{raw[b]['throughput']:.1f}" for b in (1, 8, 32)
+                    runs["raw1"].append(raw_run(model, canonical, 1, args.seconds))
+                    for b in RAW_BATCHES:
+                        runs[f"par{b}"].append(raw_run(model, canonical, b, args.seconds, callers))
+                    line = f"raw b1 {runs['raw1'][-1]['throughput']:.1f}, {callers} callers b" + (
+                        "/b".join(map(str, RAW_BATCHES))
+                        + " "
+                        + "/".join(f"{runs[f'par{b}'][-1]['throughput']:.1f}" for b in RAW_BATCHES)
                     )
                     # alternate which transformer goes first
                     for kind in kinds if round_ % 2 else kinds[::-1]:
@@ -379,14 +407,14 @@ def main() -> int:
         f"--- medians (min-max) of {args.rounds} interleaved rounds, {args.seconds:g} s per "
         "measurement"
     )
-    for b in (1, 8, 32):
+    for key in ("raw1", *(f"par{b}" for b in RAW_BATCHES)):
+        label = "1 caller,  batch  1" if key == "raw1" else f"{callers} callers, batch {key[3:]:>2}"
         print(
-            f"raw SavedModel in-process, batch {b:>2}:  {med(f'raw{b}', 'throughput'):6.2f} img/s"
-            f"   {med(f'raw{b}', 'cpu_ms'):6.1f} CPU-ms/img   p50 {med(f'raw{b}', 'p50'):6.1f} ms"
-            " per call"
+            f"raw SavedModel in-process, {label}:  {med(key, 'throughput'):6.2f} img/s"
+            f"   {med(key, 'cpu_ms'):6.1f} CPU-ms/img   p50 {med(key, 'p50'):6.1f} ms per call"
         )
-    best_raw = [min(r[f"raw{b}"]["cpu_ms"] for b in (1, 8, 32)) for r in _by_round(runs)]
-    best_raw_tp = [max(r[f"raw{b}"]["throughput"] for b in (1, 8, 32)) for r in _by_round(runs)]
+    best_raw = [min(r[f"par{b}"]["cpu_ms"] for b in RAW_BATCHES) for r in _by_round(runs)]
+    best_raw_tp = [max(r[f"par{b}"]["throughput"] for b in RAW_BATCHES) for r in _by_round(runs)]
     for kind in kinds:
         name = {"new": "this tree", "base": f"baseline {args.baseline_src}"}[kind]
         print(f"--- end to end, transformer of {name}")
@@ -419,7 +447,11 @@ def main() -> int:
             )
             raw_cpu = values("raw1", "cpu_ms") if c == 1 else best_raw
             raw_tp = values("raw1", "throughput") if c == 1 else best_raw_tp
-            against = "raw batch 1" if c == 1 else "the best raw batch size"
+            against = (
+                "raw batch 1, 1 caller"
+                if c == 1
+                else f"the best raw batch size, {callers} callers (one per batch thread)"
+            )
             by_cpu = [r / e for r, e in zip(raw_cpu, values(key, "cpu_ms"), strict=True)]
             by_tp = [e / r for r, e in zip(raw_tp, values(key, "throughput"), strict=True)]
             print(

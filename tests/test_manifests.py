@@ -578,13 +578,21 @@ def test_tf_serving_runs_with_batching_and_monitoring_config(built, target):
 def test_tf_serving_threads_are_sized_to_the_predictor_cpu_limit(built, target):
     """TF Serving sizes its thread pools from the node's cores unless told: every target's
     predictor passes the intra-op, inter-op and REST thread counts that
-    ``tf_serving_threads`` derives from that target's own CPU limit (an overlay that changes the
-    limit and keeps the base's flags fails here), and never ``tensorflow_session_parallelism``
+    ``tf_serving_threads`` derives from that target's own CPU limit and the backbone its
+    predictor's annotation says they are sized for (an overlay that changes the limit or the
+    backbone and keeps the base's flags fails here), and never ``tensorflow_session_parallelism``
     (TF Serving refuses to start with it and the per-pool flags both set)."""
-    from snapcat.contract.tf_serving_config import tf_serving_threads
+    from snapcat.contract.tf_serving_config import (
+        SIZED_FOR_ANNOTATION,
+        SPLITS_OPS_ACROSS_CORES,
+        tf_serving_threads,
+    )
 
-    model = isvc_of(built, target)["spec"]["predictor"]["model"]
-    expected = tf_serving_threads(_cpus(model["resources"]["limits"]["cpu"]))
+    predictor = isvc_of(built, target)["spec"]["predictor"]
+    model = predictor["model"]
+    backbone = predictor["annotations"][SIZED_FOR_ANNOTATION]
+    assert backbone in SPLITS_OPS_ACROSS_CORES, f"{backbone}: not a measured backbone"
+    expected = tf_serving_threads(_cpus(model["resources"]["limits"]["cpu"]), backbone)
     args = model["args"]
     assert [a for a in args if "parallelism" in a or "num_threads" in a] == expected.flags
     assert len(set(_tfserving_flags(isvc_of(built, target)))) == len(args)  # no flag twice

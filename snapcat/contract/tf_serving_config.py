@@ -219,10 +219,35 @@ class TfServingThreads:
         ]
 
 
-def tf_serving_threads(cpus: float) -> TfServingThreads:
-    """TF Serving's thread pools sized to a container's CPU limit, the one rule production's
-    manifests (every overlay's predictor args; ``tests/test_manifests.py`` checks them) and the
-    local predictor (:func:`snapcat.local.predictor.apply_tf_serving_threads`) follow.
+#: Whether one op's kernel split across cores shortens a backbone's forward pass, measured per
+#: backbone at its serving size (docs/serving.md, "TF Serving's threads"). Xception's 299-px
+#: convolutions are large enough: 2 intra-op threads on 2 CPUs halved a batch-1 pass (104
+#: against 186 ms) for the same CPU; InceptionV3's shortened it less (73 against 83 ms) and
+#: halved a batch of 8. EfficientNet-Lite0's 224-px depthwise convolutions are not: a second
+#: intra-op thread left its batch-1 pass as long (14 ms) and spun 50 % more CPU (22-23 against
+#: 15 CPU-ms per photo). An unlisted backbone gets TensorFlow's usual sizing
+#: (split) until it is measured; ``tests/contract/test_tf_serving_config.py`` fails for a
+#: backbone the training code offers that is not listed here.
+SPLITS_OPS_ACROSS_CORES: dict[str, bool] = {
+    "xception": True,
+    "inceptionv3": True,
+    "efficientnet-lite0": False,
+}
+
+#: The backbone the CPU predictors (base and dev overlays, the local predictor's default) are
+#: sized for: the CPU tier's default.
+CPU_TIER_BACKBONE = "efficientnet-lite0"
+
+#: The annotation on an InferenceService's predictor naming the backbone its thread flags were
+#: sized for; ``tests/test_manifests.py`` checks each overlay's flags against it.
+SIZED_FOR_ANNOTATION = "snapcat.io/tfserving-threads-sized-for"
+
+
+def tf_serving_threads(cpus: float, backbone: str = CPU_TIER_BACKBONE) -> TfServingThreads:
+    """TF Serving's thread pools sized to a container's CPU limit and the backbone it serves, the
+    one rule production's manifests (every overlay's predictor args; ``tests/test_manifests.py``
+    checks them) and the local predictor (:func:`snapcat.local.predictor.apply_tf_serving_threads`)
+    follow.
 
     Unset, TF Serving sizes its pools from the CPUs it can schedule on, which in a pod are the
     node's cores (CFS quotas do not shrink the affinity mask): a 2-CPU predictor on a 64-core node
@@ -231,11 +256,12 @@ def tf_serving_threads(cpus: float) -> TfServingThreads:
     threads", has the measurement):
 
     - intra-op (the threads one op's kernels run on, e.g. a convolution): one per whole CPU of
-      the limit, at least 1 (a fractional CPU is not a thread's worth of work);
+      the limit, at least 1 (a fractional CPU is not a thread's worth of work), for a backbone
+      whose ops are worth splitting (:data:`SPLITS_OPS_ACROSS_CORES`); 1 for one whose are not,
+      so the CPUs run requests side by side (one batch thread each) instead of spinning;
     - inter-op (the threads that dispatch and run ops, side by side where the graph allows; each
-      batch thread's ``Session::Run`` uses them): as many, TensorFlow's own default ratio. One
-      inter-op thread on 2 CPUs was slower, not leaner: measured on EfficientNet-Lite0 at batch 1,
-      21-22 CPU-ms and 22 ms p50 per photo with 2 against 26 CPU-ms and 36-40 ms with 1;
+      batch thread's ``Session::Run`` uses them): one per whole CPU, TensorFlow's own default
+      ratio. One inter-op thread on 2 CPUs was slower, not leaner, with 2 intra-op threads;
     - REST threads: TF Serving's own 4 per CPU, of the limit. They mostly wait on the batching
       queue; they parse JSON and base64 requests between waits.
     """
@@ -244,7 +270,7 @@ def tf_serving_threads(cpus: float) -> TfServingThreads:
     whole = max(1, math.floor(cpus))
     return TfServingThreads(
         cpus=cpus,
-        intra_op=whole,
+        intra_op=whole if SPLITS_OPS_ACROSS_CORES.get(backbone, True) else 1,
         inter_op=whole,
         rest_api=REST_API_THREADS_PER_CPU * whole,
     )

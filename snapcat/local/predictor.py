@@ -19,8 +19,9 @@ or input, 404 for an unknown model or version, 503 when the batching queue is fu
 highest integer version folder (TF Serving's ``latest: 1`` policy), replays the version's warm-up
 records before it opens its port (:mod:`snapcat.train.warmup`), batches requests by the same
 ``BatchingParameters`` file as production (:mod:`snapcat.local.batching`), and sizes TensorFlow's
-intra-op and inter-op thread pools from its CPU limit by the rule production's TF Serving flags
-follow (:func:`apply_tf_serving_threads`), so local benchmarks measure what production runs.
+intra-op and inter-op thread pools from its CPU limit and the model's backbone by the rule
+production's TF Serving flags follow (:func:`apply_tf_serving_threads`), so local benchmarks
+measure what production runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from snapcat.contract.model_info import load_model_info
 from snapcat.contract.signature import (
     CLASS_INDEX_INPUT,
     EXPLAIN_SIGNATURE_NAME,
@@ -324,17 +326,18 @@ def create_app(servable: Servable, batcher: MicroBatcher, explainer: MicroBatche
     )
 
 
-def apply_tf_serving_threads(cpus: float | None = None) -> TfServingThreads:
+def apply_tf_serving_threads(cpus: float | None = None, *, backbone: str) -> TfServingThreads:
     """Sizes this process's TensorFlow thread pools as production's TF Serving flags are sized
-    (:func:`snapcat.contract.tf_serving_config.tf_serving_threads`), from ``cpus`` or this
-    process's CPU limit (cgroup quota and affinity: :mod:`snapcat.serve.container_limits`).
-    Must run before TensorFlow starts its runtime (before a model is loaded). The REST thread
-    count has no counterpart here: this server is one asyncio loop plus the batch threads."""
+    (:func:`snapcat.contract.tf_serving_config.tf_serving_threads`) for ``backbone``, from
+    ``cpus`` or this process's CPU limit (cgroup quota and affinity:
+    :mod:`snapcat.serve.container_limits`). Must run before TensorFlow starts its runtime (before
+    a model is loaded). The REST thread count has no counterpart here: this server is one asyncio
+    loop plus the batch threads."""
     import tensorflow as tf
 
     from snapcat.serve.container_limits import read_container_limits
 
-    threads = tf_serving_threads(cpus or read_container_limits().cpus)
+    threads = tf_serving_threads(cpus or read_container_limits().cpus, backbone)
     tf.config.threading.set_intra_op_parallelism_threads(threads.intra_op)
     tf.config.threading.set_inter_op_parallelism_threads(threads.inter_op)
     return threads
@@ -354,10 +357,12 @@ def serve(
     import uvicorn
 
     batching = batching or BatchingParameters.from_file()
-    threads = apply_tf_serving_threads()
+    backbone = load_model_info(model_dir).backbone
+    threads = apply_tf_serving_threads(backbone=backbone)
     logger.info(
-        "TensorFlow threads for %g CPUs: %d intra-op, %d inter-op (as TF Serving's %s)",
+        "TensorFlow threads for %g CPUs and %s: %d intra-op, %d inter-op (as TF Serving's %s)",
         threads.cpus,
+        backbone,
         threads.intra_op,
         threads.inter_op,
         " ".join(threads.flags[:2]),

@@ -123,19 +123,40 @@ def test_serve_refuses_a_bad_file_before_loading(tmp_path, server):
 
 
 @pytest.mark.parametrize(
-    ("cpus", "intra", "inter", "rest"),
-    [(0.5, 1, 1, 4), (1, 1, 1, 4), (1.5, 1, 1, 4), (2, 2, 2, 8), (4, 4, 4, 16), (64, 64, 64, 256)],
+    ("cpus", "backbone", "intra", "inter", "rest"),
+    [
+        (0.5, "xception", 1, 1, 4),
+        (1, "xception", 1, 1, 4),
+        (1.5, "xception", 1, 1, 4),
+        (2, "xception", 2, 2, 8),
+        (4, "inceptionv3", 4, 4, 16),
+        (64, "xception", 64, 64, 256),
+        (1, "efficientnet-lite0", 1, 1, 4),
+        (2, "efficientnet-lite0", 1, 2, 8),
+        (4, "efficientnet-lite0", 1, 4, 16),
+        (2, "a-backbone-not-measured-yet", 2, 2, 8),
+    ],
 )
-def test_tf_serving_threads_follow_the_cpu_limit(cpus, intra, inter, rest):
+def test_tf_serving_threads_follow_the_cpu_limit_and_backbone(cpus, backbone, intra, inter, rest):
     from snapcat.contract.tf_serving_config import tf_serving_threads
 
-    threads = tf_serving_threads(cpus)
+    threads = tf_serving_threads(cpus, backbone)
     assert (threads.intra_op, threads.inter_op, threads.rest_api) == (intra, inter, rest)
     assert threads.flags == [
         f"--tensorflow_intra_op_parallelism={intra}",
         f"--tensorflow_inter_op_parallelism={inter}",
         f"--rest_api_num_threads={rest}",
     ]
+
+
+def test_every_trainable_backbone_has_a_measured_thread_sizing():
+    """A backbone added to training without its op-splitting measurement would be served with
+    TensorFlow's usual sizing, unmeasured: list it in ``SPLITS_OPS_ACROSS_CORES`` first."""
+    from snapcat.contract.tf_serving_config import CPU_TIER_BACKBONE, SPLITS_OPS_ACROSS_CORES
+    from snapcat.train.modeling import BACKBONES
+
+    assert set(SPLITS_OPS_ACROSS_CORES) == set(BACKBONES)
+    assert CPU_TIER_BACKBONE in BACKBONES
 
 
 def test_tf_serving_threads_refuse_a_non_positive_limit():

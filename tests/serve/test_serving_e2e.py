@@ -316,6 +316,21 @@ def test_predictor_replayed_the_warmup_records_before_serving(stack):
     assert "replayed 4 warm-up records" in log, log[-2000:]
 
 
+def test_predictor_sized_its_threads_for_its_limit_and_the_model_backbone(stack, info):
+    """As production's TF Serving flags are sized: the one rule, applied to this machine's CPU
+    limit and the backbone the served model says it has (read before TensorFlow starts)."""
+    from snapcat.contract.tf_serving_config import tf_serving_threads
+    from snapcat.serve.container_limits import read_container_limits
+
+    threads = tf_serving_threads(read_container_limits().cpus, info.backbone)
+    log = (stack.logs / "predictor.log").read_text(errors="replace")
+    expected = (
+        f"TensorFlow threads for {threads.cpus:g} CPUs and {info.backbone}: "
+        f"{threads.intra_op} intra-op, {threads.inter_op} inter-op"
+    )
+    assert expected in log, log[-2000:]
+
+
 # ------------------------------------------------------------------------------------ transformer
 def test_photo_formats(stack, http, info, reference, saved_labels):
     photos = {
