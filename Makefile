@@ -71,6 +71,7 @@ bench: venv
 	$(BIN)/python benchmarks/normalize_bench.py
 	$(BIN)/python benchmarks/input_pipeline_bench.py
 	$(BIN)/python benchmarks/serving_bench.py
+	$(BIN)/python benchmarks/tf_threads_bench.py
 	$(BIN)/python benchmarks/warmup_bench.py
 	$(BIN)/python benchmarks/backbone_bench.py
 	$(BIN)/python benchmarks/concurrency_sweep.py --no-write

@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--check-classes",
         action="store_true",
-        help="refuse a model whose class list differs from the current one (reads both models)",
+        help="refuse a model whose class list differs from the current one, and warn when its "
+        "backbone is not the one the predictor's TF Serving threads are sized for (reads both "
+        "models)",
     )
     c.add_argument(
         "--auto",

@@ -61,6 +61,40 @@ def _check_same_classes(current_uri: str | None, new_uri: str) -> None:
         )
 
 
+def _warn_if_threads_sized_for_another_backbone(live: dict, model_uri: str) -> None:
+    """A model of another backbone than the one the predictor's TF Serving threads were sized for
+    still serves correctly, at that sizing's price (e.g. Xception on the CPU tier's one intra-op
+    thread: the same CPU, about 1.8x the latency; Lite0 on a big backbone's: about 1.5x the CPU).
+    Worth a warning, not a refusal. Runs with the class check, which reads the models already."""
+    from snapcat.contract.model_info import load_model_info
+    from snapcat.contract.tf_serving_config import SIZED_FOR_ANNOTATION, tf_serving_threads
+
+    predictor = live["spec"]["predictor"]
+    sized_for = (predictor.get("annotations") or {}).get(SIZED_FOR_ANNOTATION)
+    if not sized_for:
+        return
+    backbone = load_model_info(model_uri).backbone
+    if backbone == sized_for:
+        return
+    limit = ((predictor.get("model") or {}).get("resources") or {}).get("limits", {}).get("cpu")
+    advice = ""
+    if limit is not None:
+        cpus = float(str(limit)[:-1]) / 1000 if str(limit).endswith("m") else float(limit)
+        advice = f"; for {backbone} on {limit} CPUs: " + " ".join(
+            tf_serving_threads(cpus, backbone).flags[:2]
+        )
+    log.warning(
+        "%s is a %s model, but the predictor's TF Serving threads are sized for %s (annotation "
+        "%s): it will serve, at that sizing's cost; resize the overlay's flags and annotation%s "
+        '(docs/serving.md, "TF Serving\'s threads")',
+        model_uri,
+        backbone,
+        sized_for,
+        SIZED_FOR_ANNOTATION,
+        advice,
+    )
+
+
 def _log(message: str, *args) -> bool:
     log.info(message, *args)
     return True
@@ -97,8 +131,9 @@ def canary(
                 f"{ref(live)} has no rolled-out revision yet, so there is nothing to split traffic "
                 "with: wait until its first deployment is ready"
             )
-        if check_classes:
+        if check_classes:  # both reads need the models' storage: opt-in
             _check_same_classes(model_uri_of(live), model_uri)
+            _warn_if_threads_sized_for_another_backbone(live, model_uri)
         components = rollout_components(live)
         replaced = {}
         if model_uri_of(live) != model_uri:  # a new revision is coming; the newest one is out

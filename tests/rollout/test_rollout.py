@@ -157,7 +157,7 @@ def test_class_check_compares_model_info(tmp_path, monkeypatch):
 
     def fake_info(uri):
         classes = ("a", "b", "c") if uri.endswith("v1") else ("a", "c", "b")
-        return type("Info", (), {"classes": classes})()
+        return type("Info", (), {"classes": classes, "backbone": "efficientnet-lite0"})()
 
     monkeypatch.setattr(model_info, "load_model_info", fake_info)
     with pytest.raises(RolloutError, match="different class list"):
@@ -168,6 +168,31 @@ def test_class_check_compares_model_info(tmp_path, monkeypatch):
     assert rollout.canary(
         NAME, NS, same, 10, dry_run=True, current=live_object(), check_classes=True
     ).request.body
+
+
+@pytest.mark.parametrize("backbone", ["xception", "efficientnet-lite0"])
+def test_canary_warns_when_the_threads_are_sized_for_another_backbone(
+    monkeypatch, caplog, backbone
+):
+    """The shipped predictor is sized for the CPU tier's EfficientNet-Lite0: an Xception canary
+    still goes out (it serves correctly) with a warning that names the flags it would want. Read
+    with the class check (``--check-classes``), which reads both models already."""
+    from snapcat.contract import model_info
+
+    info = type("Info", (), {"backbone": backbone, "classes": ("a", "b")})()
+    monkeypatch.setattr(model_info, "load_model_info", lambda uri: info)
+    with caplog.at_level("WARNING", logger="snapcat.rollout"):
+        result = rollout.canary(
+            NAME, NS, NEW_URI, 10, dry_run=True, current=live_object(), check_classes=True
+        )
+    assert result.request.body
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if backbone == "efficientnet-lite0":
+        assert warnings == []
+    else:
+        assert len(warnings) == 1, warnings
+        assert "sized for efficientnet-lite0" in warnings[0]
+        assert "--tensorflow_intra_op_parallelism=2" in warnings[0], warnings[0]
 
 
 def test_status_summary_and_text():
