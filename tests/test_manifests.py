@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from snapcat.rollout.isvc import cpu_cores
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = REPO_ROOT / "manifests"
 TFSERVING_BASE = MANIFESTS / "base" / "tfserving"
@@ -592,7 +594,7 @@ def test_tf_serving_threads_are_sized_to_the_predictor_cpu_limit(built, target):
     model = predictor["model"]
     backbone = predictor["annotations"][SIZED_FOR_ANNOTATION]
     assert backbone in SPLITS_OPS_ACROSS_CORES, f"{backbone}: not a measured backbone"
-    expected = tf_serving_threads(_cpus(model["resources"]["limits"]["cpu"]), backbone)
+    expected = tf_serving_threads(cpu_cores(model["resources"]["limits"]["cpu"]), backbone)
     args = model["args"]
     assert [a for a in args if "parallelism" in a or "num_threads" in a] == expected.flags
     assert len(set(_tfserving_flags(isvc_of(built, target)))) == len(args)  # no flag twice
@@ -719,11 +721,6 @@ def _batching(text: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", text, re.M)}
 
 
-def _cpus(quantity: str) -> float:
-    quantity = str(quantity)
-    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-
-
 def test_prod_autoscaling_targets_follow_the_documented_formula(built):
     """docs/deploy.md, "Autoscaling targets": the transformer's concurrency target is the
     measured knee per CPU times its CPU request, capped by where it starts shedding load (its
@@ -738,8 +735,8 @@ def test_prod_autoscaling_targets_follow_the_documented_formula(built):
     resources = transformer_container(isvc_of(built, "overlays/prod"))["resources"]
     knee = record["knee_concurrency_per_cpu"]
     assert isinstance(knee, int) and knee >= 1
-    shedding = round(PHOTOS_PER_CPU * _cpus(resources["limits"]["cpu"]))
-    expected = min(knee * _cpus(resources["requests"]["cpu"]), shedding)
+    shedding = round(PHOTOS_PER_CPU * cpu_cores(resources["limits"]["cpu"]))
+    expected = min(knee * cpu_cores(resources["requests"]["cpu"]), shedding)
     assert spec["transformer"]["scaleMetric"] == "concurrency"
     assert spec["transformer"]["scaleTarget"] == int(expected)
     batching = _batching((TFSERVING_PROD / "batching_parameters.txt").read_text())

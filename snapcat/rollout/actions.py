@@ -68,6 +68,7 @@ def _warn_if_threads_sized_for_another_backbone(live: dict, model_uri: str) -> N
     Worth a warning, not a refusal. Runs with the class check, which reads the models already."""
     from snapcat.contract.model_info import load_model_info
     from snapcat.contract.tf_serving_config import SIZED_FOR_ANNOTATION, tf_serving_threads
+    from snapcat.rollout.isvc import cpu_cores
 
     predictor = live["spec"]["predictor"]
     sized_for = (predictor.get("annotations") or {}).get(SIZED_FOR_ANNOTATION)
@@ -79,9 +80,8 @@ def _warn_if_threads_sized_for_another_backbone(live: dict, model_uri: str) -> N
     limit = ((predictor.get("model") or {}).get("resources") or {}).get("limits", {}).get("cpu")
     advice = ""
     if limit is not None:
-        cpus = float(str(limit)[:-1]) / 1000 if str(limit).endswith("m") else float(limit)
         advice = f"; for {backbone} on {limit} CPUs: " + " ".join(
-            tf_serving_threads(cpus, backbone).flags[:2]
+            tf_serving_threads(cpu_cores(limit), backbone).flags[:2]
         )
     log.warning(
         "%s is a %s model, but the predictor's TF Serving threads are sized for %s (annotation "

@@ -28,6 +28,14 @@ MODEL_URI_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://
 KFP_MINIO_SCHEME = "minio://"
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity (``"2"``, ``"500m"``, ``1.5``) in cores."""
+    quantity = str(quantity)
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
 JSON = "application/json"
 
 

@@ -33,6 +33,7 @@ from conftest import REPO_ROOT, SAMPLE_DIR, make_image_bytes, v2_categories
 from components.images import default_light_image, default_train_image
 from snapcat.contract.prediction_signing import KeyRing, write_key_folder
 from snapcat.local.processes import free_port, stop_process, wait_http_ok
+from snapcat.rollout.isvc import cpu_cores
 from snapcat.rollout.render import serve_image, shipped_inferenceservice
 
 BUILD_TIMEOUT = 1800
@@ -156,8 +157,7 @@ def docker_run_flags(
         flags += ["--cap-drop", capability]
     limits = container.get("resources", {}).get("limits", {})
     if "cpu" in limits:
-        cpu = str(limits["cpu"])
-        flags += ["--cpus", str(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
+        flags += ["--cpus", str(cpu_cores(limits["cpu"]))]
     if "memory" in limits:
         flags += ["--memory", str(_bytes(limits["memory"]))]
     return flags
