@@ -14,7 +14,7 @@ The three take the same keyword arguments, :class:`~snapcat.rollout.apply.Option
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snapcat.rollout.apply import NO_CLUSTER_NEEDED, Options, Plan, RolloutResult, apply
 from snapcat.rollout.bodies import Request, canary_patch, promote_body, rollback_patch
@@ -23,6 +23,7 @@ from snapcat.rollout.isvc import (
     RolloutError,
     canary_percent_of,
     check_model_uri,
+    cpu_cores,
     isvc_path,
     model_uri_of,
     ref,
@@ -37,45 +38,44 @@ from snapcat.rollout.waiting import (
     traffic_pinned_to_previous,
 )
 
+if TYPE_CHECKING:
+    from snapcat.contract.model_info import ModelInfo
+
 log = logging.getLogger(__name__)
 
 
-def _check_same_classes(current_uri: str | None, new_uri: str) -> None:
+def _check_same_classes(current_uri: str | None, new_uri: str) -> ModelInfo:
     """Refuses a canary that changes the class list. Labels are always right (each answer names
     its classes), but the canary analysis compares the two versions' category mixes, and an app
-    may not expect a category appearing for a share of its sellers only."""
+    may not expect a category appearing for a share of its sellers only. Returns the new model's
+    info (read from its storage, as the current one's)."""
     from snapcat.contract.model_info import load_model_info
 
-    if not current_uri:
-        return
     try:
-        old, new = load_model_info(current_uri), load_model_info(new_uri)
+        new = load_model_info(new_uri)
+        old = load_model_info(current_uri) if current_uri else None
     except Exception as exc:
         raise RolloutError(
             f"cannot compare the class lists of {current_uri} and {new_uri}: {exc}"
         ) from exc
-    if old.classes != new.classes:
+    if old is not None and old.classes != new.classes:
         raise RolloutError(
             f"{new_uri} has a different class list than {current_uri}: a canary would mix "
             "transformers and predictors of both models; deploy it as a new InferenceService"
         )
+    return new
 
 
-def _warn_if_threads_sized_for_another_backbone(live: dict, model_uri: str) -> None:
+def _warn_if_threads_sized_for_another_backbone(live: dict, model_uri: str, backbone: str) -> None:
     """A model of another backbone than the one the predictor's TF Serving threads were sized for
     still serves correctly, at that sizing's price (e.g. Xception on the CPU tier's one intra-op
     thread: the same CPU, about 1.8x the latency; Lite0 on a big backbone's: about 1.5x the CPU).
-    Worth a warning, not a refusal. Runs with the class check, which reads the models already."""
-    from snapcat.contract.model_info import load_model_info
+    Worth a warning, not a refusal."""
     from snapcat.contract.tf_serving_config import SIZED_FOR_ANNOTATION, tf_serving_threads
-    from snapcat.rollout.isvc import cpu_cores
 
     predictor = live["spec"]["predictor"]
     sized_for = (predictor.get("annotations") or {}).get(SIZED_FOR_ANNOTATION)
-    if not sized_for:
-        return
-    backbone = load_model_info(model_uri).backbone
-    if backbone == sized_for:
+    if not sized_for or backbone == sized_for:
         return
     limit = ((predictor.get("model") or {}).get("resources") or {}).get("limits", {}).get("cpu")
     advice = ""
@@ -132,8 +132,8 @@ def canary(
                 "with: wait until its first deployment is ready"
             )
         if check_classes:  # both reads need the models' storage: opt-in
-            _check_same_classes(model_uri_of(live), model_uri)
-            _warn_if_threads_sized_for_another_backbone(live, model_uri)
+            new = _check_same_classes(model_uri_of(live), model_uri)
+            _warn_if_threads_sized_for_another_backbone(live, model_uri, new.backbone)
         components = rollout_components(live)
         replaced = {}
         if model_uri_of(live) != model_uri:  # a new revision is coming; the newest one is out
