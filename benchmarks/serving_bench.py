@@ -101,11 +101,14 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def raw_run(model, canonical: list[bytes], batch: int, seconds: float, callers: int = 1) -> dict:
+def raw_run(
+    model, canonical: list[bytes], batch: int, seconds: float, callers: int = 1, pause: float = 0.0
+) -> dict:
     """``callers`` threads calling the model in-process back to back, ``batch`` images a call:
     with as many callers as the predictor has batch threads, the most this process's TensorFlow
     configuration can do on this machine (one caller leaves a core idle when ops run on one
-    thread)."""
+    thread). ``pause``: seconds each caller sleeps after a call (requests spaced out, as online
+    serving sees them; the sleep is in the wall time, not the CPU time)."""
     model.predict(canonical[:batch])  # warm-up at this batch size
     done = [0]
     calls: list[float] = []
@@ -120,6 +123,8 @@ def raw_run(model, canonical: list[bytes], batch: int, seconds: float, callers: 
                 calls.append(time.perf_counter() - t0)
                 done[0] += batch
             i += batch * callers
+            if pause:
+                time.sleep(pause)
 
     start, cpu = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=call_loop, args=(k * batch,)) for k in range(callers)]

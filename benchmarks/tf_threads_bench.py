@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,31 +41,17 @@ def measure(model_dir: str, photos: str, intra: int, inter: int, seconds: float,
 
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
-    from serving_bench import load_photos
+    from serving_bench import load_photos, raw_run
 
     from snapcat.imaging.normalize import normalize_image
     from snapcat.train.export import ServingModel
 
     model = ServingModel(model_dir)
     canonical = [normalize_image(p, model.info.spec) for p in load_photos(Path(photos), 32)]
-    results = {}
-    for name, batch, pause in CASES:
-        pause = gap if pause is None else pause
-        model.predict(canonical[:batch])  # trace and warm up this shape
-        done, calls = 0, []
-        start, cpu = time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds or len(calls) < 3:
-            t0 = time.perf_counter()
-            model.predict([canonical[(done + j) % len(canonical)] for j in range(batch)])
-            calls.append(time.perf_counter() - t0)
-            done += batch
-            if pause:
-                time.sleep(pause)
-        results[name] = {
-            "cpu_ms": (time.process_time() - cpu) / done * 1000,
-            "p50_ms": statistics.median(calls) * 1000,
-        }
-    return results
+    return {
+        name: raw_run(model, canonical, batch, seconds, pause=gap if pause is None else pause)
+        for name, batch, pause in CASES
+    }
 
 
 def main() -> int:
@@ -141,7 +126,7 @@ def main() -> int:
         mark = "  (the rule's)" if setting == chosen else ""
         cells = [
             f"{case}: {med(setting, case, 'cpu_ms'):6.1f} CPU-ms/photo, "
-            f"p50 {med(setting, case, 'p50_ms'):6.1f} ms, "
+            f"p50 {med(setting, case, 'p50'):6.1f} ms, "
             f"CPU x{med(setting, case, 'cpu_ms') / med(chosen, case, 'cpu_ms'):.2f}"
             for case, _, _ in CASES
         ]

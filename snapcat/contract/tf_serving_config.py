@@ -234,16 +234,12 @@ SPLITS_OPS_ACROSS_CORES: dict[str, bool] = {
     "efficientnet-lite0": False,
 }
 
-#: The backbone the CPU predictors (base and dev overlays, the local predictor's default) are
-#: sized for: the CPU tier's default.
-CPU_TIER_BACKBONE = "efficientnet-lite0"
-
 #: The annotation on an InferenceService's predictor naming the backbone its thread flags were
 #: sized for; ``tests/test_manifests.py`` checks each overlay's flags against it.
 SIZED_FOR_ANNOTATION = "snapcat.io/tfserving-threads-sized-for"
 
 
-def tf_serving_threads(cpus: float, backbone: str = CPU_TIER_BACKBONE) -> TfServingThreads:
+def tf_serving_threads(cpus: float, backbone: str) -> TfServingThreads:
     """TF Serving's thread pools sized to a container's CPU limit and the backbone it serves, the
     one rule production's manifests (every overlay's predictor args; ``tests/test_manifests.py``
     checks them) and the local predictor (:func:`snapcat.local.predictor.apply_tf_serving_threads`)

@@ -28,14 +28,6 @@ MODEL_URI_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://
 KFP_MINIO_SCHEME = "minio://"
 
 MERGE_PATCH = "application/merge-patch+json"
-
-
-def cpu_cores(quantity: str | int | float) -> float:
-    """A Kubernetes CPU quantity (``"2"``, ``"500m"``, ``1.5``) in cores."""
-    quantity = str(quantity)
-    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-
-
 JSON = "application/json"
 
 
@@ -45,6 +37,12 @@ class RolloutError(SnapcatError):
 
 class RolloutTimeout(RolloutError):
     """The InferenceService did not reach the expected state in time."""
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity (``"2"``, ``"500m"``, ``1.5``) in cores."""
+    quantity = str(quantity)
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 def isvc_path(name: str, namespace: str) -> str:

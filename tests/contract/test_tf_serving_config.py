@@ -152,15 +152,14 @@ def test_tf_serving_threads_follow_the_cpu_limit_and_backbone(cpus, backbone, in
 def test_every_trainable_backbone_has_a_measured_thread_sizing():
     """A backbone added to training without its op-splitting measurement would be served with
     TensorFlow's usual sizing, unmeasured: list it in ``SPLITS_OPS_ACROSS_CORES`` first."""
-    from snapcat.contract.tf_serving_config import CPU_TIER_BACKBONE, SPLITS_OPS_ACROSS_CORES
+    from snapcat.contract.tf_serving_config import SPLITS_OPS_ACROSS_CORES
     from snapcat.train.modeling import BACKBONES
 
     assert set(SPLITS_OPS_ACROSS_CORES) == set(BACKBONES)
-    assert CPU_TIER_BACKBONE in BACKBONES
 
 
 def test_tf_serving_threads_refuse_a_non_positive_limit():
     from snapcat.contract.tf_serving_config import tf_serving_threads
 
     with pytest.raises(ValueError, match="positive"):
-        tf_serving_threads(0)
+        tf_serving_threads(0, "efficientnet-lite0")
