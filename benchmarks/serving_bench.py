@@ -17,6 +17,11 @@ Prints, in one run on this machine:
   (thread CPU clocks) read before and after each measurement, and the rest of its process CPU
   (HTTP server, KServe's routing, middleware) as "other": target <= 3 CPU-ms per photo
   excluding normalization;
+- the floor under all of that: a relay (:func:`relay`) on the transformer's own HTTP server and
+  predictor client that passes each photo's predictor body through and does nothing else, in
+  front of the same predictor at concurrency 1 and 8. Its CPU per photo, plus the normalization
+  every transformer must do, bounds the ratio any Python transformer of this design could reach;
+  the predictor's own CPU against raw is what the predictor process alone leaves of it;
 - bytes per image sent to the predictor, from the transformer's own counters
   (target at 299 px: <= 40 KB).
 
@@ -159,8 +164,6 @@ def stage_sums(url: str) -> dict[str, float]:
 def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pids) -> dict:
     """One measurement through the transformer at ``url``; ``pids``: the server processes whose
     CPU is counted (the predictor's, then the transformer's)."""
-    import httpx
-
     # Serialized once, as an app backend holding the photo's bytes would send them: the client's
     # own JSON encoding is not the stack's cost, and on 2 cores its CPU competes with the servers.
     bodies = [
@@ -169,6 +172,14 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
         ).encode()
         for p in photos
     ]
+    return post_run(url, bodies, concurrency, seconds, pids)
+
+
+def post_run(url: str, bodies: list[bytes], concurrency: int, seconds: float, pids) -> dict:
+    """``concurrency`` clients posting ``bodies`` (one photo each) to ``url``'s predict route
+    back to back for ``seconds``; ``pids``: the server processes whose CPU is counted."""
+    import httpx
+
     headers = {"content-type": "application/json"}
     predict = f"{url}/v1/models/{MODEL_NAME}:predict"
     latencies: list[float] = []
@@ -286,6 +297,64 @@ def start_baseline(src: str, stack, log_dir: str):
     return process, url
 
 
+#: Environment variable naming the predictor's base URL for :func:`relay`.
+RELAY_TO = "SERVING_BENCH_RELAY_TO"
+_relay_session = None
+
+
+async def relay(scope, receive, send) -> None:
+    """ASGI app: the least any Python transformer does per request, on the transformer's own HTTP
+    server (uvicorn, h11 parser, uvloop) and predictor client (a pooled aiohttp session): read
+    the body, pass it to the predictor, answer with the predictor's reply. No JSON, no
+    normalization, no KServe, limits or metrics: its CPU per photo is the floor under the
+    transformer's "excluding normalization" figure."""
+    global _relay_session
+    import aiohttp
+
+    if scope["type"] != "http":
+        return
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    if _relay_session is None:
+        _relay_session = aiohttp.ClientSession()
+    async with _relay_session.request(
+        scope["method"],
+        os.environ[RELAY_TO] + scope["path"],
+        data=b"".join(chunks),
+        headers={"content-type": "application/json"},
+    ) as response:
+        status, content = response.status, await response.read()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+
+
+def start_relay(stack, log_dir: str):
+    """:func:`relay` in its own uvicorn process, in front of ``stack``'s predictor; (process, url)."""
+    import subprocess
+
+    from snapcat.local.processes import free_port, wait_http_ok
+
+    port = free_port(stack.host)
+    command = [sys.executable, "-m", "uvicorn", "serving_bench:relay", "--app-dir"]
+    command += [str(Path(__file__).parent), "--host", stack.host, "--port", str(port)]
+    command += ["--http", "h11", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
+    env = {**os.environ, RELAY_TO: f"http://{stack.host}:{stack.predictor_port}"}
+    log = open(Path(log_dir, "relay.log"), "ab")  # noqa: SIM115
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://{stack.host}:{port}"
+    wait_http_ok(f"{url}/v1/models/{MODEL_NAME}", 60, [process])
+    return process, url
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", help="an exported model (default: an untrained one)")
@@ -347,6 +416,8 @@ def main() -> int:
         photos = load_photos(Path(args.photos), args.num_photos)
         canonical = [normalize_image(p, info.spec) for p in photos]
         body = TransformerCore.predictor_body(canonical)
+        # what the transformer sends the predictor for each photo, relayed by the floor run
+        relay_bodies = [TransformerCore.predictor_body([c]) for c in canonical]
         print(
             f"model: {info.backbone} {info.image_size} px, {len(info.classes)} classes; "
             f"{os.cpu_count()} CPUs; {len(photos)} photos from {args.photos} "
@@ -356,7 +427,7 @@ def main() -> int:
         )
         callers = batching.num_batch_threads
         runs: dict[str, list[dict]] = {"raw1": [], **{f"par{b}": [] for b in RAW_BATCHES}}
-        for kind in kinds:
+        for kind in (*kinds, "relay"):
             runs.update({f"{kind}{c}": [] for c in (1, 8)})
         baseline = None
         with LocalStack(
@@ -368,6 +439,8 @@ def main() -> int:
         ) as stack:
             urls = {"new": stack.url}
             pids = {"new": [stack.predictor.pid, stack.transformer.pid]}
+            relay_process, relay_url = start_relay(stack, f"{tmp}/logs")
+            relay_pids = [stack.predictor.pid, relay_process.pid]
             if args.baseline_src:
                 baseline, urls["base"] = start_baseline(args.baseline_src, stack, f"{tmp}/logs")
                 pids["base"] = [stack.predictor.pid, baseline.pid]
@@ -389,12 +462,16 @@ def main() -> int:
                         line += f", {kind} c1/c8 " + "/".join(
                             f"{runs[f'{kind}{c}'][-1]['throughput']:.1f}" for c in (1, 8)
                         )
+                    for c in (1, 8):
+                        r = post_run(relay_url, relay_bodies, c, args.seconds, relay_pids)
+                        runs[f"relay{c}"].append(r)
                     print(f"round {round_}: {line} img/s", flush=True)
                 metrics = httpx.get(f"{stack.url}/metrics").text
             finally:
-                if baseline is not None:
-                    baseline.terminate()
-                    baseline.wait(30)
+                for process in (baseline, relay_process):
+                    if process is not None:
+                        process.terminate()
+                        process.wait(30)
         # the predictor logs its batch statistics when it stops
         batch_log = [
             line
@@ -474,6 +551,32 @@ def main() -> int:
             f"  p50 at concurrency 1 minus raw batch-1 forward p50: {spread(gap, 1)} ms "
             "(target <= 5)"
         )
+    print(
+        "--- the floor of any Python transformer here: a relay on the transformer's HTTP server and "
+        "predictor client that passes each photo's predictor body through and does nothing else"
+    )
+    for c in (1, 8):
+        relay_ms = [r["cpu_ms_by_process"][1] for r in runs[f"relay{c}"]]
+        predictor_ms = [r["cpu_ms_by_process"][0] for r in runs[f"relay{c}"]]
+        normalize_ms = [r["stages_ms"]["normalize"] for r in runs[f"new{c}"]]
+        raw_cpu = values("raw1", "cpu_ms") if c == 1 else best_raw
+        # the best a transformer could reach: this relay, plus the normalization it must do
+        ceiling = [
+            raw / (r["cpu_ms"] + n)
+            for raw, r, n in zip(raw_cpu, runs[f"relay{c}"], normalize_ms, strict=True)
+        ]
+        # what the predictor process alone leaves of the ratio (its HTTP front, batching threads)
+        alone = [raw / p for raw, p in zip(raw_cpu, predictor_ms, strict=True)]
+        print(
+            f"concurrency {c}: relay {spread(relay_ms)} CPU-ms/photo, predictor "
+            f"{statistics.median(predictor_ms):.1f} (raw/predictor alone {spread(alone)}); with "
+            f"the transformer's normalization ({statistics.median(normalize_ms):.2f}), ratio "
+            f"e2e/raw by CPU at best {spread(ceiling)}"
+        )
+    gap = [e - r for r, e in zip(values("raw1", "p50"), values("relay1", "p50"), strict=True)]
+    print(
+        f"  p50 at concurrency 1 minus raw batch-1 forward p50, through the relay: {spread(gap, 1)} ms"
+    )
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(*batch_log[-1:], sep="\n")
     print(
