@@ -37,6 +37,10 @@ class PipelineSubmitError(SnapcatError, ValueError):
     message is one line, for the command line to print without a traceback."""
 
 
+#: Pipeline parameters naming a file a step reads besides ``input_uri`` (a path or bucket URI).
+FILE_PARAMETERS = ("relabel", "exclude")
+
+
 def pipeline_parameters(settings: ClusterSettings | None = None) -> dict[str, inspect.Parameter]:
     pipeline = build_pipeline(settings)
     return dict(inspect.signature(pipeline.pipeline_func).parameters)
@@ -307,9 +311,17 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     if "://" not in input_uri:
         input_uri = str(Path(input_uri).resolve())
+    # The review's CSVs, when local: absolute (the steps do not run in this folder), and mounted
+    # into the Docker runner's containers.
+    files = {
+        name: str(Path(params[name]).resolve())
+        for name in FILE_PARAMETERS
+        if params.get(name) and "://" not in params[name]
+    }
+    params = {**params, **files}
     local.init(
         runner=(
-            docker_runner(input_uri, settings)
+            docker_runner(input_uri, settings, tuple(files.values()))
             if runner == "docker"
             else local.SubprocessRunner(use_venv=False)
         ),
@@ -340,12 +352,13 @@ class ImageUnavailableError(SnapcatError, RuntimeError):
     """A step's image is neither on this machine nor pullable."""
 
 
-def docker_runner(input_uri: str, settings: ClusterSettings):
+def docker_runner(input_uri: str, settings: ClusterSettings, files: tuple[str, ...] = ()):
     """``kfp.local.DockerRunner`` set up to run the steps' containers as a cluster would.
 
     kfp mounts the pipeline root and the workspace at their paths; on top of that:
 
-    - the input folder (when ``input_uri`` is a path) is mounted read-only at its own path;
+    - the input folder (when ``input_uri`` is a path) and ``files`` (absolute paths of other
+      files a step reads: the review's CSVs) are mounted read-only at their own paths;
     - the image's ENTRYPOINT is cleared: Kubernetes replaces it with the component's command,
       whereas Docker would put that command after it as arguments (``snapcat sh -ec ...``);
     - the steps run as the calling user, so they can write the caller's pipeline root and what
@@ -363,6 +376,9 @@ def docker_runner(input_uri: str, settings: ClusterSettings):
     mounts = []
     if "://" not in input_uri:
         mounts.append(Mount(target=input_uri, source=input_uri, type="bind", read_only=True))
+    for path in files:
+        if "://" in input_uri or not Path(path).is_relative_to(input_uri):
+            mounts.append(Mount(target=path, source=path, type="bind", read_only=True))
     environment = {"HOME": "/tmp"}  # any user id has a writable home (matplotlib, fsspec)
     for _, variable in settings.storage_secret_env:
         if variable in os.environ:

@@ -14,7 +14,8 @@ How it behaves on a cluster:
 - *Resume*: the run has a workspace volume (a PVC that lives as long as the run); training
   checkpoints go there, so a retried (preempted) train attempt resumes from its last epoch.
 - *Caching*: only prepare is cached, and its inputs include the fingerprint of the input
-  listing (or an explicit ``data_version``), so new photos mean a new cache key.
+  listing (or an explicit ``data_version``) and of the reviewed label audit (``relabel``,
+  ``exclude``), so new photos or an edited review mean a new cache key.
 - *Gate*: evaluate compares the candidate with the production model on the same photos.
 - *Workspace*: KFP's Argo compiler creates the workspace PVC only from an explicit spec, and
   refuses one without ``accessModes`` unless the API server's config sets a default (KFP's
@@ -220,6 +221,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
         test_fraction: float = PREPARE.test_fraction,
         validation_fraction: float = PREPARE.validation_fraction,
         min_images_per_class: int = PREPARE.min_images_per_class,
+        relabel: str = "",
+        exclude: str = "",
+        ignore_unknown: bool = PREPARE.ignore_unknown,
         candidates: list[str] = DEFAULT_CANDIDATES,
         weights: str = TRAIN.weights,
         epochs: int = TRAIN.epochs,
@@ -249,7 +253,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
         analysis_timeout: float = float(settings.analysis_timeout),
     ):
         # Never cached: it is what tells whether the photos changed since the cached prepare.
-        listed = fingerprint_op(input_uri=input_uri, data_version=data_version)
+        listed = fingerprint_op(
+            input_uri=input_uri, data_version=data_version, relabel=relabel, exclude=exclude
+        )
         listed.set_display_name("fingerprint data").set_caching_options(False)
         kubernetes.set_timeout(listed, settings.fingerprint_timeout)
 
@@ -260,6 +266,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
             test_fraction=test_fraction,
             validation_fraction=validation_fraction,
             min_images_per_class=min_images_per_class,
+            relabel=relabel,
+            exclude=exclude,
+            ignore_unknown=ignore_unknown,
             data_version=listed.output,
         )
         prepared.set_display_name("prepare").set_caching_options(True)

@@ -8,14 +8,21 @@ hit exactly when the photos are the same. This step itself is never cached.
 from kfp import dsl
 
 
-def fingerprint(input_uri: str, data_version: str) -> str:
+def fingerprint(input_uri: str, data_version: str, relabel: str = "", exclude: str = "") -> str:
     """``data_version`` when given (a dataset release name, say), else the listing fingerprint
-    (every file's path, size and ETag/MD5/modification time, no photo read)."""
-    if data_version:
-        return data_version
-    from snapcat.dataset.sources import fingerprint as listing_fingerprint
+    (every file's path, size and ETag/MD5/modification time, no photo read); with a reviewed
+    label audit (``relabel``/``exclude`` CSVs), followed by a digest of their contents, so an
+    edited review changes the cache key even under the same release name."""
+    from snapcat.dataset.corrections import review_fingerprint
 
-    return listing_fingerprint(input_uri)
+    if data_version:
+        version = data_version
+    else:
+        from snapcat.dataset.sources import fingerprint as listing_fingerprint
+
+        version = listing_fingerprint(input_uri)
+    review = review_fingerprint(relabel or None, exclude or None)
+    return f"{version};{review}" if review else version
 
 
 def build(image: str):

@@ -14,11 +14,16 @@ def prepare(
     data_version: str,
     dataset: Output[Dataset],
     summary: Output[Markdown],
+    relabel: str = "",
+    exclude: str = "",
+    ignore_unknown: bool = False,
 ):
     """Runs ``snapcat prepare`` into the Dataset artifact; its Markdown summary renders in the UI.
 
-    ``data_version`` (the fingerprint step's output) is not read here: it is an input so that
-    KFP's cache key changes when the photos do."""
+    ``relabel``/``exclude``: a reviewed label audit's CSVs (``snapcat prepare --relabel/--exclude``,
+    docs/data.md), a path or bucket URI each; ``ignore_unknown`` rejects photos of unknown
+    categories instead of failing. ``data_version`` (the fingerprint step's output) is not read
+    here: it is an input so that KFP's cache key changes when the photos or the review do."""
     import pathlib
 
     from snapcat.dataset.prepare import PrepareConfig, run_prepare
@@ -32,6 +37,9 @@ def prepare(
             test_fraction=test_fraction,
             validation_fraction=validation_fraction,
             min_images_per_class=min_images_per_class,
+            relabel=relabel or None,
+            exclude=exclude or None,
+            ignore_unknown=ignore_unknown,
             overwrite=True,
             progress=False,
         )
@@ -45,6 +53,10 @@ def prepare(
         rejected=stats["rejected"],
         duplicates=stats["duplicates"],
         image_size=stats["image_size"],
+        # the review's effect, counted (the unmatched paths themselves are in the log)
+        relabelled=stats["corrections"]["relabelled"],
+        excluded_by_review=stats["corrections"]["excluded"],
+        review_paths_not_found=len(stats["corrections"]["unmatched"]),
         data_version=data_version,
     )
 

@@ -65,6 +65,22 @@ def read_exclude(uri: str) -> set[str]:
     return {row["path"].strip() for row in _rows(uri, "--exclude")}
 
 
+def review_fingerprint(relabel: str | None = None, exclude: str | None = None) -> str:
+    """A digest of a reviewed label audit's files (their contents, not their names), ``""``
+    without any: a pipeline adds it to prepare's cache key, so a reviewer's edit to a CSV kept
+    at the same URI prepares the data again instead of reusing last run's dataset."""
+    if not relabel and not exclude:
+        return ""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for flag, uri in (("relabel", relabel), ("exclude", exclude)):
+        if uri:
+            with fsspec.open(uri, "rb") as handle:
+                digest.update(f"{flag}\0".encode() + hashlib.sha256(handle.read()).digest())
+    return f"review={digest.hexdigest()[:16]}"
+
+
 def apply_corrections(
     items: Sequence[SourceItem],
     taxonomy: Taxonomy,

@@ -451,9 +451,13 @@ def test_training_image_has_the_lock_tensorflow_and_the_weights_it_could_bake(
 
 def test_pipeline_runs_each_step_in_its_image(pipeline_images, tmp_path):
     """``snapcat pipeline run-local --runner docker``: the whole pipeline through
-    kfp.local.DockerRunner, each step in the image its component names."""
+    kfp.local.DockerRunner, each step in the image its component names; the review's CSV,
+    outside the input folder, is mounted for the steps that read it."""
     train_image, light_image = pipeline_images
+    exclude = tmp_path / "exclude.csv"
+    exclude.write_text("path\nplants/plants_001.jpg\n")
     params = [
+        f"exclude={exclude}",
         "image_size=71",
         "epochs=1",
         "weights=none",
@@ -481,6 +485,8 @@ def test_pipeline_runs_each_step_in_its_image(pipeline_images, tmp_path):
     artifacts = locate_artifacts(run_dir)
     info = load_model_info(artifacts["model"])
     assert (info.backbone, info.image_size) == ("efficientnet-lite0", 71)
+    stats = json.loads(Path(artifacts["dataset"], "stats.json").read_text())
+    assert stats["corrections"]["excluded"] == 1
     metrics = json.loads(Path(artifacts["metrics"]).read_text())
     assert 0 <= metrics["top1"] <= metrics["top3"] <= 1
     manifest = Path(artifacts["deploy manifest"]).read_text()

@@ -338,6 +338,9 @@ def test_parameter_defaults_are_the_librarys():
         "test_fraction",
         "validation_fraction",
         "min_images_per_class",
+        "relabel",
+        "exclude",
+        "ignore_unknown",
         "weights",
         "epochs",
         "head_epochs",
@@ -603,9 +606,14 @@ def test_submit_schedule_creates_a_recurring_run_caching_only_by_fingerprint(fak
 
 
 @pytest.mark.slow
-def test_local_run_end_to_end(tmp_path, capsys):
-    """The very same pipeline through kfp.local on the bundled sample, at tiny settings."""
+def test_local_run_end_to_end(tmp_path, capsys, monkeypatch):
+    """The very same pipeline through kfp.local on the bundled sample, at tiny settings, with a
+    reviewed label audit named by a path relative to the caller's folder."""
+    (tmp_path / "review").mkdir()
+    (tmp_path / "review" / "exclude.csv").write_text("path\nplants/plants_001.jpg\n")
+    monkeypatch.chdir(tmp_path)
     params = [
+        "exclude=review/exclude.csv",
         "image_size=71",
         "epochs=1",
         "weights=none",
@@ -632,6 +640,9 @@ def test_local_run_end_to_end(tmp_path, capsys):
     run_dirs = list((tmp_path / "pipeline_root").iterdir())
     assert len(run_dirs) == 1
     artifacts = runner.locate_artifacts(run_dirs[0])
+    stats = json.loads(Path(artifacts["dataset"], "stats.json").read_text())
+    assert stats["corrections"]["excluded"] == 1
+    assert "plants/plants_001.jpg" in Path(artifacts["dataset"], "rejected.csv").read_text()
 
     import tensorflow as tf
 
