@@ -11,11 +11,12 @@ cleanlab, so they run in the training image. Predict steps ask for no GPU: the L
 signatures run fast enough on CPU nodes, which a cluster has more of; a retried predict pod
 resumes its shard's output (:func:`snapcat.batch.results.resume`).
 
-Compile: ``snapcat pipeline compile-batch --output pipelines/batch_prediction_pipeline.yaml``
-(the committed YAML is checked to be up to date); run on one machine through ``kfp.local``:
-:func:`run_local`.
+``snapcat batch-pipeline compile | submit | run-local`` (:mod:`snapcat.commands.batch_pipeline`)
+compiles it (the committed YAML is checked to be up to date), submits it to Kubeflow, or runs it
+on one machine through ``kfp.local`` (:func:`run_local`).
 """
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,10 @@ def build_pipeline(settings: BatchSettings | None = None):
     return batch_prediction_pipeline
 
 
+def pipeline_parameters(settings: BatchSettings | None = None) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(build_pipeline(settings).pipeline_func).parameters)
+
+
 def compile_pipeline(output: str | Path, settings: BatchSettings | None = None) -> Path:
     from kfp import compiler
 
@@ -152,38 +157,3 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
         if matches:
             found[output] = str(matches[0])
     return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipelines.batch_prediction_pipeline compile [--output FILE]`` or ``run-local
-    --model-uri M --input-uri I [--workdir W] [--shard-count N]``."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m pipelines.batch_prediction_pipeline")
-    sub = parser.add_subparsers(dest="verb", required=True)
-    compile_ = sub.add_parser("compile", help="write the pipeline spec (YAML)")
-    compile_.add_argument("--output", default=str(DEFAULT_PACKAGE))
-    local_ = sub.add_parser("run-local", help="run it on this machine through kfp.local")
-    local_.add_argument("--model-uri", required=True)
-    local_.add_argument("--input-uri", required=True)
-    local_.add_argument("--workdir", default="batch-run")
-    local_.add_argument("--shard-count", type=int, default=2)
-    local_.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    args = parser.parse_args(argv)
-    if args.verb == "compile":
-        print(compile_pipeline(args.output))
-        return 0
-    found = run_local(
-        args.workdir,
-        model_uri=args.model_uri,
-        input_uri=args.input_uri,
-        shard_count=args.shard_count,
-        batch_size=args.batch_size,
-    )
-    print(json.dumps(found, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -46,9 +46,15 @@ def pipeline_parameters(settings: ClusterSettings | None = None) -> dict[str, in
     return dict(inspect.signature(pipeline.pipeline_func).parameters)
 
 
-def parse_params(pairs: list[str], settings: ClusterSettings | None = None) -> dict:
-    """``["epochs=2", "weights=none"]`` -> typed values, checked against the pipeline signature."""
-    known = pipeline_parameters(settings)
+def parse_params(
+    pairs: list[str],
+    settings: ClusterSettings | None = None,
+    *,
+    parameters: dict[str, inspect.Parameter] | None = None,
+) -> dict:
+    """``["epochs=2", "weights=none"]`` -> typed values, checked against the pipeline signature:
+    ``parameters`` (another pipeline's), else the training pipeline's for ``settings``."""
+    known = parameters if parameters is not None else pipeline_parameters(settings)
     values: dict = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -80,6 +86,31 @@ def parse_params(pairs: list[str], settings: ClusterSettings | None = None) -> d
         except CandidateError as exc:
             raise PipelineParameterError(f"--param candidates: {exc}") from exc
     return values
+
+
+def require_parameters(params: dict, parameters: dict[str, inspect.Parameter]) -> None:
+    """Refuses, before anything runs or is sent, a run missing a parameter without a default."""
+    missing = [
+        name
+        for name, parameter in parameters.items()
+        if parameter.default is inspect.Parameter.empty and name not in params
+    ]
+    if missing:
+        raise PipelineParameterError(
+            "missing " + ", ".join(f"--param {name}=..." for name in missing)
+        )
+
+
+def refuse_local_paths(params: dict, locations: tuple[str, ...]) -> None:
+    """Refuses, before a run is sent to a cluster, a location parameter (``locations``) naming a
+    path on this machine: no step's pod can read it (they read object storage)."""
+    for name in locations:
+        value = params.get(name)
+        if isinstance(value, str) and value and "://" not in value:
+            raise PipelineParameterError(
+                f"--param {name}={value}: a path on this machine, which the cluster's steps "
+                "cannot read; give an object storage URI (s3://..., gs://..., az://...)"
+            )
 
 
 def _parse_list(raw: str) -> list[str]:
@@ -220,8 +251,11 @@ def submit(
     schedule: str | None = None,
     settings: ClusterSettings | None = None,
     enable_caching: bool | None = None,
+    pipeline_name: str = PIPELINE_NAME,
 ) -> str:
     """Submits a run, or with ``schedule`` (a cron expression) a recurring run; returns its ID.
+    ``package``: a compiled pipeline (default: the training pipeline compiled for ``settings``);
+    ``pipeline_name`` names a recurring run that is given no name.
 
     Authentication is kfp.Client's own: in-cluster service-account tokens, ``KF_PIPELINES_*``
     environment variables, or an existing token (``KFP_TOKEN`` here). ``enable_caching=False``
@@ -239,7 +273,7 @@ def submit(
         _probe(host)
     try:
         return _send(host, params, package, experiment, run_name, namespace, schedule,
-                     enable_caching)  # fmt: skip
+                     enable_caching, pipeline_name)  # fmt: skip
     except (kfp_server_api.ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
         where = host or "the discovered KFP API"
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -248,7 +282,9 @@ def submit(
         ) from exc
 
 
-def _send(host, params, package, experiment, run_name, namespace, schedule, enable_caching):
+def _send(
+    host, params, package, experiment, run_name, namespace, schedule, enable_caching, pipeline_name
+):
     import kfp
 
     client = kfp.Client(
@@ -260,7 +296,7 @@ def _send(host, params, package, experiment, run_name, namespace, schedule, enab
         # prepared dataset only when the photos are unchanged (enable_caching=False: never).
         job = client.create_recurring_run(
             experiment_id=experiment_obj.experiment_id,
-            job_name=run_name or f"{PIPELINE_NAME}-scheduled",
+            job_name=run_name or f"{pipeline_name}-scheduled",
             cron_expression=schedule,
             pipeline_package_path=str(package),
             params=params,

@@ -192,12 +192,25 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Parameters naming what a step reads: on a cluster, object storage URIs.
+LOCATIONS = ("input_uri", "relabel", "exclude", "baseline_model_uri", "baseline_metrics_uri")
+
+
 def run_submit(args: argparse.Namespace) -> int:
-    from pipelines.runner import check_package, describe_submission, submit
+    from pipelines.runner import (
+        check_package,
+        describe_submission,
+        pipeline_parameters,
+        refuse_local_paths,
+        require_parameters,
+        submit,
+    )
     from snapcat.errors import UserError
 
     settings = settings_from_args(args)
     params = _params(args, settings)
+    require_parameters(params, pipeline_parameters(settings))
+    refuse_local_paths(params, LOCATIONS)
     try:
         major, minor = (int(x) for x in args.kfp_version.split(".")[:2])
     except ValueError as exc:

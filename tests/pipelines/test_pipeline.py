@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import _fake_kfp
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ from pipelines import runner
 from pipelines.training_pipeline import ClusterSettings, Toleration
 from snapcat.cli import main as cli_main
 
+fake_kfp = _fake_kfp.fake_kfp  # the fixture, for this module's tests
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("fingerprint", "prepare", "train", "evaluate", "select", "deploy")
 
@@ -288,6 +290,24 @@ def test_submit_to_an_unreachable_host_is_one_line(capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["epochs=3"], "missing --param input_uri=..."),
+        (["input_uri=data/sample"], "--param input_uri=data/sample: a path on this machine"),
+        (["input_uri=gs://b/p", "exclude=review.csv"], "--param exclude=review.csv: a path"),
+    ],
+)
+def test_submit_refuses_what_a_cluster_cannot_run_in_one_line(params, message, capsys):
+    """Before the host is contacted (a closed port here): a run without its input, or naming
+    files of this machine that no pod can read."""
+    argv = ["pipeline", "submit", "--host", "http://127.0.0.1:9"]
+    assert cli_main(argv + [a for p in params for a in ("--param", p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("snapcat pipeline: error: ") and message in err, err
+    assert err.count("\n") == 1
+
+
 def test_submit_dry_run_compiles_checks_and_prints_what_would_be_sent(
     tmp_path, monkeypatch, capsys
 ):
@@ -484,54 +504,6 @@ def test_cli_compile_writes_spec_and_rejects_bad_params(tmp_path, capsys):
         == 2
     )
     assert "no such parameter" in capsys.readouterr().err
-
-
-class _FakeKfp(BaseHTTPRequestHandler):
-    """Just enough of the KFP v2beta1 REST API for kfp.Client to create runs; records requests."""
-
-    requests: list[tuple[str, str, dict | None]] = []
-
-    def _reply(self, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):  # noqa: N802
-        self.requests.append(("GET", self.path, None))
-        if self.path.startswith("/apis/v2beta1/healthz"):
-            return self._reply({"multi_user": False})
-        if self.path.startswith("/apis/v2beta1/experiments"):
-            return self._reply({"experiments": [], "total_size": 0})
-        self.send_error(404)
-
-    def do_POST(self):  # noqa: N802
-        length = int(self.headers.get("Content-Length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
-        self.requests.append(("POST", self.path, body))
-        if self.path == "/apis/v2beta1/experiments":
-            return self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
-        if self.path == "/apis/v2beta1/runs":
-            return self._reply({"run_id": "run-1", "display_name": body.get("display_name")})
-        if self.path == "/apis/v2beta1/recurringruns":
-            return self._reply({"recurring_run_id": "rec-1"})
-        self.send_error(404)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_kfp():
-    _FakeKfp.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeKfp.requests
-    server.shutdown()
-    server.server_close()
 
 
 def test_submit_creates_a_run_with_typed_parameters(fake_kfp, capsys):
