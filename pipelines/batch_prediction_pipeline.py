@@ -24,7 +24,7 @@ from kfp import dsl, kubernetes
 
 from components import batch_merge, batch_predict, batch_split
 from components.images import default_light_image, default_train_image
-from pipelines.local_run_guard import kfp_local_leaves_no_trace
+from pipelines.local_run_guard import kfp_local_leaves_no_trace, kfp_local_notices_ignored
 from pipelines.training_pipeline import storage_credentials
 from snapcat.batch.predict import DEFAULT_BATCH_SIZE
 
@@ -131,7 +131,6 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
     environment); returns the merge step's outputs (``merged``, ``summary``) and the run folder.
     kfp 2.17's local orchestrator runs ``dsl.ParallelFor`` and ``dsl.Collected``."""
     import os
-    import warnings
 
     from kfp import local
 
@@ -145,8 +144,7 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
     before = set(root.iterdir())
-    with kfp_local_leaves_no_trace(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    with kfp_local_leaves_no_trace(), kfp_local_notices_ignored():
         build_pipeline()(**arguments)
     runs = sorted(set(root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
     if not runs:

@@ -7,7 +7,8 @@ training pipeline's candidates) enters those contexts from several threads; thei
 interleave, and the last restore can leave an indenting ``print`` (every later line of the
 process indented: a dry run's YAML no longer parsed) or a handler on a stream that has since
 closed ("--- Logging error ---" on every later log line). :func:`kfp_local_leaves_no_trace`
-puts both back whatever the threads did.
+puts both back whatever the threads did, and :func:`kfp_local_notices_ignored` keeps kfp.local's
+notices that tell a local run nothing out of its output.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 
 
@@ -28,3 +30,20 @@ def kfp_local_leaves_no_trace() -> Iterator[None]:
         builtins.print = print_before
         root.handlers[:] = handlers_before
         root.setLevel(level_before)
+
+
+#: kfp.local's warnings that say nothing to a local run's user: our images have Python and kfp
+#: (kfp looks for "python" in the image's name), and a local run ignores each step's Kubernetes
+#: settings (resources, GPUs, display names), which is what running locally means.
+KFP_LOCAL_NOTICES = (
+    ".*custom or non-Python base image.*",
+    ".*have no effect in the current local runner.*",
+)
+
+
+@contextlib.contextmanager
+def kfp_local_notices_ignored() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in KFP_LOCAL_NOTICES:
+            warnings.filterwarnings("ignore", message=message)
+        yield

@@ -15,10 +15,9 @@ import json
 import logging
 import os
 import re
-import warnings
 from pathlib import Path
 
-from pipelines.local_run_guard import kfp_local_leaves_no_trace
+from pipelines.local_run_guard import kfp_local_leaves_no_trace, kfp_local_notices_ignored
 from pipelines.training_pipeline import PIPELINE_NAME, ClusterSettings, build_pipeline
 from snapcat.errors import SnapcatError
 from snapcat.evaluate.comparison import CandidateError, parse_candidates
@@ -367,9 +366,7 @@ def run_local(
     )
     before = set(root.iterdir())
     pipeline = build_pipeline(settings)
-    with kfp_local_leaves_no_trace(), warnings.catch_warnings():
-        # KFP warns that the image has no "python" in its name: ours have Python and kfp.
-        warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
+    with kfp_local_leaves_no_trace(), kfp_local_notices_ignored():
         pipeline(
             **{
                 "baseline_from_isvc": False,

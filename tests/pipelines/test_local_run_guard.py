@@ -6,10 +6,11 @@ from __future__ import annotations
 import builtins
 import logging
 import threading
+import warnings
 
 from kfp.local import logging_utils
 
-from pipelines.local_run_guard import kfp_local_leaves_no_trace
+from pipelines.local_run_guard import kfp_local_leaves_no_trace, kfp_local_notices_ignored
 
 
 def test_interleaved_kfp_contexts_leave_nothing_behind():
@@ -42,3 +43,24 @@ def test_interleaved_kfp_contexts_leave_nothing_behind():
     assert leaked, "kfp.local no longer leaks here: the guard may be unneeded (keep it harmless)"
     assert builtins.print is print_before
     assert root.handlers == handlers_before and root.level == level_before
+
+
+def test_kfp_local_notices_are_ignored_and_nothing_else():
+    """kfp.local's two notices (kfp 2.17's wording) are dropped inside
+    the context, from any thread; another warning still reaches the caller."""
+    notices = [
+        "Task 'train': settings ['cpu_limit', 'accelerator'] have no effect in the current "
+        "local runner and will be ignored.",
+        'You may be attemping to run a task that uses custom or non-Python base image "x" in a '
+        "Python environment.",
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with kfp_local_notices_ignored():
+            worker = threading.Thread(
+                target=lambda: [warnings.warn(m, stacklevel=2) for m in notices]
+            )
+            worker.start()
+            worker.join()
+            warnings.warn("something the user should see", stacklevel=2)
+    assert [str(w.message) for w in caught] == ["something the user should see"]
