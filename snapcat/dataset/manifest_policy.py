@@ -57,7 +57,8 @@ def make_root(uri: str) -> Root:
     return Root(scheme, posixpath.normpath(rest).rstrip("/"), f"{scheme}://")
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or under it (both normalized, same scheme)."""
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
@@ -85,7 +86,7 @@ class ManifestPolicy:
             return self._local(rest)
         normal = posixpath.normpath(rest)  # '..' that stays inside a root is harmless
         for root in self.roots:
-            if root.scheme == scheme and _inside(normal, root.path):
+            if root.scheme == scheme and inside(normal, root.path):
                 return f"{scheme}://{normal}"
         raise Refused("outside-input", "the path is outside the input and every --allow-root")
 
@@ -93,9 +94,9 @@ class ManifestPolicy:
         lexical = posixpath.normpath(path)
         real = os.path.realpath(lexical)
         roots = [r.path for r in self.roots if r.scheme == LOCAL]
-        if not any(_inside(lexical, r) or _inside(real, r) for r in roots):
+        if not any(inside(lexical, r) or inside(real, r) for r in roots):
             raise Refused("outside-input", "the path is outside the input and every --allow-root")
-        if not any(_inside(real, r) for r in roots):
+        if not any(inside(real, r) for r in roots):
             raise Refused("outside-input", "a symlink leads outside the input")
         try:
             mode = os.stat(real).st_mode

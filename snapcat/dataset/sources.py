@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import posixpath
 import unicodedata
 from collections import Counter
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from snapcat.contract.taxonomy import Taxonomy
-from snapcat.dataset.manifest_policy import ManifestPolicy, Refused
+from snapcat.dataset.manifest_policy import ManifestPolicy, Refused, inside
 from snapcat.dataset.splits import parse_split
 from snapcat.errors import SnapcatError
 
@@ -102,6 +103,9 @@ def _from_folders(input_uri: str, taxonomy: Taxonomy) -> Discovery:
         raise SourceError(f"input {input_uri} is not a folder or a manifest file")
     found = Discovery()
     root = root.rstrip("/")
+    # A local file whose real path is outside the input (a symlink out of a category folder)
+    # would put any file this job can read into the dataset: refused, as a manifest's row is.
+    real_root = os.path.realpath(root) if not prefix else None
     for directory, _subdirs, files in fs.walk(root):
         rel_dir = posixpath.relpath(directory, root) if directory.rstrip("/") != root else ""
         parts = [unicodedata.normalize("NFC", p) for p in rel_dir.split("/") if p]
@@ -114,6 +118,9 @@ def _from_folders(input_uri: str, taxonomy: Taxonomy) -> Discovery:
             uri = prefix + posixpath.join(directory, name)
             if not parts:
                 found.rejected.append((display, "no-category-folder"))
+                continue
+            if real_root and not inside(os.path.realpath(uri), real_root):
+                found.rejected.append((display, "outside-input"))
                 continue
             resolved = taxonomy.resolve_path(parts)
             if resolved is None:

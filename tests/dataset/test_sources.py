@@ -409,3 +409,18 @@ def test_fingerprint_of_an_object_store_listing():
         assert fingerprint("memory://bucket-fp/photos") != first
     finally:
         fs.rm("/bucket-fp", recursive=True)
+
+
+def test_folder_inputs_refuse_symlinks_that_leave_the_input(tmp_path, taxonomy):
+    """As a manifest's rows are: a file or a folder linked from outside the input is refused
+    (``outside-input``), not read into the dataset; a symlink that stays inside is a photo."""
+    touch(tmp_path, "in/plants/a.jpg", "secret/s.jpg", "secret/more/m.jpg")
+    (tmp_path / "in" / "plants" / "link.jpg").symlink_to(tmp_path / "secret" / "s.jpg")
+    (tmp_path / "in" / "plants" / "inner.jpg").symlink_to(tmp_path / "in" / "plants" / "a.jpg")
+    (tmp_path / "in" / "plants" / "folder").symlink_to(tmp_path / "secret" / "more")
+    found = discover(str(tmp_path / "in"), taxonomy)
+    assert [i.display for i in found.items] == ["plants/a.jpg", "plants/inner.jpg"]
+    assert dict(found.rejected) == {
+        "plants/link.jpg": "outside-input",
+        "plants/folder": "outside-input",
+    }
