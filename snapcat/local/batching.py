@@ -45,8 +45,9 @@ class QueueFullError(RuntimeError):
     """``max_enqueued_batches`` are waiting already (TF Serving: UNAVAILABLE)."""
 
 
-def pad(images: list[bytes], parameters: BatchingParameters, filler: bytes) -> list[bytes]:
-    """``images`` padded with ``filler`` to the batch size TF Serving would run them at."""
+def pad(images: list, parameters: BatchingParameters, filler) -> list:
+    """``images`` (or explain rows) padded with ``filler`` to the batch size TF Serving would run
+    them at."""
     return images + [filler] * (parameters.padded_size(len(images)) - len(images))
 
 

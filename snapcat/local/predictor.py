@@ -187,13 +187,17 @@ class Servable:
     def warm_up(self, parameters: BatchingParameters) -> int:
         """Replays the version's warm-up records as TF Serving does at load (each once, padded
         like a batch); returns how many. A record that fails fails the load, as there."""
-        from snapcat.train.warmup import read_warmup_requests, request_images
+        from snapcat.train.warmup import read_warmup_requests, request_rows
 
         requests = read_warmup_requests(self.model.version_dir)
         start = time.perf_counter()
         for request in requests:
-            images = request_images(request)
-            self.run(pad(images, parameters, images[0]))
+            _, images, class_indices = request_rows(request)
+            if class_indices is None:
+                self.run(pad(images, parameters, images[0]))
+            else:  # explain (TF Serving also fails the load when the model lacks it)
+                rows = list(zip(images, class_indices, strict=True))
+                self.explain(pad(rows, parameters, rows[0]))
         if requests:
             logger.info(
                 "replayed %d warm-up records in %.1f s", len(requests), time.perf_counter() - start

@@ -63,7 +63,12 @@ from snapcat.contract.signature import (
 from snapcat.contract.taxonomy import Taxonomy
 from snapcat.train.calibration_fit import Calibration
 from snapcat.train.gradcam import GradCam
-from snapcat.train.warmup import WARMUP_BATCH_SIZES, WARMUP_FILE, write_warmup_requests
+from snapcat.train.warmup import (
+    EXPLAIN_WARMUP_BATCH_SIZES,
+    WARMUP_BATCH_SIZES,
+    WARMUP_FILE,
+    write_warmup_requests,
+)
 
 _PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "pillow", "pillow-heif", "snapcat")
 
@@ -219,7 +224,11 @@ def export_model(
                     "method": "Grad-CAM on the backbone's last feature map",
                 },
             },
-            "warmup": {"file": str(WARMUP_FILE), "batch_sizes": list(WARMUP_BATCH_SIZES)},
+            "warmup": {
+                "file": str(WARMUP_FILE),
+                "batch_sizes": list(WARMUP_BATCH_SIZES),
+                "explain_batch_sizes": list(EXPLAIN_WARMUP_BATCH_SIZES),
+            },
             # TF Serving must be at least this TensorFlow version to load the graph (manifests
             # pin it).
             "tensorflow_version": tf.__version__,

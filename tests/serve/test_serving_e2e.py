@@ -311,9 +311,13 @@ def test_predictor_errors(stack, http, info):
 
 
 def test_predictor_replayed_the_warmup_records_before_serving(stack):
-    """As TF Serving does at load: the port opened after the records ran."""
+    """As TF Serving does at load: the port opened after the records ran, the explain
+    signature's among them."""
+    from snapcat.train.warmup import EXPLAIN_WARMUP_BATCH_SIZES, WARMUP_BATCH_SIZES
+
+    records = len(WARMUP_BATCH_SIZES) + len(EXPLAIN_WARMUP_BATCH_SIZES)
     log = (stack.logs / "predictor.log").read_text(errors="replace")
-    assert "replayed 4 warm-up records" in log, log[-2000:]
+    assert f"replayed {records} warm-up records" in log, log[-2000:]
 
 
 def test_predictor_sized_its_threads_for_its_limit_and_the_model_backbone(stack, info):

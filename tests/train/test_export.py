@@ -242,6 +242,7 @@ def test_version_folder_layout_and_model_card(trained, prepared_stats):
     assert card["warmup"] == {
         "file": "assets.extra/tf_serving_warmup_requests",
         "batch_sizes": [1, 8, 16, 32],
+        "explain_batch_sizes": [1],
     }
     assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert card["training"]["mode"] == "two-phase"
@@ -408,21 +409,36 @@ def test_every_weight_is_stored_once(backbone, tmp_path, prepared):
 def assert_warmup_records_replay(version_dir: str, served, num_classes: int) -> None:
     """Reads assets.extra/tf_serving_warmup_requests back with TF Serving's own protos: one
     PredictLog per warm-up batch size, each a valid request for serving_default that the
-    exported signature runs."""
+    exported signature runs, then the explain records (top-1 class), which the explain
+    signature runs."""
     import tensorflow as tf
     from PIL import Image
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from snapcat.train.warmup import WARMUP_BATCH_SIZES
+    from snapcat.train.warmup import EXPLAIN_WARMUP_BATCH_SIZES, WARMUP_BATCH_SIZES
 
     path = Path(version_dir, "assets.extra", "tf_serving_warmup_requests")
     records = [
         prediction_log_pb2.PredictionLog.FromString(r.numpy())
         for r in tf.data.TFRecordDataset(str(path))
     ]
-    assert [r.WhichOneof("log_type") for r in records] == ["predict_log"] * len(WARMUP_BATCH_SIZES)
+    count = len(WARMUP_BATCH_SIZES) + len(EXPLAIN_WARMUP_BATCH_SIZES)
+    assert [r.WhichOneof("log_type") for r in records] == ["predict_log"] * count
+    explained = []
+    for record in records[len(WARMUP_BATCH_SIZES) :]:
+        request = record.predict_log.request
+        assert request.model_spec.signature_name == "explain"
+        assert sorted(request.inputs) == ["class_index", "image_bytes"]
+        images = tf.make_ndarray(request.inputs["image_bytes"]).tolist()
+        indices = tf.make_ndarray(request.inputs["class_index"]).tolist()
+        assert request.inputs["class_index"].dtype == tf.int32.as_datatype_enum
+        assert indices == [-1] * len(images)  # the top-1 class
+        outputs = served.explain(images, indices)
+        assert outputs["heat_map"].shape[0] == len(images)
+        explained.append(len(images))
+    assert tuple(explained) == EXPLAIN_WARMUP_BATCH_SIZES
     sizes = []
-    for record in records:
+    for record in records[: len(WARMUP_BATCH_SIZES)]:
         request = record.predict_log.request
         assert request.model_spec.name == "listing-category"
         assert request.model_spec.signature_name == "serving_default"
@@ -438,4 +454,5 @@ def assert_warmup_records_replay(version_dir: str, served, num_classes: int) -> 
         assert np.isfinite(outputs["probabilities"]).all()
         sizes.append(len(images))
     assert tuple(sizes) == WARMUP_BATCH_SIZES
-    assert path.stat().st_size < 32 * 1024 * sum(WARMUP_BATCH_SIZES)  # a few KB per image
+    images_in_file = sum(WARMUP_BATCH_SIZES) + sum(EXPLAIN_WARMUP_BATCH_SIZES)
+    assert path.stat().st_size < 32 * 1024 * images_in_file  # a few KB per image
