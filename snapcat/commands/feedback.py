@@ -58,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rate-limit", type=float, default=access.RATE,
                    help="requests a second per caller (0: no limit)")  # fmt: skip
     s.add_argument("--burst", type=float, default=access.BURST, help="requests at once per caller")
+    s.add_argument(
+        "--forwarded-allow-ips",
+        default=access.FORWARDED_ALLOW_IPS,
+        help="proxies (IPs or CIDRs, comma-separated; '*' any) whose X-Forwarded-For names the "
+        "caller the rate limit counts: e.g. the ingress gateway's network, so callers behind it "
+        "do not share one budget (uvicorn's setting; default: %(default)s)",
+    )
     s.set_defaults(handler=_run_serve)
 
     c = actions.add_parser(
@@ -93,6 +100,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     serve(
         args.store, args.host, args.port, args.taxonomy, keys=keys, token=token,
         logger_port=args.logger_port, rate=args.rate_limit, burst=args.burst,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         store_options={"max_photo_bytes": args.max_photo_bytes,
                        "max_predictions_per_version": args.max_predictions_per_version,
                        "min_free_bytes": args.min_free_bytes},

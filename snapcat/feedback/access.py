@@ -10,7 +10,9 @@
   signed by the transformer (:mod:`snapcat.contract.prediction_signing`).
 
 A caller (its address) gets ``rate`` requests a second, ``burst`` at once (a token bucket); past
-that 429 with ``Retry-After``.
+that 429 with ``Retry-After``. Behind a proxy every caller would have the proxy's address and share
+one budget: the proxies in ``--forwarded-allow-ips`` are trusted to name the caller in
+``X-Forwarded-For`` (uvicorn's proxy-headers middleware reads it; anyone else's is ignored).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ MIN_TOKEN_CHARS = 32
 #: Callers remembered by the rate limiter; the least recently seen are forgotten past this.
 MAX_CALLERS = 10_000
 RATE, BURST = 200.0, 400.0  # requests a second per caller, and at once (a logger pod's traffic)
+#: Proxies trusted to name the caller (uvicorn's own default: a sidecar on the pod's loopback).
+FORWARDED_ALLOW_IPS = "127.0.0.1"
 
 
 class TokenError(ValueError):

@@ -61,7 +61,7 @@ from starlette.routing import Route
 from snapcat.contract import metric_names as m
 from snapcat.contract.prediction_signing import KeyRing
 from snapcat.contract.taxonomy import Taxonomy
-from snapcat.feedback.access import BURST, RATE, BearerAuth, RateLimiter
+from snapcat.feedback.access import BURST, FORWARDED_ALLOW_IPS, RATE, BearerAuth, RateLimiter
 from snapcat.feedback.events import (
     PREDICTION_ID,
     REQUEST_TYPE,
@@ -387,8 +387,11 @@ def serve(
     store_options: dict | None = None,
     rate: float = RATE,
     burst: float = BURST,
+    forwarded_allow_ips: str = FORWARDED_ALLOW_IPS,
 ) -> None:
-    """Serves the API port and, when given, the logger port from one process and one store."""
+    """Serves the API port and, when given, the logger port from one process and one store.
+    ``forwarded_allow_ips``: the proxies whose ``X-Forwarded-For`` names the caller the rate
+    limit counts (:mod:`snapcat.feedback.access`)."""
     import uvicorn
 
     store = FeedbackStore(store_dir, **(store_options or {}))
@@ -398,7 +401,10 @@ def serve(
         sockets = [_listen(host, port)]
         if logger_port is not None:
             sockets.append(_listen(host, logger_port))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="info"))
+        config = uvicorn.Config(
+            app, log_level="info", proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips
+        )
+        server = uvicorn.Server(config)
         server.run(sockets=sockets)
     finally:
         store.close()

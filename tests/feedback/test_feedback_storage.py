@@ -93,6 +93,30 @@ def test_a_caller_past_its_rate_gets_429(tmp_path):
         s.kill()
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+def test_callers_behind_a_trusted_proxy_have_their_own_budget(tmp_path, trusted):
+    """Through a proxy in ``--forwarded-allow-ips`` each caller its ``X-Forwarded-For`` names
+    has its own budget; from a peer not in it the header is ignored (anyone could send one),
+    and every request counts against the peer's address."""
+    proxies = "127.0.0.1" if trusted else "192.0.2.9"
+    s = Sink(tmp_path / "store", tmp_path / "sink.log",
+             extra=("--rate-limit", "0.5", "--burst", "2", "--forwarded-allow-ips", proxies))  # fmt: skip
+    s.start()
+    try:
+
+        def put(caller: str) -> int:
+            headers = {**s.auth, "x-forwarded-for": caller}
+            url = f"{s.url}/v1/feedback/{s.sign('1', TOP)}"
+            return httpx.put(url, json={"category": "beauty"}, headers=headers).status_code
+
+        first = [put("203.0.113.1") for _ in range(3)]
+        second = [put("203.0.113.2") for _ in range(2)]
+        assert first == [404, 404, 429]  # 404: an unknown prediction, past the limiter
+        assert second == ([404, 404] if trusted else [429, 429])
+    finally:
+        s.kill()
+
+
 def test_a_full_volume_leaves_no_partial_photo(tmp_path, monkeypatch):
     store = FeedbackStore(tmp_path / "store")
     try:
