@@ -30,6 +30,9 @@ from snapcat.batch.predict import DEFAULT_BATCH_SIZE
 
 PIPELINE_NAME = "snapcat-batch-prediction"
 DEFAULT_PACKAGE = Path(__file__).with_name("batch_prediction_pipeline.yaml")
+#: Parameters naming what a step reads: object storage URIs on a cluster; a local run resolves
+#: paths from the caller's folder.
+LOCATION_PARAMETERS = ("model_uri", "input_uri")
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ def run_local(workdir: str | Path, **arguments) -> dict[str, str]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     root = Path(workdir).resolve() / "pipeline_root"
     root.mkdir(parents=True, exist_ok=True)
-    for key in ("model_uri", "input_uri"):
+    for key in LOCATION_PARAMETERS:
         if key in arguments and "://" not in arguments[key]:
             arguments[key] = str(Path(arguments[key]).resolve())
     local.init(

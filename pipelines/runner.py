@@ -36,8 +36,15 @@ class PipelineSubmitError(SnapcatError, ValueError):
     message is one line, for the command line to print without a traceback."""
 
 
-#: Pipeline parameters naming a file a step reads besides ``input_uri`` (a path or bucket URI).
-FILE_PARAMETERS = ("relabel", "exclude")
+#: Pipeline parameters naming what a step reads (a path or an object storage URI): a cluster's
+#: pods read only URIs; a local run resolves paths from the caller's folder.
+LOCATION_PARAMETERS = (
+    "input_uri",
+    "relabel",
+    "exclude",
+    "baseline_model_uri",
+    "baseline_metrics_uri",
+)
 
 
 def pipeline_parameters(settings: ClusterSettings | None = None) -> dict[str, inspect.Parameter]:
@@ -346,12 +353,12 @@ def run_local(
     root.mkdir(parents=True, exist_ok=True)
     if "://" not in input_uri:
         input_uri = str(Path(input_uri).resolve())
-    # The review's CSVs, when local: absolute (the steps do not run in this folder), and mounted
-    # into the Docker runner's containers.
+    # The other local locations (the review's CSVs, a baseline model): absolute, since the steps
+    # do not run in this folder, and mounted into the Docker runner's containers.
     files = {
         name: str(Path(params[name]).resolve())
-        for name in FILE_PARAMETERS
-        if params.get(name) and "://" not in params[name]
+        for name in LOCATION_PARAMETERS
+        if name != "input_uri" and params.get(name) and "://" not in params[name]
     }
     params = {**params, **files}
     local.init(
@@ -390,8 +397,8 @@ def docker_runner(input_uri: str, settings: ClusterSettings, files: tuple[str, .
 
     kfp mounts the pipeline root and the workspace at their paths; on top of that:
 
-    - the input folder (when ``input_uri`` is a path) and ``files`` (absolute paths of other
-      files a step reads: the review's CSVs) are mounted read-only at their own paths;
+    - the input folder (when ``input_uri`` is a path) and ``files`` (absolute paths of what else
+      a step reads: the review's CSVs, a baseline model) are mounted read-only at their own paths;
     - the image's ENTRYPOINT is cleared: Kubernetes replaces it with the component's command,
       whereas Docker would put that command after it as arguments (``snapcat sh -ec ...``);
     - the steps run as the calling user, so they can write the caller's pipeline root and what

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-#: Parameters naming what a step reads: on a cluster, object storage URIs.
-LOCATIONS = ("model_uri", "input_uri")
-
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="image of the predict and merge steps (default: ours)")
@@ -112,14 +109,18 @@ def run_submit(args: argparse.Namespace) -> int:
     import yaml
 
     from pipelines import kfp_backend
-    from pipelines.batch_prediction_pipeline import PIPELINE_NAME, compile_pipeline
+    from pipelines.batch_prediction_pipeline import (
+        LOCATION_PARAMETERS,
+        PIPELINE_NAME,
+        compile_pipeline,
+    )
     from pipelines.runner import refuse_local_paths, require_parameters, submit
     from snapcat.errors import UserError
 
     settings = settings_from_args(args)
     params, parameters = _params(args, settings)
     require_parameters(params, parameters)
-    refuse_local_paths(params, LOCATIONS)
+    refuse_local_paths(params, LOCATION_PARAMETERS)
     package = Path(
         args.package or compile_pipeline(Path(tempfile.mkdtemp()) / "batch.yaml", settings)
     )

@@ -192,12 +192,9 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Parameters naming what a step reads: on a cluster, object storage URIs.
-LOCATIONS = ("input_uri", "relabel", "exclude", "baseline_model_uri", "baseline_metrics_uri")
-
-
 def run_submit(args: argparse.Namespace) -> int:
     from pipelines.runner import (
+        LOCATION_PARAMETERS,
         check_package,
         describe_submission,
         pipeline_parameters,
@@ -210,7 +207,7 @@ def run_submit(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     params = _params(args, settings)
     require_parameters(params, pipeline_parameters(settings))
-    refuse_local_paths(params, LOCATIONS)
+    refuse_local_paths(params, LOCATION_PARAMETERS)
     try:
         major, minor = (int(x) for x in args.kfp_version.split(".")[:2])
     except ValueError as exc:
