@@ -1,6 +1,7 @@
 """One module per ``snapcat`` subcommand; each exposes ``register(subparsers)``. This package's
-own module holds what the commands share: :func:`config_from_args` and
-:class:`DefaultsHelpFormatter`.
+own module holds what the commands share: :func:`config_from_args`,
+:class:`DefaultsHelpFormatter`, and the flags of the two Kubeflow submit commands
+(:func:`add_kfp_submit_arguments`).
 
 Configs are frozen dataclasses built from an argparse ``Namespace`` by their fields, so a field is
 written once (in its dataclass, default included) instead of copied flag by flag.
@@ -81,3 +82,29 @@ def add_allow_root_argument(parser: argparse.ArgumentParser) -> None:
         help="a folder or bucket prefix a manifest may name besides its own folder (repeatable; "
         "rows elsewhere, or with other schemes, are refused: docs/data.md)",
     )
+
+
+def add_kfp_submit_arguments(
+    parser: argparse.ArgumentParser, *, dry_run_help: str, schedule_example: str, param_help: str
+) -> None:
+    """The flags ``snapcat pipeline submit`` and ``snapcat batch-pipeline submit`` share: where
+    the run goes, its name, a schedule, a compiled package, its parameters."""
+    parser.add_argument(
+        "--host",
+        help="KFP API URL, e.g. http://localhost:8080 after kubectl port-forward (default: "
+        "$KF_PIPELINES_ENDPOINT; in a pod, the in-cluster service; else your kubeconfig's API "
+        "server proxy)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    parser.add_argument("--experiment", default="snapcat")
+    parser.add_argument("--run-name")
+    parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help=param_help
+    )
+    parser.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help=f"create a recurring run instead, e.g. '{schedule_example}' (KFP cron has seconds)",
+    )
+    parser.add_argument("--package", help="a compiled spec to submit (default: compile now)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from snapcat.commands import add_kfp_submit_arguments
+
 
 def _settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="image of the predict and merge steps (default: ours)")
@@ -22,15 +24,10 @@ def _settings_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _param_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="pipeline parameter (repeatable): model_uri and input_uri are required; "
-        "shard_count, batch_size, rank_disagreements",
-    )
+PARAM_HELP = (
+    "pipeline parameter (repeatable): model_uri and input_uri are required; shard_count, "
+    "batch_size, rank_disagreements"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,32 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=run_compile)
 
     s = actions.add_parser("submit", help="submit a run (or a recurring run) to Kubeflow")
-    s.add_argument(
-        "--host",
-        help="KFP API URL (default: $KF_PIPELINES_ENDPOINT; in a pod, the in-cluster service; "
-        "else your kubeconfig's API server proxy)",
+    add_kfp_submit_arguments(
+        s,
+        dry_run_help="compile, check and print what would be submitted; contacts nothing",
+        schedule_example="0 0 4 * * *",
+        param_help=PARAM_HELP,
     )
-    s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="compile, check and print what would be submitted; contacts nothing",
-    )
-    s.add_argument("--experiment", default="snapcat")
-    s.add_argument("--run-name")
-    s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
-    s.add_argument(
-        "--schedule",
-        metavar="CRON",
-        help="create a recurring run instead, e.g. '0 0 4 * * *' (KFP cron has seconds)",
-    )
-    s.add_argument("--package", help="a compiled spec to submit (default: compile now)")
-    _param_flag(s)
     _settings_flags(s)
     s.set_defaults(handler=run_submit)
 
     r = actions.add_parser("run-local", help="run the same pipeline on this machine (kfp.local)")
     r.add_argument("--workdir", required=True, help="where kfp.local keeps runs and artifacts")
-    _param_flag(r)
+    r.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help=PARAM_HELP)
     r.set_defaults(handler=run_local)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from snapcat.commands import add_kfp_submit_arguments
+
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="training image the TensorFlow steps run in (default: ours)")
@@ -120,17 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(handler=run_compile)
 
     s = actions.add_parser("submit", help="submit a run (or a recurring run) to Kubeflow")
-    s.add_argument(
-        "--host",
-        help="KFP API URL, e.g. http://localhost:8080 after kubectl port-forward (default: "
-        "$KF_PIPELINES_ENDPOINT; in a pod, the in-cluster service; else your kubeconfig's API "
-        "server proxy)",
-    )
-    s.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="compile, check the spec against what a KFP backend refuses (workspace, deadlines, "
-        "parameters) and print what would be submitted; contacts nothing",
+    add_kfp_submit_arguments(
+        s,
+        dry_run_help="compile, check the spec against what a KFP backend refuses (workspace, "
+        "deadlines, parameters) and print what would be submitted; contacts nothing",
+        schedule_example="0 0 3 * * 1",
+        param_help="pipeline parameter (repeatable), e.g. input_uri=gs://bucket/photos",
     )
     s.add_argument(
         "--kfp-version",
@@ -138,22 +135,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the backend's KFP version the spec is checked for (default 2.17; 2.15-2.16 need "
         "a named workspace storage class)",
     )
-    s.add_argument("--experiment", default="snapcat")
-    s.add_argument("--run-name")
-    s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
-    s.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="pipeline parameter (repeatable), e.g. input_uri=gs://bucket/photos",
-    )
-    s.add_argument(
-        "--schedule",
-        metavar="CRON",
-        help="create a recurring run instead, e.g. '0 0 3 * * 1' (KFP cron has seconds)",
-    )
-    s.add_argument("--package", help="a compiled spec to submit (default: compile now)")
     s.add_argument(
         "--no-cache",
         action="store_true",
