@@ -177,11 +177,18 @@ def e2e_run(url: str, photos: list[bytes], concurrency: int, seconds: float, pid
 
 def post_run(url: str, bodies: list[bytes], concurrency: int, seconds: float, pids) -> dict:
     """``concurrency`` clients posting ``bodies`` (one photo each) to ``url``'s predict route
-    back to back for ``seconds``; ``pids``: the server processes whose CPU is counted."""
-    import httpx
+    back to back for ``seconds``; ``pids``: the server processes whose CPU is counted.
+
+    Each client is the standard library's keep-alive ``http.client`` connection: its own cost
+    per request (about 0.13 CPU-ms and 0.2 ms on a bare loopback server, against httpx's 0.4 and
+    0.47) is the app backend's, not the stack's, so it is kept out of the latencies as far as a
+    real client allows."""
+    import http.client
+    from urllib.parse import urlsplit
 
     headers = {"content-type": "application/json"}
-    predict = f"{url}/v1/models/{MODEL_NAME}:predict"
+    server = urlsplit(url)
+    predict = f"/v1/models/{MODEL_NAME}:predict"
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -197,20 +204,29 @@ def post_run(url: str, bodies: list[bytes], concurrency: int, seconds: float, pi
     start_gate = threading.Barrier(concurrency + 1, action=start_clock)
 
     def worker(offset: int) -> None:
-        with httpx.Client(timeout=120) as client:
-            client.post(predict, content=bodies[offset % len(bodies)], headers=headers)  # warm-up
+        connection = http.client.HTTPConnection(server.hostname, server.port, timeout=120)
+
+        def post(body: bytes) -> tuple[int, bytes]:
+            connection.request("POST", predict, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+
+        try:
+            post(bodies[offset % len(bodies)])  # warm-up
             start_gate.wait()
             i = offset
             while time.perf_counter() < stop_at[0]:
                 t0 = time.perf_counter()
-                response = client.post(predict, content=bodies[i % len(bodies)], headers=headers)
+                status, content = post(bodies[i % len(bodies)])
                 elapsed = time.perf_counter() - t0
                 with lock:
-                    if response.status_code == 200:
+                    if status == 200:
                         latencies.append(elapsed)
                     else:
-                        errors.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                        errors.append(f"HTTP {status}: {content[:200]!r}")
                 i += concurrency
+        finally:
+            connection.close()
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
     for t in threads:
