@@ -59,7 +59,10 @@ NOT_RUN: list[tuple[str, str]] = [
         r"gs://bucket/(listings/manifest|prepared)",
         "reads and writes a bucket (tests/dataset: fsspec memory://)",
     ),
-    (r"^snapcat pipeline submit (?!.*--dry-run)", "submits to a KFP cluster (tests/pipelines)"),
+    (
+        r"^snapcat (batch-)?pipeline submit (?!.*--dry-run)",
+        "submits to a KFP cluster (tests/pipelines)",
+    ),
     (
         r"^snapcat pipeline run-local --runner docker",
         "needs Docker and the images (make image-test)",
