@@ -355,17 +355,14 @@ async def relay(scope, receive, send) -> None:
 
 def start_relay(stack, log_dir: str):
     """:func:`relay` in its own uvicorn process, in front of ``stack``'s predictor; (process, url)."""
-    import subprocess
-
-    from snapcat.local.processes import free_port, wait_http_ok
+    from snapcat.local.processes import free_port, spawn, wait_http_ok
 
     port = free_port(stack.host)
     command = [sys.executable, "-m", "uvicorn", "serving_bench:relay", "--app-dir"]
     command += [str(Path(__file__).parent), "--host", stack.host, "--port", str(port)]
     command += ["--http", "h11", "--loop", "uvloop", "--no-access-log", "--log-level", "warning"]
-    env = {**os.environ, RELAY_TO: f"http://{stack.host}:{stack.predictor_port}"}
-    log = open(Path(log_dir, "relay.log"), "ab")  # noqa: SIM115
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    upstream = {RELAY_TO: f"http://{stack.host}:{stack.predictor_port}"}
+    process = spawn(command, Path(log_dir, "relay.log"), upstream)
     url = f"http://{stack.host}:{port}"
     wait_http_ok(f"{url}/v1/models/{MODEL_NAME}", 60, [process])
     return process, url
@@ -403,6 +400,7 @@ def main() -> int:
     from snapcat.contract.tf_serving_config import BatchingParameters
     from snapcat.imaging.normalize import normalize_image
     from snapcat.local.predictor import apply_tf_serving_threads
+    from snapcat.local.processes import stop_process
     from snapcat.local.stack import LocalStack
     from snapcat.serve.transformer_core import TransformerCore
     from snapcat.train.export import ServingModel
@@ -486,8 +484,7 @@ def main() -> int:
             finally:
                 for process in (baseline, relay_process):
                     if process is not None:
-                        process.terminate()
-                        process.wait(30)
+                        stop_process(process)
         # the predictor logs its batch statistics when it stops
         batch_log = [
             line

@@ -172,16 +172,26 @@ def check_package(
     return package, problems
 
 
-def describe_submission(package: Path, params: dict, args, settings: ClusterSettings) -> str:
-    """What ``submit`` would send, as YAML: where, the run, its parameters (given and
-    defaulted), the workspace PVC KFP will create and every step's deadline."""
+def describe_submission(
+    package: Path,
+    params: dict,
+    args,
+    parameters: dict[str, inspect.Parameter],
+    *,
+    checks: str,
+    caching: str | None = None,
+) -> str:
+    """What ``submit`` would send, as YAML: where, the run, its parameters (given and defaulted
+    from the pipeline's ``parameters``), the workspace PVC KFP will create (when the pipeline
+    has one), every step's deadline and the ``checks`` it passed; ``caching`` when a flag chose
+    it."""
     import yaml
 
     from pipelines import kfp_backend
 
     platform = kfp_backend.load(package)
     defaults = {
-        name: p.default for name, p in pipeline_parameters(settings).items()
+        name: p.default for name, p in parameters.items()
         if p.default is not inspect.Parameter.empty
     }  # fmt: skip
     try:
@@ -195,12 +205,12 @@ def describe_submission(package: Path, params: dict, args, settings: ClusterSett
         "namespace": args.namespace,
         "run_name": args.run_name,
         "schedule": args.schedule,
-        "caching": "off" if args.no_cache else "as compiled (prepare only)",
+        **({"caching": caching} if caching else {}),
         "package": str(package),
         "parameters": {**defaults, **params},
-        "workspace": kfp_backend.workspace_pvc(platform),
+        **({"workspace": w} if (w := kfp_backend.workspace_pvc(platform)) else {}),
         "deadlines_seconds": kfp_backend.deadlines(platform),
-        "checks": "passed (KFP Argo compiler workspace rules, deploy deadline, parameters)",
+        "checks": checks,
     }
     return yaml.safe_dump(summary, sort_keys=False)
 

@@ -21,7 +21,7 @@ def fingerprint(input_uri: str, data_version: str, relabel: str = "", exclude: s
         from snapcat.dataset.sources import fingerprint as listing_fingerprint
 
         version = listing_fingerprint(input_uri)
-    review = review_fingerprint(relabel or None, exclude or None)
+    review = review_fingerprint(relabel, exclude)
     return f"{version};{review}" if review else version
 
 

@@ -89,15 +89,18 @@ def run_submit(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    import yaml
-
     from pipelines import kfp_backend
     from pipelines.batch_prediction_pipeline import (
         LOCATION_PARAMETERS,
         PIPELINE_NAME,
         compile_pipeline,
     )
-    from pipelines.runner import refuse_local_paths, require_parameters, submit
+    from pipelines.runner import (
+        describe_submission,
+        refuse_local_paths,
+        require_parameters,
+        submit,
+    )
     from snapcat.errors import UserError
 
     settings = settings_from_args(args)
@@ -113,23 +116,8 @@ def run_submit(args: argparse.Namespace) -> int:
     if problems:
         raise UserError("a KFP backend would refuse this pipeline: " + "; ".join(problems))
     if args.dry_run:
-        defaults = {
-            name: p.default
-            for name, p in parameters.items()
-            if p.default is not p.empty and name not in params
-        }
-        summary = {
-            "dry_run": True,
-            "host": args.host,
-            "experiment": args.experiment,
-            "run_name": args.run_name,
-            "namespace": args.namespace,
-            "schedule": args.schedule,
-            "package": str(package),
-            "parameters": {**defaults, **params},
-            "deadlines_seconds": kfp_backend.deadlines(kfp_backend.load(package)),
-        }
-        print(yaml.safe_dump(summary, sort_keys=False), end="")
+        checks = "passed (KFP backend's rules, parameters)"
+        print(describe_submission(package, params, args, parameters, checks=checks), end="")
         return 0
     run_id = submit(
         args.host,

@@ -178,6 +178,7 @@ def run_submit(args: argparse.Namespace) -> int:
         LOCATION_PARAMETERS,
         check_package,
         describe_submission,
+        parse_params,
         pipeline_parameters,
         refuse_local_paths,
         require_parameters,
@@ -186,8 +187,9 @@ def run_submit(args: argparse.Namespace) -> int:
     from snapcat.errors import UserError
 
     settings = settings_from_args(args)
-    params = _params(args, settings)
-    require_parameters(params, pipeline_parameters(settings))
+    parameters = pipeline_parameters(settings)
+    params = parse_params(args.param, parameters=parameters)
+    require_parameters(params, parameters)
     refuse_local_paths(params, LOCATION_PARAMETERS)
     try:
         major, minor = (int(x) for x in args.kfp_version.split(".")[:2])
@@ -199,7 +201,10 @@ def run_submit(args: argparse.Namespace) -> int:
             f"a KFP {major}.{minor} backend would refuse this pipeline: " + "; ".join(problems)
         )
     if args.dry_run:
-        print(describe_submission(package, params, args, settings), end="")
+        checks = "passed (KFP Argo compiler workspace rules, deploy deadline, parameters)"
+        caching = "off" if args.no_cache else "as compiled (prepare only)"
+        print(describe_submission(package, params, args, parameters, checks=checks,
+                                  caching=caching), end="")  # fmt: skip
         return 0
     run_id = _submit(submit, args, params, settings, package)
     print(f"{'recurring run' if args.schedule else 'run'} {run_id} submitted")
